@@ -1,0 +1,193 @@
+"""Fashion-MNIST: find it, load it once, keep it on the device, serve shuffled batches.
+
+The data is found in this order: an explicit `data.root`; the project's own copy in `data/`; the Debian
+package's files (`dataset-fashion-mnist`), decompressed once into `data/`; torchvision's download.
+Images stay uint8 on the device; batches are sliced from a seeded on-device permutation and normalised there,
+so no DataLoader and no per-image PIL work sits in the hot path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision.datasets import FashionMNIST
+
+from src import REPO_ROOT
+
+PROJECT_DATA_DIR = REPO_ROOT / "data"
+DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+HOW_TO_GET_IT = (
+    "Get Fashion-MNIST in one of these ways:\n"
+    "  - Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist   (then nothing else to do)\n"
+    "  - with internet access: leave data.download=true and the files are downloaded into data/\n"
+    "  - by hand: put the four files (train-images-idx3-ubyte, ... , .gz or not) in\n"
+    "    <dir>/FashionMNIST/raw/ and run with data.root=<dir>"
+)
+
+
+class DatasetNotFoundError(RuntimeError):
+    """Fashion-MNIST could not be found, prepared or downloaded; the message says how to get it."""
+
+
+def _raw_dir(root: Path) -> Path:
+    return root / "FashionMNIST" / "raw"
+
+
+def _has_raw(root: Path) -> bool:
+    return all((_raw_dir(root) / name).is_file() for name in RAW_FILES)
+
+
+def _gz_files_in(folder: Path) -> dict[str, Path] | None:
+    """The four `.gz` files in `folder` (or its FashionMNIST/raw), or None when any is missing."""
+    for candidate in (folder, _raw_dir(folder)):
+        found = {name: candidate / f"{name}.gz" for name in RAW_FILES}
+        if all(path.is_file() for path in found.values()):
+            return found
+    return None
+
+
+def _decompress(gz_files: dict[str, Path], root: Path) -> None:
+    """Decompress into `root/FashionMNIST/raw`, each file written aside and renamed so none is half-written."""
+    target = _raw_dir(root)
+    target.mkdir(parents=True, exist_ok=True)
+    for name, source in gz_files.items():
+        partial = target / f"{name}.partial"
+        with gzip.open(source, "rb") as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        partial.replace(target / name)
+
+
+def _prepare(root: Path, download: bool, origin: str) -> Path:
+    """Make `root/FashionMNIST/raw` hold the uncompressed files, from `.gz` files there or a download."""
+    if _has_raw(root):
+        return root
+    gz_files = _gz_files_in(root)
+    if gz_files is not None:
+        _decompress(gz_files, root)
+        return root
+    if download:
+        try:
+            FashionMNIST(str(root), train=True, download=True)
+            FashionMNIST(str(root), train=False, download=True)
+        except Exception as error:  # torchvision raises several kinds for a failed download
+            raise DatasetNotFoundError(
+                f"Fashion-MNIST is not in {origin} and the download failed ({error}).\n{HOW_TO_GET_IT}"
+            ) from None
+        return root
+    raise DatasetNotFoundError(f"Fashion-MNIST is not in {origin} (download disabled).\n{HOW_TO_GET_IT}")
+
+
+def locate(root: str | None = None, system_dir: str | None = None, download: bool = True) -> Path:
+    """Return a folder whose `FashionMNIST/raw/` holds the four uncompressed files, preparing it if needed."""
+    if root is not None:
+        explicit = Path(root).expanduser().resolve()
+        return _prepare(explicit, download, f"data.root={explicit}")
+    if _has_raw(PROJECT_DATA_DIR):
+        return PROJECT_DATA_DIR
+    if system_dir is not None and _gz_files_in(Path(system_dir)) is not None:
+        _decompress(_gz_files_in(Path(system_dir)), PROJECT_DATA_DIR)
+        return PROJECT_DATA_DIR
+    where = f"{PROJECT_DATA_DIR}" + (f" nor in {system_dir}" if system_dir else "")
+    return _prepare(PROJECT_DATA_DIR, download, where)
+
+
+def _read_split(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    split = "train" if train else "test"
+    try:
+        dataset = FashionMNIST(str(root), train=train, download=False)
+    except Exception as error:
+        raise DatasetNotFoundError(
+            f"Fashion-MNIST {split} files in {_raw_dir(root)} could not be read ({error}). "
+            f"Delete that folder and run again to prepare it afresh.\n{HOW_TO_GET_IT}"
+        ) from None
+    return dataset.data, dataset.targets
+
+
+@dataclass
+class DeviceData:
+    """Train and test sets resident on one device: uint8 images (N, 28, 28), int64 labels (N,)."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    batch_size: int
+    mean: float
+    std: float
+
+    @property
+    def train_size(self) -> int:
+        return int(self.train_y.shape[0])
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: the last, smaller batch is kept, so no image is left out."""
+        return math.ceil(self.train_size / self.batch_size)
+
+    def batch_sizes(self) -> list[int]:
+        """The size of each batch of an epoch, known on the host without touching the device."""
+        full, rest = divmod(self.train_size, self.batch_size)
+        return [self.batch_size] * full + ([rest] if rest else [])
+
+    def to_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 28, 28) to normalised float (B, 1, 28, 28), on the images' device."""
+        return ((images.float() / 255.0 - self.mean) / self.std).unsqueeze(1)
+
+    def train_batches(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of shuffled batches; the order comes from `generator` alone (paired across runs)."""
+        order = torch.randperm(self.train_size, device=self.train_x.device, generator=generator)
+        for start in range(0, self.train_size, self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield self.to_input(self.train_x[index]), self.train_y[index]
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, int(self.test_y.shape[0]), batch_size):
+            stop = start + batch_size
+            yield self.to_input(self.test_x[start:stop]), self.test_y[start:stop]
+
+
+def load(
+    *,
+    device: torch.device,
+    batch_size: int,
+    root: str | None = None,
+    system_dir: str | None = None,
+    download: bool = True,
+    train_size: int | None = None,
+    normalize: bool = True,
+    mean: float = 0.2860,
+    std: float = 0.3530,
+) -> DeviceData:
+    """Find the data, read it once and move it to `device`; `train_size` keeps the first N training images."""
+    folder = locate(root, system_dir, download)
+    train_x, train_y = _read_split(folder, train=True)
+    test_x, test_y = _read_split(folder, train=False)
+    if train_size is not None:
+        train_x, train_y = train_x[:train_size], train_y[:train_size]
+    non_blocking = device.type == "cuda"
+    return DeviceData(
+        train_x=train_x.to(device, non_blocking=non_blocking),
+        train_y=train_y.to(device, non_blocking=non_blocking),
+        test_x=test_x.to(device, non_blocking=non_blocking),
+        test_y=test_y.to(device, non_blocking=non_blocking),
+        batch_size=batch_size,
+        mean=mean if normalize else 0.0,
+        std=std if normalize else 1.0,
+    )
+
+
+if __name__ == "__main__":
+    # `python -m src.data` prepares the dataset (what `make setup` runs) and says where it is.
+    print(f"Fashion-MNIST ready in {_raw_dir(locate(system_dir=DEBIAN_DIR))}")

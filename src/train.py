@@ -1,0 +1,96 @@
+"""`python -m src.train [overrides]`: compose the config, check it, build the run and hand it to the Trainer.
+
+Exit status: 0 for a finished run, and for a diverged one too (a schedule that diverges is a result, recorded in
+metrics.json, so a sweep goes on); 2 for a bad config or a missing dataset, before any training.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from src import REPO_ROOT, data
+from src.device import select_device
+from src.optimizers import build_optimizer
+from src.schedules import build_lr_driver
+from src.tracking import Tracker, write_json
+from src.trainer import RunResult, Trainer
+from src.validation import ConfigError, validate
+
+log = logging.getLogger("src.train")
+OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)
+
+
+def fail(message: str) -> None:
+    """Stop with a message and exit status 2, without a traceback."""
+    log.error(message)
+    print(f"lrbench: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> RunResult:
+    """Train the run `cfg` describes, writing its curves and metrics.json into `run_dir`."""
+    device = select_device(cfg.trainer.device)
+    try:
+        dataset = data.load(device=device, **OmegaConf.to_container(cfg.data))
+    except data.DatasetNotFoundError as error:
+        fail(str(error))
+    torch.manual_seed(cfg.seed)  # same seed, same initial weights, whatever the schedule or optimizer
+    model = instantiate(cfg.model).to(device)
+    optimizer = build_optimizer(cfg.optimizer, model.parameters())
+    lr_driver = build_lr_driver(cfg, optimizer, dataset.steps_per_epoch)
+    tracker = Tracker(run_dir)
+    log.info("run folder: %s", run_dir)
+    log.info(
+        "%d training images, %d steps per epoch, %d epochs, device %s",
+        dataset.train_size,
+        dataset.steps_per_epoch,
+        cfg.trainer.epochs,
+        device,
+    )
+    trainer = Trainer(
+        model,
+        optimizer,
+        lr_driver,
+        dataset,
+        tracker,
+        epochs=cfg.trainer.epochs,
+        data_seed=cfg.seed,
+        log_every_steps=cfg.trainer.log_every_steps,
+        eval_batch_size=cfg.trainer.eval_batch_size,
+        progress=cfg.trainer.progress,
+    )
+    try:
+        result = trainer.fit()
+    finally:
+        tracker.close()
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    write_json(run_dir / "metrics.json", {**result.summary(), "overrides": overrides})
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        fail(f"invalid configuration:\n{error}")
+    with logging_redirect_tqdm():
+        result = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    summary = result.summary()
+    log.info(
+        "done: test_acc %s after %d epochs in %.1f s", summary["test_acc"], result.epochs, result.wall_seconds
+    )
+    return summary["test_acc"]
+
+
+if __name__ == "__main__":
+    main()

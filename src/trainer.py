@@ -1,0 +1,189 @@
+"""The epoch loop: train on device-resident batches, evaluate after every epoch, report to the tracker.
+
+Inside an epoch nothing waits for the device except one read per `log_every_steps` window: per-step losses and
+correct counts are written into device buffers, and a window of them is copied to the host in one go.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from src.data import DeviceData
+from src.schedules import LRDriver
+from src.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a finished (or diverged) run reports; `history` has one entry per completed epoch."""
+
+    epochs: int = 0
+    steps: int = 0
+    wall_seconds: float = 0.0
+    diverged: bool = False
+    diverged_step: int | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        return {
+            "test_acc": last.get("test_acc"),
+            "test_loss": last.get("test_loss"),
+            "train_loss": last.get("train_loss"),
+            "train_acc": last.get("train_acc"),
+            "best_test_acc": max((h["test_acc"] for h in self.history), default=None),
+            "epochs": self.epochs,
+            "steps": self.steps,
+            "wall_seconds": round(self.wall_seconds, 3),
+            "diverged": self.diverged,
+            "diverged_step": self.diverged_step,
+            "history": self.history,
+        }
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite at `step`."""
+
+    def __init__(self, step: int):
+        super().__init__(f"training loss is not finite at step {step}")
+        self.step = step
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr_driver: LRDriver,
+        data: DeviceData,
+        tracker: Tracker,
+        *,
+        epochs: int,
+        data_seed: int,
+        log_every_steps: int = 10,
+        eval_batch_size: int = 2500,
+        progress: bool = True,
+    ):
+        self.model = model
+        self.optimizer = optimizer
+        self.lr_driver = lr_driver
+        self.data = data
+        self.tracker = tracker
+        self.epochs = epochs
+        self.log_every_steps = log_every_steps
+        self.eval_batch_size = eval_batch_size
+        self.progress = progress
+        device = data.train_x.device
+        # The batch order has its own generator: same seed, same order, whatever the model or optimizer draw.
+        self.order = torch.Generator(device=device).manual_seed(data_seed)
+        self.step = 0
+
+    def fit(self) -> RunResult:
+        result = RunResult()
+        started = time.perf_counter()
+        try:
+            for epoch in range(self.epochs):
+                metrics = {**self.train_epoch(epoch), **self.evaluate()}
+                self.lr_driver.after_epoch(metrics)
+                self.tracker.epoch(self.step, metrics)
+                result.history.append({"epoch": epoch + 1, "step": self.step, **metrics})
+                result.epochs, result.steps = epoch + 1, self.step
+                log.info(
+                    "epoch %d/%d step %d: train_loss %.4f train_acc %.4f test_loss %.4f test_acc %.4f lr %.6g",
+                    epoch + 1,
+                    self.epochs,
+                    self.step,
+                    metrics["train_loss"],
+                    metrics["train_acc"],
+                    metrics["test_loss"],
+                    metrics["test_acc"],
+                    metrics["lr"],
+                )
+        except Diverged as diverged:
+            result.diverged, result.diverged_step = True, diverged.step
+            log.warning("run diverged: %s; stopped after %d finished epochs", diverged, result.epochs)
+        result.wall_seconds = time.perf_counter() - started
+        return result
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the shuffled training set; returns the epoch's mean loss and accuracy."""
+        self.model.train()
+        sizes = self.data.batch_sizes()
+        device = self.data.train_x.device
+        step_loss = torch.zeros(len(sizes), device=device)
+        step_correct = torch.zeros(len(sizes), device=device)
+        step_weight = torch.tensor(sizes, dtype=step_loss.dtype).to(device, non_blocking=True)
+        step_lr: list[float] = []
+        first_step = self.step
+        totals = {"loss": 0.0, "correct": 0.0}
+        window_start = 0
+        bar = tqdm(
+            total=len(sizes), desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress, leave=False
+        )
+        try:
+            for i, (inputs, labels) in enumerate(self.data.train_batches(self.order)):
+                step_lr.append(self.lr_driver.lr)
+                logits = self.model(inputs)
+                loss = F.cross_entropy(logits, labels)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.lr_driver.after_step()
+                step_loss[i] = loss.detach()
+                step_correct[i] = (logits.argmax(dim=1) == labels).sum()
+                if (i + 1) % self.log_every_steps == 0 or i + 1 == len(sizes):
+                    window = slice(window_start, i + 1)
+                    loss_sum, correct = self._read_window(
+                        step_loss[window], step_correct[window], step_weight[window]
+                    )
+                    count = sum(sizes[window])
+                    self.tracker.lrs(first_step + window_start, step_lr[window])
+                    if not math.isfinite(loss_sum):
+                        raise Diverged(first_step + i)
+                    self.tracker.train_window(first_step + i, loss_sum / count, correct / count)
+                    totals["loss"] += loss_sum
+                    totals["correct"] += correct
+                    bar.update(i + 1 - window_start)
+                    bar.set_postfix(
+                        loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.3f}", lr=f"{step_lr[i]:.4g}"
+                    )
+                    window_start = i + 1
+        finally:
+            bar.close()
+            self.step = first_step + len(step_lr)
+        return {
+            "train_loss": totals["loss"] / self.data.train_size,
+            "train_acc": totals["correct"] / self.data.train_size,
+            "lr": step_lr[-1],  # the lr of the epoch's last step
+        }
+
+    @staticmethod
+    def _read_window(losses: torch.Tensor, correct: torch.Tensor, sizes: torch.Tensor) -> tuple[float, float]:
+        """Sum of per-image losses and of correct predictions over a window: one device-to-host copy."""
+        loss_sum, correct_sum = torch.stack([(losses * sizes).sum(), correct.sum()]).tolist()
+        return loss_sum, correct_sum
+
+    @torch.inference_mode()
+    def evaluate(self) -> dict[str, float]:
+        """Loss and accuracy on the whole test set, summed on the device and read once."""
+        self.model.eval()
+        device = self.data.test_x.device
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        for inputs, labels in self.data.test_batches(self.eval_batch_size):
+            logits = self.model(inputs)
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            correct += (logits.argmax(dim=1) == labels).sum()
+        total = int(self.data.test_y.shape[0])
+        loss_value, correct_value = torch.stack([loss_sum, correct]).tolist()
+        return {"test_loss": loss_value / total, "test_acc": correct_value / total}

@@ -1,0 +1,94 @@
+"""Shared fixtures: a tiny synthetic Fashion-MNIST in torchvision's raw format, and composed configs."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+
+from src import REPO_ROOT
+from src.train import OmegaConf  # noqa: F401  (registers the ${repo_root:} resolver)
+
+CONF_DIR = str(REPO_ROOT / "conf")
+RAW_NAMES = {
+    (True, "images"): "train-images-idx3-ubyte",
+    (True, "labels"): "train-labels-idx1-ubyte",
+    (False, "images"): "t10k-images-idx3-ubyte",
+    (False, "labels"): "t10k-labels-idx1-ubyte",
+}
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def make_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable 28x28 uint8 images: class k is a bright 6x6 patch at one of ten places, over noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=n).astype(np.uint8)
+    images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+    for index, label in enumerate(labels):
+        row, col = divmod(int(label), 5)
+        images[index, 4 + 12 * row : 10 + 12 * row, 2 + 5 * col : 8 + 5 * col] = 230
+    return images, labels
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """The IDX format torchvision reads: magic 0x08 (ubyte), the rank, big-endian sizes, then the bytes."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def write_fashion_mnist(root: Path, train_size: int = 512, test_size: int = 256) -> Path:
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for train, size, seed in ((True, train_size, 1), (False, test_size, 2)):
+        images, labels = make_images(size, seed)
+        write_idx(raw / RAW_NAMES[(train, "images")], images)
+        write_idx(raw / RAW_NAMES[(train, "labels")], labels)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A data.root with 512 training and 256 test images in torchvision's raw layout."""
+    return write_fashion_mnist(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture
+def compose_cfg(tmp_path):
+    """compose_cfg(overrides) -> the run config Hydra would build, with its output folder under tmp_path."""
+
+    def _compose(overrides: list[str] | tuple[str, ...] = ()):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose(
+                config_name="config",
+                overrides=[f"output_root={tmp_path}", *overrides],
+                return_hydra_config=True,
+            )
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def run_train(*overrides: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m src.train OVERRIDES` in a subprocess, as a user runs it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "src.train", *overrides],
+        cwd=cwd or REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src import REPO_ROOT, data
-from src.device import select_device
+from src.device import configure_threads, select_device
 from src.optimizers import build_optimizer
 from src.schedules import build_lr_driver
 from src.tracking import Tracker, write_json
@@ -36,8 +36,17 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def _parallel_jobs() -> int:
+    """How many jobs the Hydra launcher runs at once (joblib's n_jobs), 1 outside such a launcher."""
+    if not HydraConfig.initialized():
+        return 1
+    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
+    return int(n_jobs) if isinstance(n_jobs, int) and n_jobs > 0 else 1
+
+
 def run(cfg: DictConfig, run_dir: Path) -> RunResult:
     """Train the run `cfg` describes, writing its curves and metrics.json into `run_dir`."""
+    configure_threads(cfg.trainer.threads, parallel_jobs=_parallel_jobs())
     device = select_device(cfg.trainer.device)
     try:
         dataset = data.load(device=device, **OmegaConf.to_container(cfg.data))
@@ -86,9 +95,7 @@ def main(cfg: DictConfig) -> float | None:
     with logging_redirect_tqdm():
         result = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     summary = result.summary()
-    log.info(
-        "done: test_acc %s after %d epochs in %.1f s", summary["test_acc"], result.epochs, result.wall_seconds
-    )
+    log.info("done: test_acc %s after %d epochs in %.1f s", summary["test_acc"], result.epochs, result.wall_seconds)
     return summary["test_acc"]
 
 

@@ -127,9 +127,7 @@ class Trainer:
         first_step = self.step
         totals = {"loss": 0.0, "correct": 0.0}
         window_start = 0
-        bar = tqdm(
-            total=len(sizes), desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress, leave=False
-        )
+        bar = tqdm(total=len(sizes), desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress, leave=False)
         try:
             for i, (inputs, labels) in enumerate(self.data.train_batches(self.order)):
                 step_lr.append(self.lr_driver.lr)
@@ -143,9 +141,7 @@ class Trainer:
                 step_correct[i] = (logits.argmax(dim=1) == labels).sum()
                 if (i + 1) % self.log_every_steps == 0 or i + 1 == len(sizes):
                     window = slice(window_start, i + 1)
-                    loss_sum, correct = self._read_window(
-                        step_loss[window], step_correct[window], step_weight[window]
-                    )
+                    loss_sum, correct = self._read_window(step_loss[window], step_correct[window], step_weight[window])
                     count = sum(sizes[window])
                     self.tracker.lrs(first_step + window_start, step_lr[window])
                     if not math.isfinite(loss_sum):

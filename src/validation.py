@@ -49,6 +49,7 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("seed", _is_int, "an integer"),
     ("trainer.epochs", _positive_int, "an integer >= 1"),
     ("trainer.device", lambda v: v in DEVICES, f"one of {', '.join(DEVICES)}"),
+    ("trainer.threads", lambda v: v is None or _positive_int(v), "null (all cores) or an integer >= 1"),
     ("trainer.log_every_steps", _positive_int, "an integer >= 1"),
     ("trainer.eval_batch_size", _positive_int, "an integer >= 1"),
     ("data.batch_size", _positive_int, "an integer >= 1"),
@@ -69,9 +70,7 @@ def _optimizer_problems(cfg: DictConfig) -> list[str]:
     if momentum is not None and not (_is_number(momentum) and 0 <= momentum < 1):
         problems.append(f"optimizer.momentum={momentum!r}: allowed is a number with 0 <= momentum < 1")
     betas = _get(cfg, "optimizer.betas")
-    if betas is not None and not (
-        len(betas) == 2 and all(_is_number(beta) and 0 <= beta < 1 for beta in betas)
-    ):
+    if betas is not None and not (len(betas) == 2 and all(_is_number(beta) and 0 <= beta < 1 for beta in betas)):
         problems.append(f"optimizer.betas={list(betas)!r}: allowed is two numbers, each 0 <= beta < 1")
     weight_decay = _get(cfg, "optimizer.weight_decay")
     if weight_decay is not None and not (_is_number(weight_decay) and weight_decay >= 0):

@@ -62,9 +62,7 @@ class Timeline:
                 "set at most one of them"
             )
         if not 0.0 <= warmup_ratio < 1.0:
-            raise ScheduleConfigError(
-                f"scheduler.warmup_ratio={warmup_ratio}: allowed is 0 <= warmup_ratio < 1"
-            )
+            raise ScheduleConfigError(f"scheduler.warmup_ratio={warmup_ratio}: allowed is 0 <= warmup_ratio < 1")
         for key, value in (("warmup_steps", warmup_steps), ("warmup_epochs", warmup_epochs)):
             if value is not None and value < 0:
                 raise ScheduleConfigError(f"scheduler.{key}={value}: allowed is a count >= 0")
@@ -98,9 +96,7 @@ class Timeline:
         first update is never wasted at lr 0. `interval` is accepted here because every scheduler config has it.
         """
         if interval not in INTERVALS:
-            raise ScheduleConfigError(
-                f"scheduler.interval={interval!r}: allowed values are {', '.join(INTERVALS)}"
-            )
+            raise ScheduleConfigError(f"scheduler.interval={interval!r}: allowed values are {', '.join(INTERVALS)}")
         if warmup_shape not in WARMUP_SHAPES:
             raise ScheduleConfigError(
                 f"scheduler.warmup_shape={warmup_shape!r}: allowed values are {', '.join(WARMUP_SHAPES)}"

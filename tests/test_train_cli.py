@@ -1,0 +1,77 @@
+"""`python -m src.train` as a user runs it: on the real dataset, from a sub-folder, and with bad input."""
+
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from src import REPO_ROOT
+from tests.conftest import run_train
+
+QUICK = ("data.train_size=2048", "trainer.epochs=1", "trainer.threads=1", "trainer.progress=false")
+
+
+def only_run_dir(output_root):
+    runs = [path.parent for path in output_root.rglob("metrics.json")]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+@pytest.mark.slow
+def test_real_data_run_from_a_sub_folder_leaves_metrics_events_and_config(tmp_path):
+    done = run_train(*QUICK, f"output_root={tmp_path}", cwd=REPO_ROOT / "tests")
+    assert done.returncode == 0, done.stderr
+    run_dir = only_run_dir(tmp_path)
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["steps"] == 8  # 2048 images / 256 per batch
+    assert 0.3 < metrics["test_acc"] <= 1.0  # well above chance (0.1) after one short epoch
+    assert "data.train_size=2048" in metrics["overrides"]
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "train/lr", "test/loss", "test/acc"} <= tags
+    assert len(events.Scalars("train/lr")) == 8
+
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    log = (run_dir / "train.log").read_text()
+    assert "epoch 1/1 step 8: train_loss" in log
+
+
+@pytest.mark.slow
+def test_two_runs_with_one_seed_give_identical_metrics(tmp_path):
+    results = []
+    for name in ("first", "second"):
+        done = run_train(*QUICK, "data.train_size=1024", "seed=3", f"output_root={tmp_path / name}")
+        assert done.returncode == 0, done.stderr
+        results.append(json.loads((only_run_dir(tmp_path / name) / "metrics.json").read_text()))
+    assert results[0]["history"] == results[1]["history"]
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("scheduler=no_such_schedule", "Could not find 'scheduler/no_such_schedule'"),
+        ("optimizer.lr=-1", "optimizer.lr=-1: allowed is a number > 0"),
+        ("trainer.epochs=0", "trainer.epochs=0: allowed is an integer >= 1"),
+        ("data.batch_size=0", "data.batch_size=0: allowed is an integer >= 1"),
+    ],
+)
+def test_bad_input_exits_non_zero_naming_the_problem_before_training(tmp_path, override, expected):
+    done = run_train(override, f"output_root={tmp_path}", "trainer.threads=1", timeout=120)
+    assert done.returncode != 0
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not list(tmp_path.rglob("events.out.tfevents*")), "training must not start"
+
+
+def test_missing_dataset_exits_non_zero_saying_how_to_get_it(tmp_path):
+    done = run_train(
+        f"data.root={tmp_path / 'nothing-here'}", "data.download=false", f"output_root={tmp_path}", timeout=120
+    )
+    assert done.returncode == 2
+    assert "Fashion-MNIST is not in data.root=" in done.stderr
+    assert "apt-get install dataset-fashion-mnist" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not list(tmp_path.rglob("events.out.tfevents*"))

@@ -1,0 +1,88 @@
+"""A whole run in-process on synthetic data: what it logs, what it writes, and that it learns."""
+
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from src.schedules import lr_curve
+from src.train import run
+
+
+def scalars(run_dir, tag):
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(point.step, point.value) for point in events.Scalars(tag)]
+
+
+@pytest.fixture
+def synthetic_run(compose_cfg, synthetic_root, tmp_path):
+    def _run(*overrides):
+        cfg = compose_cfg(
+            [
+                f"data.root={synthetic_root}",
+                "data.batch_size=64",
+                "trainer.epochs=3",
+                "trainer.progress=false",
+                "trainer.log_every_steps=3",
+                "trainer.threads=1",
+                *overrides,
+            ]
+        )
+        run_dir = tmp_path / "run"
+        run_dir.mkdir(exist_ok=True)
+        result = run(cfg, run_dir)
+        return cfg, run_dir, result
+
+    return _run
+
+
+def test_run_leaves_metrics_json_with_the_final_numbers(synthetic_run):
+    _, run_dir, result = synthetic_run()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["steps"] == 3 * 8
+    assert metrics["test_acc"] == result.history[-1]["test_acc"]
+    for key in ("test_acc", "test_loss", "train_loss", "train_acc", "wall_seconds"):
+        assert isinstance(metrics[key], float), key
+    assert metrics["diverged"] is False
+    assert any(override.startswith("data.root=") for override in metrics["overrides"])
+    assert [entry["epoch"] for entry in metrics["history"]] == [1, 2, 3]
+
+
+def test_it_learns_the_synthetic_task(synthetic_run):
+    _, _, result = synthetic_run("optimizer.lr=0.05", "trainer.epochs=4")
+    assert result.history[-1]["test_acc"] > 0.6
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_every_step_logs_the_lr_it_used(synthetic_run):
+    cfg, run_dir, _ = synthetic_run()
+    logged = scalars(run_dir, "train/lr")
+    assert [step for step, _ in logged] == list(range(24))
+    expected = lr_curve(cfg, steps_per_epoch=8)
+    assert [value for _, value in logged] == pytest.approx(expected, rel=1e-6)
+    assert logged[0][1] == pytest.approx(cfg.optimizer.lr / 4)  # warmup ceil(24 * 0.1) = 3 steps, 1/(3+1)
+
+
+def test_epoch_interval_holds_the_lr_through_each_epoch(synthetic_run):
+    _, run_dir, _ = synthetic_run("scheduler=cosine", "scheduler.interval=epoch", "optimizer.lr=0.1")
+    lrs = [value for _, value in scalars(run_dir, "train/lr")]
+    per_epoch = [lrs[0:8], lrs[8:16], lrs[16:24]]
+    assert all(len(set(epoch)) == 1 for epoch in per_epoch)
+    assert [epoch[0] for epoch in per_epoch] == pytest.approx([0.1, 0.075, 0.025])
+
+
+def test_tags_sit_on_the_global_step_axis(synthetic_run):
+    _, run_dir, _ = synthetic_run()
+    assert [step for step, _ in scalars(run_dir, "train/loss")] == [2, 5, 7, 10, 13, 15, 18, 21, 23]
+    assert [step for step, _ in scalars(run_dir, "train/acc")] == [2, 5, 7, 10, 13, 15, 18, 21, 23]
+    for tag in ("test/loss", "test/acc", "train/epoch_loss", "train/epoch_acc"):
+        assert [step for step, _ in scalars(run_dir, tag)] == [8, 16, 24], tag
+
+
+def test_same_seed_same_numbers(synthetic_run, compose_cfg, synthetic_root, tmp_path):
+    _, _, first = synthetic_run("seed=7")
+    _, _, second = synthetic_run("seed=7")
+    _, _, other = synthetic_run("seed=8")
+    assert first.history == second.history
+    assert first.history != other.history

@@ -3,27 +3,99 @@
 Step axis: a point at x = t describes the state before optimizer step t (0-based); `train/lr` at t is the lr
 step t used, `train/loss` at t the loss of the batch step t learned from (a window's points sit at its last
 step), and the per-epoch points sit at x = steps done when the epoch ended.
+
+Side by side: every run writes its flattened hyperparameters and final metrics for the HParams dashboard into its
+own folder (not the extra timestamped run `SummaryWriter.add_hparams` creates), and the same custom-scalars layout,
+so runs selected in TensorBoard overlay on one lr, one train-loss and one test-accuracy chart.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.hparams.api_pb2 import Status
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 TRAIN_TAGS = ("train/loss", "train/acc", "train/lr")
 EPOCH_TAGS = ("train/epoch_loss", "train/epoch_acc", "test/loss", "test/acc")
+# Final metrics shown next to the hyperparameters; `final/diverged` is 1 for a run stopped by a NaN/inf loss.
+FINAL_METRICS = ("test_acc", "best_test_acc", "test_loss", "train_loss", "diverged")
+FINAL_TAGS = tuple(f"final/{name}" for name in FINAL_METRICS)
+# Config groups whose every key is a hyperparameter, and single keys that are too.
+HPARAM_GROUPS = ("scheduler", "optimizer")
+HPARAM_KEYS = ("data.batch_size", "data.train_size", "trainer.epochs", "seed")
+COMPARE_LAYOUT = {
+    "compare runs": {
+        "learning rate": ["Multiline", ["^train/lr$"]],
+        "train loss": ["Multiline", ["^train/loss$"]],
+        "test accuracy": ["Multiline", ["^test/acc$"]],
+    }
+}
+
+
+def _hparam_value(value: Any) -> str | float | int | bool | None:
+    """What the HParams dashboard can show: numbers, strings and booleans as they are, anything else as text."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def run_hparams(cfg: Mapping[str, Any], choices: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's flat hyperparameters: the schedule's and optimizer's names and keys, batch size, epochs, seed.
+
+    `cfg` is the run's config as plain containers, `choices` Hydra's `runtime.choices` (which file each group
+    took). A key set to null maps to None, which the HParams dashboard leaves blank.
+    """
+    flat: dict[str, Any] = {group: choices.get(group) for group in ("scheduler", "optimizer", "model")}
+    for group in HPARAM_GROUPS:
+        for key, value in (cfg.get(group) or {}).items():
+            if not key.startswith("_"):
+                flat[f"{group}.{key}"] = _hparam_value(value)
+    for dotted in HPARAM_KEYS:
+        node: Any = cfg
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        flat[dotted] = _hparam_value(node)
+    return flat
+
+
+def _session_end(status: int) -> Summary:
+    """The HParams session's end record with its status (torch's `hparams()` always writes success)."""
+    content = HParamsPluginData(
+        session_end_info=SessionEndInfo(status=status, end_time_secs=time.time()),
+        version=hparams_metadata.PLUGIN_DATA_VERSION,
+    )
+    plugin_data = SummaryMetadata.PluginData(
+        plugin_name=hparams_metadata.PLUGIN_NAME, content=content.SerializeToString()
+    )
+    summary_metadata = SummaryMetadata(plugin_data=plugin_data)
+    return Summary(value=[Summary.Value(tag=hparams_metadata.SESSION_END_INFO_TAG, metadata=summary_metadata)])
 
 
 class Tracker:
-    """One TensorBoard writer per run folder; close it (in a `finally`) so the last points reach the disk."""
+    """One TensorBoard writer per run folder; close it (in a `finally`) so the last points reach the disk.
 
-    def __init__(self, run_dir: Path, flush_secs: int = 30):
+    With `hparams`, the run opens an HParams session at once (so a run still training, or one that crashed,
+    is listed), and `finish` closes it with the final metrics.
+    """
+
+    def __init__(self, run_dir: Path, flush_secs: int = 30, hparams: Mapping[str, Any] | None = None):
         self.run_dir = Path(run_dir)
         self.writer = SummaryWriter(log_dir=str(self.run_dir), flush_secs=flush_secs)
+        self.writer.add_custom_scalars(COMPARE_LAYOUT)
+        if hparams is not None:
+            experiment, session_start, _ = hparams_summaries(dict(hparams), dict.fromkeys(FINAL_TAGS, 0.0))
+            self.writer.file_writer.add_summary(experiment)
+            self.writer.file_writer.add_summary(session_start)
 
     def lrs(self, first_step: int, lrs: list[float]) -> None:
         for offset, lr in enumerate(lrs):
@@ -38,6 +110,15 @@ class Tracker:
         self.writer.add_scalar("train/epoch_acc", metrics["train_acc"], step)
         self.writer.add_scalar("test/loss", metrics["test_loss"], step)
         self.writer.add_scalar("test/acc", metrics["test_acc"], step)
+
+    def finish(self, summary: Mapping[str, Any]) -> None:
+        """Final metrics (from `RunResult.summary()`) at the run's last step; a diverged run ends as a failure."""
+        step = int(summary.get("steps") or 0)
+        for name, tag in zip(FINAL_METRICS, FINAL_TAGS, strict=True):
+            if summary.get(name) is not None:
+                self.writer.add_scalar(tag, float(summary[name]), step)
+        status = Status.STATUS_FAILURE if summary.get("diverged") else Status.STATUS_SUCCESS
+        self.writer.file_writer.add_summary(_session_end(status))
 
     def close(self) -> None:
         self.writer.close()

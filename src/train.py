@@ -7,6 +7,7 @@ metrics.json, so a sweep goes on); 2 for a bad config or a missing dataset, befo
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from src import REPO_ROOT, data
 from src.device import configure_threads, select_device
 from src.optimizers import build_optimizer
 from src.schedules import build_lr_driver
-from src.tracking import Tracker, write_json
+from src.tracking import Tracker, run_hparams, write_json
 from src.trainer import RunResult, Trainer
 from src.validation import ConfigError, validate
 
@@ -37,11 +38,16 @@ def fail(message: str) -> None:
 
 
 def _parallel_jobs() -> int:
-    """How many jobs the Hydra launcher runs at once (joblib's n_jobs), 1 outside such a launcher."""
+    """How many jobs the Hydra launcher runs at once (joblib's n_jobs), 1 outside such a launcher.
+
+    A negative n_jobs counts back from the cores as joblib does (-1: one job per core, -2: all but one).
+    """
     if not HydraConfig.initialized():
         return 1
     n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
-    return int(n_jobs) if isinstance(n_jobs, int) and n_jobs > 0 else 1
+    if not isinstance(n_jobs, int) or n_jobs == 0:
+        return 1
+    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> RunResult:
@@ -56,7 +62,8 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResult:
     model = instantiate(cfg.model).to(device)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     lr_driver = build_lr_driver(cfg, optimizer, dataset.steps_per_epoch)
-    tracker = Tracker(run_dir)
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    tracker = Tracker(run_dir, hparams=run_hparams(OmegaConf.to_container(cfg, resolve=True), choices))
     log.info("run folder: %s", run_dir)
     log.info(
         "%d training images, %d steps per epoch, %d epochs, device %s",
@@ -79,6 +86,7 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResult:
     )
     try:
         result = trainer.fit()
+        tracker.finish(result.summary())
     finally:
         tracker.close()
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []

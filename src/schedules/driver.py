@@ -6,6 +6,7 @@ plot never advances the scheduler a run trains with (each call builds its own op
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -14,42 +15,91 @@ from omegaconf import DictConfig
 from torch.optim.lr_scheduler import LambdaLR
 
 from src.schedules.core import Schedule
-from src.schedules.timeline import Timeline
+from src.schedules.timeline import ScheduleConfigError, Timeline
 
 
 class LRDriver:
     """Applies `schedule` to the optimizer once per update: after every optimizer step, or after every epoch.
 
     `lr` is the lr the next optimizer step will use. The schedule is an object (not a lambda), so
-    `state_dict()` round-trips it with LambdaLR's own state.
+    `state_dict()` round-trips it with LambdaLR's own state. A schedule with a `momentum(t)` method (one_cycle,
+    cyclic) also sets the optimizer's momentum (SGD's `momentum`, Adam's first beta) at every update.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule, interval: str):
+        self.optimizer = optimizer
         self.schedule = schedule
         self.interval = interval
         self.scheduler = LambdaLR(optimizer, lr_lambda=schedule)
+        self._apply_momentum()
 
     @property
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
 
+    @property
+    def momentum(self) -> float | None:
+        """The momentum the next optimizer step will use (None for optimizers without one)."""
+        group = self.optimizer.param_groups[0]
+        if "betas" in group:
+            return group["betas"][0]
+        return group.get("momentum")
+
     def after_step(self) -> None:
         if self.interval == "step":
-            self.scheduler.step()
+            self._advance()
 
     def after_epoch(self, metrics: dict[str, float] | None = None) -> None:
-        """End of an epoch; `metrics` (e.g. test_loss) feed schedules that watch them, such as plateau ones."""
+        """End of an epoch; `metrics` (e.g. test_loss) feed schedules that watch them, such as plateau ones.
+
+        In step mode the lr of the next step is read again after the observation, so a plateau cut applies
+        from the first step of the next epoch.
+        """
         observe = getattr(self.schedule, "observe", None)
         if observe is not None and metrics is not None:
-            observe(metrics)
+            upcoming = self.scheduler.last_epoch + (1 if self.interval == "epoch" else 0)
+            observe(metrics, upcoming)
+            if self.interval == "step":
+                self._set_lrs(self.scheduler.last_epoch)
         if self.interval == "epoch":
-            self.scheduler.step()
+            self._advance()
+
+    def _advance(self) -> None:
+        self.scheduler.step()
+        self._apply_momentum()
+
+    def _set_lrs(self, t: int) -> None:
+        """Put the schedule's value at update t into the optimizer, as LambdaLR's own step would."""
+        lrs = [base * self.schedule(t) for base in self.scheduler.base_lrs]
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        self.scheduler._last_lr = lrs
+
+    def _apply_momentum(self) -> None:
+        """Momentum of the current update for schedules that cycle it; other schedules leave it alone."""
+        momentum_at = getattr(self.schedule, "momentum", None)
+        value = momentum_at(self.scheduler.last_epoch) if momentum_at is not None else None
+        if value is None:
+            return
+        for group in self.optimizer.param_groups:
+            if "betas" in group:
+                group["betas"] = (value, *group["betas"][1:])
+            elif "momentum" in group:
+                group["momentum"] = value
+            else:
+                raise ScheduleConfigError(
+                    f"scheduler.cycle_momentum=true: {type(self.optimizer).__name__} has no momentum to cycle; "
+                    "allowed is cycle_momentum=false for it"
+                )
 
     def state_dict(self) -> dict[str, Any]:
-        return self.scheduler.state_dict()
+        """A snapshot (deep copy): later updates of a stateful schedule do not leak into a saved state."""
+        return copy.deepcopy(self.scheduler.state_dict())
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.scheduler.load_state_dict(state)
+        self.scheduler.load_state_dict(copy.deepcopy(state))
+        self._set_lrs(self.scheduler.last_epoch)
+        self._apply_momentum()
 
 
 def build_schedule(scheduler_cfg: DictConfig, timeline: Timeline) -> Schedule:
@@ -70,21 +120,36 @@ def build_lr_driver(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per
     return LRDriver(optimizer, build_schedule(cfg.scheduler, timeline), interval)
 
 
+def schedule_curves(cfg: DictConfig, steps_per_epoch: int) -> dict[str, list[float]]:
+    """The lr (and, where the optimizer has one, the momentum) of every optimizer step of the run `cfg` describes.
+
+    Built by `build_lr_driver`, the function the trainer uses, on a fresh optimizer over a throw-away parameter:
+    nothing is trained, the dataset is not read, and no driver of a real run is advanced. Entry t is the value
+    for optimizer step t (0-based); each list has `trainer.epochs * steps_per_epoch` entries. No metrics are
+    observed, so a plateau schedule shows its curve without cuts.
+    """
+    from src.optimizers import build_optimizer
+
+    optimizer = build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
+    driver = build_lr_driver(cfg, optimizer, steps_per_epoch)
+    curves: dict[str, list[float]] = {"lr": [], "momentum": []}
+    for _ in range(int(cfg.trainer.epochs)):
+        for _ in range(steps_per_epoch):
+            curves["lr"].append(driver.lr)
+            if driver.momentum is not None:
+                curves["momentum"].append(driver.momentum)
+            optimizer.step()  # no gradients: changes nothing, but keeps torch's step-order check content
+            driver.after_step()
+        driver.after_epoch(None)
+    if not curves["momentum"]:
+        del curves["momentum"]
+    return curves
+
+
 def lr_curve(cfg: DictConfig, steps_per_epoch: int) -> list[float]:
     """The lr of every optimizer step of the run `cfg` describes, from the objects the trainer uses.
 
     Nothing is trained and the dataset is not read: a throw-away parameter stands in for the model. Entry t is
     the lr of optimizer step t (0-based); the list has `trainer.epochs * steps_per_epoch` entries.
     """
-    from src.optimizers import build_optimizer
-
-    optimizer = build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
-    driver = build_lr_driver(cfg, optimizer, steps_per_epoch)
-    lrs: list[float] = []
-    for _ in range(int(cfg.trainer.epochs)):
-        for _ in range(steps_per_epoch):
-            lrs.append(driver.lr)
-            optimizer.step()  # no gradients: changes nothing, but keeps torch's step-order check content
-            driver.after_step()
-        driver.after_epoch(None)
-    return lrs
+    return schedule_curves(cfg, steps_per_epoch)["lr"]

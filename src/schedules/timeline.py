@@ -4,11 +4,13 @@ Conventions (written once, in docs/conventions.md too):
 - An *update* is one change of the lr: an optimizer step with `interval=step`, an epoch with `interval=epoch`.
 - `total` counts every update of the run, warmup included; a decay after a warmup of W updates lasts total - W.
 - Keys ending in `_steps` count optimizer steps and keys ending in `_epochs` count epochs, in either mode;
-  with `interval=epoch` a step count is rounded up to whole epochs.
+  with `interval=epoch` a step count is rounded up to whole epochs, with `interval=step` an epoch count becomes
+  round(epochs * steps_per_epoch) steps.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +23,15 @@ WARMUP_SHAPES = ("linear", "exponential")
 
 class ScheduleConfigError(ValueError):
     """A schedule parameter is out of range; the message names the key, the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class WarmupPlan:
+    """A checked warmup: `length` updates ramping from `start` (times the peak) with `shape`."""
+
+    length: int
+    start: float
+    shape: str
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,29 @@ class Timeline:
             return round(epochs * self.steps_per_epoch) if self.interval == "step" else math.ceil(epochs)
         raise ValueError("give steps or epochs")
 
+    def count(self, name: str, steps: float | None, epochs: float | None, default: int | None = None) -> int | None:
+        """Updates given by the key pair `<name>_steps` / `<name>_epochs` (at most one set, >= 0), else `default`."""
+        if steps is not None and epochs is not None:
+            raise ScheduleConfigError(
+                f"scheduler.{name}_steps={steps} and scheduler.{name}_epochs={epochs}: set at most one of them"
+            )
+        for key, value in ((f"{name}_steps", steps), (f"{name}_epochs", epochs)):
+            if value is not None and not value >= 0:
+                raise ScheduleConfigError(f"scheduler.{key}={value}: allowed is a count >= 0")
+        if steps is not None:
+            return self.updates(steps=steps)
+        if epochs is not None:
+            return self.updates(epochs=epochs)
+        return default
+
+    def epoch_updates(self, key: str, values: list[float]) -> tuple[int, ...]:
+        """Epoch positions (milestones, boundaries) as update indices, checked to be > 0 and increasing."""
+        if not values or any(not value > 0 for value in values) or any(b <= a for a, b in itertools.pairwise(values)):
+            raise ScheduleConfigError(
+                f"scheduler.{key}={list(values)}: allowed is a non-empty list of epochs > 0, strictly increasing"
+            )
+        return tuple(self.updates(epochs=value) for value in values)
+
     def relative(self, lr: float) -> float:
         """An absolute lr (e.g. `final_lr`) as a multiplier of the optimizer's base lr."""
         return lr / self.base_lr
@@ -54,34 +88,32 @@ class Timeline:
         warmup_ratio: float = 0.0,
         warmup_steps: int | None = None,
         warmup_epochs: float | None = None,
+        span: int | None = None,
     ) -> int:
-        """Warmup updates: `warmup_steps`, else `warmup_epochs`, else ceil(total * warmup_ratio) (HF's rule)."""
-        if warmup_steps is not None and warmup_epochs is not None:
-            raise ScheduleConfigError(
-                f"scheduler.warmup_steps={warmup_steps} and scheduler.warmup_epochs={warmup_epochs}: "
-                "set at most one of them"
-            )
+        """Warmup updates: `warmup_steps`, else `warmup_epochs`, else ceil(span * warmup_ratio) (HF's rule).
+
+        `span` is the schedule's length, warmup included (the whole run unless the schedule ends earlier).
+        """
+        span = self.total if span is None else span
         if not 0.0 <= warmup_ratio < 1.0:
             raise ScheduleConfigError(f"scheduler.warmup_ratio={warmup_ratio}: allowed is 0 <= warmup_ratio < 1")
-        for key, value in (("warmup_steps", warmup_steps), ("warmup_epochs", warmup_epochs)):
-            if value is not None and value < 0:
-                raise ScheduleConfigError(f"scheduler.{key}={value}: allowed is a count >= 0")
-        if warmup_steps is not None:
-            length = self.updates(steps=warmup_steps)
-        elif warmup_epochs is not None:
-            length = self.updates(epochs=warmup_epochs)
-        else:
-            length = math.ceil(self.total * warmup_ratio)
-        if length >= self.total:
+        length = self.count("warmup", warmup_steps, warmup_epochs, default=math.ceil(span * warmup_ratio))
+        if length >= span:
             raise ScheduleConfigError(
-                f"warmup of {length} {self.interval}s leaves nothing of a run of {self.total} {self.interval}s: "
-                "allowed is a warmup shorter than the run"
+                f"warmup of {length} {self.interval}s leaves nothing of a schedule of {span} {self.interval}s: "
+                "allowed is a warmup shorter than the schedule"
             )
         return length
 
-    def with_warmup(
+    def span(self, total_steps: int | None = None, total_epochs: float | None = None) -> int:
+        """The schedule's own length (`total_steps` / `total_epochs`, warmup included), else the whole run."""
+        span = self.count("total", total_steps, total_epochs, default=self.total)
+        if span < 1:
+            raise ScheduleConfigError(f"scheduler.total_*={span} updates: allowed is a schedule of at least 1 update")
+        return span
+
+    def warmup(
         self,
-        make_decay: Callable[[int], Schedule],
         *,
         interval: str = "step",
         warmup_ratio: float = 0.0,
@@ -89,11 +121,12 @@ class Timeline:
         warmup_epochs: float | None = None,
         warmup_start_factor: float | None = None,
         warmup_shape: str = "linear",
-    ) -> Schedule:
-        """A warmup joined in front of `make_decay(total - W)`; no warmup when W is 0.
+        span: int | None = None,
+    ) -> WarmupPlan:
+        """Check the common keys every scheduler config carries and resolve the warmup they describe.
 
         The default start factor is 1 / (W + 1): updates 0..W then run at 1/(W+1), 2/(W+1), ..., 1, so the
-        first update is never wasted at lr 0. `interval` is accepted here because every scheduler config has it.
+        first update is never wasted at lr 0. `interval` is checked here because every scheduler config has it.
         """
         if interval not in INTERVALS:
             raise ScheduleConfigError(f"scheduler.interval={interval!r}: allowed values are {', '.join(INTERVALS)}")
@@ -101,13 +134,32 @@ class Timeline:
             raise ScheduleConfigError(
                 f"scheduler.warmup_shape={warmup_shape!r}: allowed values are {', '.join(WARMUP_SHAPES)}"
             )
-        length = self.warmup_length(warmup_ratio, warmup_steps, warmup_epochs)
-        decay = make_decay(self.total - length)
-        if length == 0:
-            return decay
+        length = self.warmup_length(warmup_ratio, warmup_steps, warmup_epochs, span)
         start = 1.0 / (length + 1) if warmup_start_factor is None else float(warmup_start_factor)
-        low = 0.0 if warmup_shape == "linear" else 1e-12
-        if not low <= start <= 1.0 or (warmup_shape == "exponential" and start == 0.0):
-            allowed = "0 <= f <= 1" if warmup_shape == "linear" else "0 < f <= 1 (exponential warmup)"
-            raise ScheduleConfigError(f"scheduler.warmup_start_factor={start}: allowed is {allowed}")
-        return Join(Warmup(length, start, warmup_shape), decay, length)
+        if warmup_shape == "exponential" and not 0.0 < start <= 1.0:
+            raise ScheduleConfigError(
+                f"scheduler.warmup_start_factor={start}: allowed is 0 < f <= 1 (exponential warmup)"
+            )
+        if not 0.0 <= start <= 1.0:
+            raise ScheduleConfigError(f"scheduler.warmup_start_factor={start}: allowed is 0 <= f <= 1")
+        return WarmupPlan(length, start, warmup_shape)
+
+    def with_warmup(
+        self,
+        make_decay: Callable[[int], Schedule],
+        *,
+        total_steps: int | None = None,
+        total_epochs: float | None = None,
+        **common,
+    ) -> Schedule:
+        """A warmup joined in front of `make_decay(span - W)`; no warmup when W is 0.
+
+        `common` are the keys every scheduler config has (see `warmup`); `total_steps` / `total_epochs` end the
+        schedule before the run does (the curve then stays at its last value).
+        """
+        span = self.span(total_steps, total_epochs)
+        plan = self.warmup(span=span, **common)
+        decay = make_decay(span - plan.length)
+        if plan.length == 0:
+            return decay
+        return Join(Warmup(plan.length, plan.start, plan.shape), decay, plan.length)

@@ -1,17 +1,29 @@
-"""Hydra callbacks: the comparison report written into the sweep folder when a multirun ends."""
+"""Hydra hooks for sweeps: the job folder names, and the comparison report written when a multirun ends."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from src.compare import DEFAULT_TARGET_ACC, NoRunsError, write_report
-
 log = logging.getLogger(__name__)
+DEFAULT_TARGET_ACC = 0.85
+
+
+def job_folder_name(overrides: Iterable[str], exclude_keys: Iterable[str]) -> str:
+    """A job's overrides in the order the sweep gave them (`scheduler=cosine_warmup,scheduler.warmup_ratio=0.1`),
+    without the plumbing keys; the `${job_name:...}` resolver of `hydra.sweep.subdir`.
+
+    Hydra's own `override_dirname` sorts the overrides as text, which puts `scheduler.warmup_ratio` before
+    `scheduler`. A `/` in a value would nest folders, so it becomes `_`.
+    """
+    excluded = set(exclude_keys)
+    kept = [override for override in overrides if override.split("=", 1)[0].lstrip("+~") not in excluded]
+    return ",".join(kept).replace("/", "_")
 
 
 class SweepSummary(Callback):
@@ -25,6 +37,8 @@ class SweepSummary(Callback):
         self.target_acc = target_acc
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from src.compare import NoRunsError, write_report  # reads event files and plots: only needed here
+
         folder = Path(config.hydra.sweep.dir)
         try:
             report = write_report(folder, self.target_acc)
@@ -34,8 +48,7 @@ class SweepSummary(Callback):
         except Exception as error:  # the report is a convenience; the runs are what matter
             log.error("sweep summary failed (%s); rebuild it with: python -m src.compare %s", error, folder)
             return
-        diverged = sum(row["diverged"] for row in report.rows())
-        log.info(
-            "sweep summary: %s/summary.md (%d configurations, %d diverged runs)", folder, len(report.rows()), diverged
-        )
+        rows = report.rows()
+        diverged = sum(row["diverged"] for row in rows)
+        log.info("sweep summary: %s/summary.md (%d configurations, %d diverged runs)", folder, len(rows), diverged)
         print(report.markdown())

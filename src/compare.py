@@ -24,11 +24,11 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from src.callbacks import DEFAULT_TARGET_ACC
 from src.tracking import run_hparams
 
 log = logging.getLogger(__name__)
 logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader logs every file it opens
-DEFAULT_TARGET_ACC = 0.85
 WARMUP_KEY = "scheduler.warmup_ratio"
 # Keys that tell runs of one configuration apart without changing the configuration.
 REPLICA_KEYS = ("seed",)

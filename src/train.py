@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src import REPO_ROOT, data
+from src.callbacks import job_folder_name
 from src.device import configure_threads, select_device
 from src.optimizers import build_optimizer
 from src.schedules import build_lr_driver
@@ -28,6 +29,7 @@ from src.validation import ConfigError, validate
 
 log = logging.getLogger("src.train")
 OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)
+OmegaConf.register_new_resolver("job_name", job_folder_name, replace=True)  # names sweep job folders
 
 
 def fail(message: str) -> None:

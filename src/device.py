@@ -1,14 +1,17 @@
-"""Where a run computes: CUDA when present (or asked for), else the CPU."""
+"""Where and how a run computes: the device, CPU threads, the forward pass's precision, torch.compile."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
 import torch
+from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
 
 
 def select_device(requested: str) -> torch.device:
@@ -31,3 +34,34 @@ def configure_threads(threads: int | None, parallel_jobs: int = 1) -> int:
         threads = max(1, (os.cpu_count() or 1) // max(1, parallel_jobs))
     torch.set_num_threads(threads)
     return threads
+
+
+def speed_problems(trainer_cfg: DictConfig) -> list[str]:
+    """What is wrong with `trainer.precision` and `trainer.compile`, one line each (empty when they can run)."""
+    problems = []
+    precision = getattr(trainer_cfg, "precision", "fp32")
+    if precision not in PRECISIONS:
+        problems.append(f"trainer.precision={precision!r}: allowed is one of {', '.join(PRECISIONS)}")
+    compile_model = getattr(trainer_cfg, "compile", False)
+    if not isinstance(compile_model, bool):
+        problems.append(f"trainer.compile={compile_model!r}: allowed is true or false")
+    return problems
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The forward pass's precision: under bf16, convolutions and matmuls run in bfloat16 while the weights,
+    gradients, optimizer and losses stay fp32 (bfloat16 has fp32's range, so no loss scaling is needed)."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def maybe_compile(model: torch.nn.Module, enabled: bool) -> None:
+    """Compile `model` in place when asked: kernels fused once per input shape, paid for by slower first steps.
+
+    In place (`Module.compile`), so the parameters, the optimizer and the checkpoints' keys are the same as
+    without it, and a compiled run resumes an eager one's checkpoint and the other way round.
+    """
+    if enabled:
+        log.info("compiling the model with torch.compile (the first steps of training and evaluation are slower)")
+        model.compile()

@@ -20,7 +20,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src import REPO_ROOT, data
 from src.callbacks import job_folder_name
-from src.device import configure_threads, select_device
+from src.device import configure_threads, maybe_compile, select_device, speed_problems
 from src.optimizers import build_optimizer
 from src.schedules import build_lr_driver
 from src.tracking import Tracker, run_hparams, write_json
@@ -62,6 +62,7 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResult:
         fail(str(error))
     torch.manual_seed(cfg.seed)  # same seed, same initial weights, whatever the schedule or optimizer
     model = instantiate(cfg.model).to(device)
+    maybe_compile(model, cfg.trainer.compile)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     lr_driver = build_lr_driver(cfg, optimizer, dataset.steps_per_epoch)
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
@@ -84,6 +85,7 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResult:
         data_seed=cfg.seed,
         log_every_steps=cfg.trainer.log_every_steps,
         eval_batch_size=cfg.trainer.eval_batch_size,
+        precision=cfg.trainer.precision,
         progress=cfg.trainer.progress,
     )
     try:
@@ -102,6 +104,8 @@ def main(cfg: DictConfig) -> float | None:
         validate(cfg)
     except ConfigError as error:
         fail(f"invalid configuration:\n{error}")
+    if problems := speed_problems(cfg.trainer):
+        fail(f"invalid configuration:\n{ConfigError(problems)}")
     with logging_redirect_tqdm():
         result = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     summary = result.summary()

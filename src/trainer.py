@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from src.data import DeviceData
+from src.device import autocast
 from src.schedules import LRDriver
 from src.tracking import Tracker
 
@@ -72,6 +73,7 @@ class Trainer:
         data_seed: int,
         log_every_steps: int = 10,
         eval_batch_size: int = 2500,
+        precision: str = "fp32",
         progress: bool = True,
     ):
         self.model = model
@@ -82,6 +84,7 @@ class Trainer:
         self.epochs = epochs
         self.log_every_steps = log_every_steps
         self.eval_batch_size = eval_batch_size
+        self.precision = precision
         self.progress = progress
         device = data.train_x.device
         # The batch order has its own generator: same seed, same order, whatever the model or optimizer draw.
@@ -131,8 +134,9 @@ class Trainer:
         try:
             for i, (inputs, labels) in enumerate(self.data.train_batches(self.order)):
                 step_lr.append(self.lr_driver.lr)
-                logits = self.model(inputs)
-                loss = F.cross_entropy(logits, labels)
+                with autocast(device, self.precision):
+                    logits = self.model(inputs)
+                    loss = F.cross_entropy(logits, labels)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
@@ -177,8 +181,9 @@ class Trainer:
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         for inputs, labels in self.data.test_batches(self.eval_batch_size):
-            logits = self.model(inputs)
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            with autocast(device, self.precision):
+                logits = self.model(inputs)
+                loss_sum += F.cross_entropy(logits, labels, reduction="sum")
             correct += (logits.argmax(dim=1) == labels).sum()
         total = int(self.data.test_y.shape[0])
         loss_value, correct_value = torch.stack([loss_sum, correct]).tolist()

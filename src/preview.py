@@ -1,0 +1,114 @@
+"""`python -m src.preview [overrides]`: the lr of every optimizer step of a run, as CSV and PNG, without training.
+
+The same configs and overrides as `python -m src.train` (`scheduler=one_cycle optimizer.lr=0.2`, `-m` sweeps,
+`experiment=...`). The curve comes from `src.schedules.schedule_curves`, which drives a fresh optimizer through
+the very `build_lr_driver` the trainer uses, so the preview is the trained curve; the dataset is not read (the
+steps per epoch follow from `data.train_size` and `data.batch_size`). Each preview writes `lr.csv` (step, epoch,
+lr, and momentum where the optimizer has one) and `lr.png` into `${output_root}/previews/<date>/<time>/`.
+Exit status 2 for a bad config, with the same message as a training run.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from matplotlib.figure import Figure  # the object API renders to files (Agg) with no display and no pyplot state
+from omegaconf import DictConfig, OmegaConf
+
+from src import REPO_ROOT
+from src.schedules import schedule_curves
+from src.train import fail  # also registers the resolvers the configs use
+from src.validation import FASHION_MNIST_TRAIN_SIZE, ConfigError, validate
+
+log = logging.getLogger("src.preview")
+PREVIEW_DIR = "${output_root}/previews/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}"
+
+
+def planned_steps_per_epoch(cfg: DictConfig) -> int:
+    """Optimizer steps per epoch of the run `cfg` describes, from its sizes alone (the last batch may be short)."""
+    return math.ceil((cfg.data.train_size or FASHION_MNIST_TRAIN_SIZE) / cfg.data.batch_size)
+
+
+def write_csv(path: Path, curves: dict[str, list[float]], steps_per_epoch: int) -> None:
+    """One row per optimizer step: step (0-based), epoch (fractional), lr, and momentum when present."""
+    names = list(curves)
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["step", "epoch", *names])
+        for step, values in enumerate(zip(*(curves[name] for name in names), strict=True)):
+            writer.writerow([step, f"{step / steps_per_epoch:.6g}", *(repr(value) for value in values)])
+
+
+def draw(axes, lrs: list[float], steps_per_epoch: int, label: str | None = None) -> None:
+    """The lr against epochs (a step is 1/steps_per_epoch of one), drawn as the stairs the optimizer sees."""
+    epochs = [step / steps_per_epoch for step in range(len(lrs) + 1)]
+    axes.stairs(lrs, epochs, label=label, baseline=None, linewidth=1.6)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("learning rate")
+    axes.grid(alpha=0.3)
+
+
+def plot(path: Path, curves: dict[str, list[float]], steps_per_epoch: int, title: str) -> None:
+    """lr.png: the lr curve, and the momentum on a second axis when the schedule moves it."""
+    figure = Figure(figsize=(7, 4), layout="constrained")
+    axes = figure.subplots()
+    draw(axes, curves["lr"], steps_per_epoch)
+    momentum = curves.get("momentum", [])
+    if momentum and min(momentum) != max(momentum):
+        second = axes.twinx()
+        second.stairs(momentum, [s / steps_per_epoch for s in range(len(momentum) + 1)], baseline=None,
+                      color="tab:orange", linewidth=1.2, linestyle="--")  # fmt: skip
+        second.set_ylabel("momentum (dashed)")
+    axes.set_title(title, fontsize=10)
+    figure.savefig(path, dpi=120)
+
+
+def describe(cfg: DictConfig) -> str:
+    """`scheduler=<name>`, the base lr and the interval, for a plot title."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    name = choices.get("scheduler", cfg.scheduler._target_.rsplit(".", 1)[-1])
+    return f"scheduler={name}, optimizer.lr={cfg.optimizer.lr}, interval={cfg.scheduler.interval}"
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        fail(f"invalid configuration:\n{error}")
+    steps_per_epoch = planned_steps_per_epoch(cfg)
+    curves = schedule_curves(cfg, steps_per_epoch)
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    write_csv(folder / "lr.csv", curves, steps_per_epoch)
+    plot(folder / "lr.png", curves, steps_per_epoch, describe(cfg))
+    lrs = curves["lr"]
+    log.info(
+        "%d steps (%d per epoch): lr first %.6g, max %.6g, last %.6g -> %s",
+        len(lrs),
+        steps_per_epoch,
+        lrs[0],
+        max(lrs),
+        lrs[-1],
+        folder / "lr.png",
+    )
+
+
+def preview_arguments(argv: list[str]) -> list[str]:
+    """`argv` plus the preview's own folders (unless given), minus the sweep hooks of conf/config.yaml, which
+    report on trained runs."""
+    defaults = [f"hydra.run.dir={PREVIEW_DIR}", f"hydra.sweep.dir={PREVIEW_DIR}"]
+    hooks = OmegaConf.select(OmegaConf.load(REPO_ROOT / "conf" / "config.yaml"), "hydra.callbacks", default={})
+    defaults += [f"~hydra.callbacks.{name}" for name in hooks or {}]
+    given = {argument.split("=", 1)[0].lstrip("+~") for argument in argv}
+    return argv + [item for item in defaults if item.split("=", 1)[0].lstrip("~") not in given]
+
+
+if __name__ == "__main__":
+    sys.argv[1:] = preview_arguments(sys.argv[1:])
+    main()

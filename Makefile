@@ -14,6 +14,8 @@ help:
 	@echo "make test    lint and the whole test suite (what CI runs)"
 	@echo "make board   TensorBoard on outputs/ at http://127.0.0.1:$(PORT) (PORT=... to change)"
 	@echo "make bench   the speed benchmark (scripts/bench.py)"
+	@echo "make preview the lr curve of a run as CSV + PNG, no training; ARGS=\"scheduler=one_cycle\" (outputs/previews/)"
+	@echo "make plot    every schedule of conf/scheduler/ on one figure (docs/figures/schedules.png); ARGS=\"cosine step\""
 
 setup: $(STAMP) $(DATA_STAMP)
 
@@ -52,3 +54,9 @@ test: setup lint
 board: $(STAMP)
 	@echo "TensorBoard: http://127.0.0.1:$(PORT)  (runs under outputs/; Ctrl-C to stop)"
 	$(VENV)/bin/tensorboard --logdir outputs --host 127.0.0.1 --port $(PORT)
+
+preview: $(STAMP)
+	$(PYTHON) -m src.preview $(ARGS)
+
+plot: $(STAMP)
+	$(PYTHON) scripts/plot_schedules.py $(ARGS)

@@ -52,8 +52,8 @@ def _hparam_value(value: Any) -> str | float | int | bool | None:
 def run_hparams(cfg: Mapping[str, Any], choices: Mapping[str, Any]) -> dict[str, Any]:
     """The run's flat hyperparameters: the schedule's and optimizer's names and keys, batch size, epochs, seed.
 
-    `cfg` is the run's config as plain containers, `choices` Hydra's `runtime.choices` (which file each group
-    took). A key set to null maps to None, which the HParams dashboard leaves blank.
+    `cfg` is the run's config (a DictConfig, or plain dicts read back from `.hydra/config.yaml`), `choices`
+    Hydra's `runtime.choices` (which file each group took). A null key maps to None, left blank in the dashboard.
     """
     flat: dict[str, Any] = {group: choices.get(group) for group in ("scheduler", "optimizer", "model")}
     for group in HPARAM_GROUPS:

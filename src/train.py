@@ -66,7 +66,7 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResult:
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     lr_driver = build_lr_driver(cfg, optimizer, dataset.steps_per_epoch)
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    tracker = Tracker(run_dir, hparams=run_hparams(OmegaConf.to_container(cfg, resolve=True), choices))
+    tracker = Tracker(run_dir, hparams=run_hparams(cfg, choices))
     log.info("run folder: %s", run_dir)
     log.info(
         "%d training images, %d steps per epoch, %d epochs, device %s",

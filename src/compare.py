@@ -119,9 +119,27 @@ def group_runs(runs: list[Run]) -> list[Configuration]:
 
 
 def varying_keys(configurations: list[Configuration]) -> list[str]:
-    """Hyperparameters (besides the schedule's name) whose value differs between configurations: the key columns."""
-    keys = sorted({key for configuration in configurations for key in configuration.hparams})
-    return [key for key in keys if key != "scheduler" and len({repr(c.hparams.get(key)) for c in configurations}) > 1]
+    """The sweep's axes, the key columns: hyperparameters (besides the schedule's name) that every configuration
+    has and that differ between them, or that differ between configurations of one schedule.
+
+    A zoo of schedules then shows the keys they share (warmup_ratio), not every schedule's own parameters.
+    """
+    keys = sorted({key for configuration in configurations for key in configuration.hparams} - {"scheduler"})
+    by_schedule: dict[Any, list[Configuration]] = {}
+    for configuration in configurations:
+        by_schedule.setdefault(configuration.hparams.get("scheduler"), []).append(configuration)
+
+    def differs(group: list[Configuration], key: str) -> bool:
+        return len({repr(configuration.hparams.get(key)) for configuration in group}) > 1
+
+    def shared(key: str) -> bool:
+        return all(key in configuration.hparams for configuration in configurations)
+
+    return [
+        key
+        for key in keys
+        if (shared(key) and differs(configurations, key)) or any(differs(group, key) for group in by_schedule.values())
+    ]
 
 
 def label(configuration: Configuration, keys: list[str]) -> str:

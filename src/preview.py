@@ -62,8 +62,8 @@ def plot(path: Path, curves: dict[str, list[float]], steps_per_epoch: int, title
     momentum = curves.get("momentum", [])
     if momentum and min(momentum) != max(momentum):
         second = axes.twinx()
-        second.stairs(momentum, [s / steps_per_epoch for s in range(len(momentum) + 1)], baseline=None,
-                      color="tab:orange", linewidth=1.2, linestyle="--")  # fmt: skip
+        edges = [step / steps_per_epoch for step in range(len(momentum) + 1)]
+        second.stairs(momentum, edges, baseline=None, color="tab:orange", linewidth=1.2, linestyle="--")
         second.set_ylabel("momentum (dashed)")
     axes.set_title(title, fontsize=10)
     figure.savefig(path, dpi=120)

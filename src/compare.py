@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -250,7 +251,9 @@ def plot_figures(report: Report, folder: Path) -> list[Path]:
 def _figure() -> tuple[Figure, Any]:
     """A figure outside pyplot: no GUI backend, nothing kept alive after it is saved."""
     figure = Figure(figsize=(9, 5))
-    return figure, figure.subplots()
+    axes = figure.subplots()
+    axes.set_prop_cycle(color=colormaps["tab20"].colors)  # a zoo has more lines than the default ten colours
+    return figure, axes
 
 
 def _save(figure: Figure, axes: Any, path: Path) -> Path:

@@ -99,9 +99,16 @@ class Timeline:
             raise ScheduleConfigError(f"scheduler.warmup_ratio={warmup_ratio}: allowed is 0 <= warmup_ratio < 1")
         length = self.count("warmup", warmup_steps, warmup_epochs, default=math.ceil(span * warmup_ratio))
         if length >= span:
+            given = (
+                f"warmup_steps={warmup_steps}"
+                if warmup_steps is not None
+                else f"warmup_epochs={warmup_epochs}"
+                if warmup_epochs is not None
+                else f"warmup_ratio={warmup_ratio}"
+            )
             raise ScheduleConfigError(
-                f"warmup of {length} {self.interval}s leaves nothing of a schedule of {span} {self.interval}s: "
-                "allowed is a warmup shorter than the schedule"
+                f"scheduler.{given}: a warmup of {length} {self.interval}s leaves nothing of a schedule of {span} "
+                f"{self.interval}s; allowed is a warmup shorter than the schedule"
             )
         return length
 

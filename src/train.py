@@ -1,15 +1,23 @@
 """`python -m src.train [overrides]`: compose the config, check it, build the run and hand it to the Trainer.
 
 Exit status: 0 for a finished run, and for a diverged one too (a schedule that diverges is a result, recorded in
-metrics.json, so a sweep goes on); 2 for a bad config or a missing dataset, before any training.
+metrics.json, so a sweep goes on); 2 for a bad config, a missing or damaged dataset, or a checkpoint that does not
+fit, before any training; 3 when the run folder cannot be written (disk full, no permission); 128 + the signal's
+number (130 for SIGINT, 143 for SIGTERM) when stopped by a signal, with `last.pt` holding the last finished epoch.
+A run started again in a folder holding `last.pt`, or with `resume=<run folder>`, continues from it (docs/resume.md).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
+import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -18,13 +26,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from src import REPO_ROOT, data
+from src import REPO_ROOT, checkpointing, data
 from src.callbacks import job_folder_name
 from src.device import configure_threads, maybe_compile, select_device, speed_problems
 from src.optimizers import build_optimizer
 from src.schedules import build_lr_driver
 from src.tracking import Tracker, run_hparams, write_json
-from src.trainer import RunResult, Trainer
+from src.trainer import Interrupted, RunResult, Trainer
 from src.validation import ConfigError, validate
 
 log = logging.getLogger("src.train")
@@ -32,11 +40,93 @@ OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=Tru
 OmegaConf.register_new_resolver("job_name", job_folder_name, replace=True)  # names sweep job folders
 
 
-def fail(message: str) -> None:
-    """Stop with a message and exit status 2, without a traceback."""
+EXIT_BAD_INPUT = 2
+EXIT_UNWRITABLE = 3
+
+
+def fail(message: str, status: int = EXIT_BAD_INPUT) -> None:
+    """Stop with a message and exit status `status` (2: bad input), without a traceback."""
     log.error(message)
     print(f"lrbench: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(status)
+
+
+class StopOnSignal:
+    """While active, SIGTERM and SIGINT ask the trainer to stop after its current step (`stop()` is true, and
+    `received` names the signal); a second signal ends the process at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():  # Python handles signals in its main thread only
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+        self.received = signum
+
+    def __call__(self) -> bool:
+        return self.received is not None
+
+
+def _task_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _resume_command(overrides: list[str], run_dir: Path) -> str:
+    kept = [item for item in overrides if not item.startswith(("resume=", "+resume="))]
+    return shlex.join(["python", "-m", "src.train", *kept, f"resume={run_dir}"])
+
+
+def _resume_point(cfg: DictConfig, session_dir: Path) -> tuple[Path, dict[str, Any], list[str]] | None:
+    """The folder and checkpoint this run continues from (`resume=<folder>`, else `last.pt` already in the
+    session's folder) and how its config differs; a difference that changes the run stops here unless forced."""
+    folder = Path(cfg.resume).expanduser().resolve() if cfg.resume else session_dir
+    if not (folder / checkpointing.LAST).is_file():
+        return None
+    try:
+        checkpoint = checkpointing.load(folder / checkpointing.LAST)
+    except checkpointing.CheckpointError as error:
+        fail(str(error))
+    changed = checkpointing.differences(checkpoint["config"], checkpointing.run_config(cfg))
+    if changed and not cfg.checkpoint.force_resume:
+        listed = "\n".join(f"  - {line}" for line in changed)
+        fail(
+            f"cannot resume {folder}: this config differs from the checkpoint's in a way that changes the run:\n"
+            f"{listed}\nThe run was started with: {shlex.join(checkpoint['overrides']) or '(no overrides)'}\n"
+            f"Resume with the same overrides ({_resume_command(checkpoint['overrides'], folder)}), or add "
+            "checkpoint.force_resume=true to continue with this config (weights and counters from the checkpoint, "
+            "schedule and optimizer settings from this config)."
+        )
+    return folder, checkpoint, changed
+
+
+def _continue_in(run_dir: Path, session_dir: Path, output_root: Path) -> None:
+    """`resume=<folder>`: log into that folder's train.log, and drop the folder Hydra made for this session when
+    it holds nothing but Hydra's files, so a resume leaves no extra run behind."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == session_dir:
+            handler.close()
+            handler.baseFilename = str(run_dir / Path(handler.baseFilename).name)
+            handler.mode = "a"
+    if {path.name for path in session_dir.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(session_dir, ignore_errors=True)
+        for folder in session_dir.parents:  # and the date and runs folders this session alone filled
+            if folder == output_root or any(folder.iterdir()):
+                break
+            folder.rmdir()
 
 
 def _parallel_jobs() -> int:
@@ -52,8 +142,19 @@ def _parallel_jobs() -> int:
     return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
-def run(cfg: DictConfig, run_dir: Path) -> RunResult:
-    """Train the run `cfg` describes, writing its curves and metrics.json into `run_dir`."""
+def run(
+    cfg: DictConfig,
+    run_dir: Path,
+    resume_from: dict[str, Any] | None = None,
+    *,
+    forced: bool = False,
+    stop: StopOnSignal | None = None,
+) -> RunResult:
+    """Train the run `cfg` describes, writing its curves, checkpoints and metrics.json into `run_dir`.
+
+    With `resume_from` (a checkpoint) the run continues from it; `forced` keeps this config's schedule and
+    optimizer settings where they differ from the checkpoint's.
+    """
     configure_threads(cfg.trainer.threads, parallel_jobs=_parallel_jobs())
     device = select_device(cfg.trainer.device)
     try:
@@ -75,6 +176,14 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResult:
         cfg.trainer.epochs,
         device,
     )
+    overrides = resume_from["overrides"] if resume_from else _task_overrides()
+    checkpointer = checkpointing.Checkpointer(
+        run_dir,
+        checkpointing.run_config(cfg),
+        overrides,
+        keep_best=cfg.checkpoint.keep_best,
+        flush_curves=tracker.writer.flush,
+    )
     trainer = Trainer(
         model,
         optimizer,
@@ -87,13 +196,30 @@ def run(cfg: DictConfig, run_dir: Path) -> RunResult:
         eval_batch_size=cfg.trainer.eval_batch_size,
         precision=cfg.trainer.precision,
         progress=cfg.trainer.progress,
+        on_epoch_end=checkpointer,
+        should_stop=stop or (lambda: False),
     )
     try:
+        if resume_from:
+            trainer.load_state_dict(resume_from["trainer"], current_hyperparameters=forced)
+            checkpointing.restart_tensorboard_at(tracker.writer, trainer.step)
+            if trainer.result.history:  # its epoch points sit on the restart step, so they are written again
+                tracker.epoch(trainer.step, trainer.result.history[-1])
+            log.info("resumed after epoch %d/%d at step %d", trainer.result.epochs, cfg.trainer.epochs, trainer.step)
+        else:
+            checkpointer(trainer)  # the state before the first epoch: even an interrupted first epoch resumes
         result = trainer.fit()
         tracker.finish(result.summary())
+    except Interrupted:
+        signum, done = stop.received, trainer.result  # Interrupted is raised only once a signal came
+        fail(
+            f"stopped by {signal.Signals(signum).name} during epoch {done.epochs + 1}/{cfg.trainer.epochs}; "
+            f"{run_dir / checkpointing.LAST} holds the state after epoch {done.epochs} (step {done.steps}). "
+            f"To continue:\n  {_resume_command(overrides, run_dir)}",
+            status=128 + signum,
+        )
     finally:
         tracker.close()
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     write_json(run_dir / "metrics.json", {**result.summary(), "overrides": overrides})
     return result
 
@@ -106,8 +232,23 @@ def main(cfg: DictConfig) -> float | None:
         fail(f"invalid configuration:\n{error}")
     if problems := speed_problems(cfg.trainer):
         fail(f"invalid configuration:\n{ConfigError(problems)}")
-    with logging_redirect_tqdm():
-        result = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    session_dir = Path(HydraConfig.get().runtime.output_dir)
+    resume_point = _resume_point(cfg, session_dir)
+    run_dir, checkpoint, changed = resume_point or (session_dir, None, [])
+    if run_dir != session_dir:
+        _continue_in(run_dir, session_dir, Path(cfg.output_root).resolve())
+    for line in changed:
+        log.warning("forced resume, config changed: %s", line)
+    try:
+        with logging_redirect_tqdm(), StopOnSignal() as stop:
+            result = run(cfg, run_dir, checkpoint, forced=bool(changed), stop=stop)
+    except OSError as error:
+        Path(run_dir, "metrics.json.partial").unlink(missing_ok=True)
+        fail(
+            f"cannot write the run's files in {run_dir}: {error.strerror or error}. Free some disk space or pick a "
+            "writable folder with output_root=<folder>; an interrupted run resumes from its last.pt.",
+            status=EXIT_UNWRITABLE,
+        )
     summary = result.summary()
     log.info("done: test_acc %s after %d epochs in %.1f s", summary["test_acc"], result.epochs, result.wall_seconds)
     return summary["test_acc"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -60,7 +61,15 @@ class Diverged(Exception):
         self.step = step
 
 
+class Interrupted(Exception):
+    """A stop was asked for (SIGTERM or SIGINT); raised between two optimizer steps, never inside one."""
+
+
 class Trainer:
+    """Runs the epochs; `on_epoch_end(trainer)` is called after each (the checkpoint), `should_stop()` polled
+    after every optimizer step (a signal). `state_dict`/`load_state_dict` carry everything the next epoch
+    depends on, so a restored trainer continues bit for bit."""
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -75,6 +84,8 @@ class Trainer:
         eval_batch_size: int = 2500,
         precision: str = "fp32",
         progress: bool = True,
+        on_epoch_end: Callable[[Trainer], None] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
     ):
         self.model = model
         self.optimizer = optimizer
@@ -86,16 +97,65 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.precision = precision
         self.progress = progress
+        self.on_epoch_end = on_epoch_end
+        self.should_stop = should_stop
         device = data.train_x.device
         # The batch order has its own generator: same seed, same order, whatever the model or optimizer draw.
         self.order = torch.Generator(device=device).manual_seed(data_seed)
         self.step = 0
+        self.result = RunResult()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimizer, lr scheduler, the torch RNGs of every device, the data order, counters, history."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_driver": self.lr_driver.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "order": self.order.get_state(),
+            "step": self.step,
+            "result": asdict(self.result),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], *, current_hyperparameters: bool = False) -> None:
+        """Continue from `state`; with `current_hyperparameters` (a forced resume under another config) the lr
+        schedule and the optimizer's settings are this trainer's own, taken up at the saved update count."""
+        if current_hyperparameters:
+            state = self._with_current_hyperparameters(state)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_driver.load_state_dict(dict(state["lr_driver"]))
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.order.set_state(state["order"])
+        self.step = state["step"]
+        saved = state["result"]
+        self.result = RunResult(**{**saved, "history": [dict(entry) for entry in saved["history"]]})
+
+    def _with_current_hyperparameters(self, state: dict[str, Any]) -> dict[str, Any]:
+        scheduler = self.lr_driver.state_dict()
+        updates = state["lr_driver"]["last_epoch"]
+        lrs = [base * self.lr_driver.schedule(updates) for base in scheduler["base_lrs"]]
+        scheduler.update(last_epoch=updates, _step_count=state["lr_driver"]["_step_count"], _last_lr=lrs)
+        groups = [
+            {**current, "params": saved["params"], "lr": lr}
+            for current, saved, lr in zip(
+                self.optimizer.state_dict()["param_groups"], state["optimizer"]["param_groups"], lrs, strict=True
+            )
+        ]
+        return {**state, "optimizer": {**state["optimizer"], "param_groups": groups}, "lr_driver": scheduler}
 
     def fit(self) -> RunResult:
-        result = RunResult()
+        """Train the epochs not done yet (all of them, unless restored from a checkpoint)."""
+        result = self.result
+        earlier_seconds = result.wall_seconds
         started = time.perf_counter()
         try:
-            for epoch in range(self.epochs):
+            for epoch in range(result.epochs, self.epochs):
+                if self.should_stop():
+                    raise Interrupted
                 metrics = {**self.train_epoch(epoch), **self.evaluate()}
                 self.lr_driver.after_epoch(metrics)
                 self.tracker.epoch(self.step, metrics)
@@ -112,10 +172,13 @@ class Trainer:
                     metrics["test_acc"],
                     metrics["lr"],
                 )
+                result.wall_seconds = earlier_seconds + time.perf_counter() - started
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(self)
         except Diverged as diverged:
             result.diverged, result.diverged_step = True, diverged.step
             log.warning("run diverged: %s; stopped after %d finished epochs", diverged, result.epochs)
-        result.wall_seconds = time.perf_counter() - started
+        result.wall_seconds = earlier_seconds + time.perf_counter() - started
         return result
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -158,6 +221,8 @@ class Trainer:
                         loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.3f}", lr=f"{step_lr[i]:.4g}"
                     )
                     window_start = i + 1
+                if self.should_stop():
+                    raise Interrupted
         finally:
             bar.close()
             self.step = first_step + len(step_lr)

@@ -1,0 +1,152 @@
+"""Checkpoints: what a run needs to continue exactly where it stopped, written so that a crash never corrupts one.
+
+`last.pt` in the run folder is rewritten before the first epoch and at the end of every epoch; with
+`checkpoint.keep_best` a copy of the epoch with the best test accuracy is kept as `best.pt`. Each holds the
+trainer's whole state (`Trainer.state_dict`: weights, optimizer, lr scheduler, every RNG, the data order,
+step/epoch counters, history), the run's resolved config and the overrides it was started with.
+
+Resuming (`resume=<run folder>`, or a run started again in a folder that holds `last.pt`) reloads that state, so
+the run goes on bit for bit as if never stopped. A config that would change the run is refused (see `differences`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+LAST = "last.pt"
+BEST = "best.pt"
+FORMAT_VERSION = 1
+# Keys that say where, how fast or how verbosely a run computes, not what it computes: they may change on resume.
+# (Other thread counts or devices still resume, but bit-for-bit equality is only promised with the same ones.)
+NOT_PART_OF_THE_RUN = (
+    "resume",
+    "checkpoint",
+    "output_root",
+    "trainer.threads",
+    "trainer.device",
+    "trainer.progress",
+    "data.root",
+    "data.system_dir",
+    "data.download",
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read or does not fit the run; the message says what to do."""
+
+
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's resolved config as plain containers, without Hydra's own section."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]), resolve=True)
+
+
+def save(path: Path, payload: Mapping[str, Any]) -> None:
+    """Write `payload` aside, flush it to the disk, then rename: a crash mid-write leaves the previous file whole."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with open(partial, "wb") as handle:
+            torch.save(dict(payload), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(path)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read a checkpoint this program wrote (it holds the schedule objects, so it is a full pickle: trust it)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch.load raises many kinds for a damaged or foreign file
+        raise CheckpointError(
+            f"{path} cannot be read ({type(error).__name__}: {error}). Start the run afresh in a new folder."
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not an lrbench checkpoint of format {FORMAT_VERSION}.")
+    return payload
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, Mapping):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _part_of_the_run(key: str) -> bool:
+    return not any(key == ignored or key.startswith(f"{ignored}.") for ignored in NOT_PART_OF_THE_RUN)
+
+
+def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Every key whose value changes what the run computes, as `key: checkpoint <old>, now <new>`."""
+    before, after = _flatten(saved), _flatten(current)
+    missing = object()
+    changed = []
+    for key in sorted(before.keys() | after.keys()):
+        old, new = before.get(key, missing), after.get(key, missing)
+        if _part_of_the_run(key) and old != new:
+            shown = ["(absent)" if value is missing else repr(value) for value in (old, new)]
+            changed.append(f"{key}: checkpoint {shown[0]}, now {shown[1]}")
+    return changed
+
+
+def restart_tensorboard_at(writer: Any, step: int) -> None:
+    """Make TensorBoard drop every point at or after `step` written by an earlier session of this run folder.
+
+    It is the marker `SummaryWriter(purge_step=step)` writes, added to a writer that is already open; points
+    written after it (the redone steps) replace the dropped ones, so no step is duplicated or missing.
+    """
+    writer.file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
+
+
+class Checkpointer:
+    """Saves the trainer into the run folder at every epoch end: `last.pt` always, `best.pt` when asked."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        config: Mapping[str, Any],
+        overrides: list[str],
+        *,
+        keep_best: bool = False,
+        flush_curves: Callable[[], None] | None = None,
+    ):
+        self.run_dir = Path(run_dir)
+        self.config = dict(config)
+        self.overrides = list(overrides)
+        self.keep_best = keep_best
+        self.flush_curves = flush_curves
+
+    def payload(self, trainer: Any) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "trainer": trainer.state_dict(),
+            "config": self.config,
+            "overrides": self.overrides,
+        }
+
+    def __call__(self, trainer: Any) -> None:
+        """Write the state after an epoch (or before the first); TensorBoard is flushed first, so every point up
+        to the saved step is on the disk before the checkpoint says the run got that far."""
+        if self.flush_curves is not None:
+            self.flush_curves()
+        payload = self.payload(trainer)
+        save(self.run_dir / LAST, payload)
+        history = trainer.result.history
+        if (
+            self.keep_best
+            and history
+            and history[-1]["test_acc"] > max((h["test_acc"] for h in history[:-1]), default=-1)
+        ):
+            save(self.run_dir / BEST, payload)

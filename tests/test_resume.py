@@ -1,0 +1,218 @@
+"""Checkpoints and resume: atomic writes, best.pt, refused and forced resumes, and runs killed mid-epoch by a real
+signal that, resumed, end bit for bit where the uninterrupted run ends (weights, optimizer, metrics, curves)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from src import REPO_ROOT, checkpointing
+from src.train import StopOnSignal, _resume_point, run
+
+SMALL = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=32", "trainer.log_every_steps=5")
+# The killed runs: 512 synthetic images in batches of 2, 256 steps per epoch; the progress bar shows when an epoch
+# starts, and a point per step means a stop after any step leaves points past the checkpoint for resume to drop.
+KILLED = ("trainer.threads=1", "trainer.progress=true", "data.batch_size=2", "trainer.log_every_steps=1")
+EPOCHS = 4
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar curve of a run folder as TensorBoard reads it: tag -> [(step, value)]."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def assert_same_state(a, b, path="state"):
+    """Equal nested checkpoints: tensors bit for bit, everything else by value."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_same_state(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, f"{path}[{index}]")
+    else:
+        assert a == b, path
+
+
+def without_wall_time(metrics: dict) -> dict:
+    return {key: value for key, value in metrics.items() if key != "wall_seconds"}
+
+
+# ---------------------------------------------------------------------------------------------- in-process checks
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint_whole(tmp_path):
+    target = tmp_path / checkpointing.LAST
+    checkpointing.save(target, {"format": checkpointing.FORMAT_VERSION, "value": 1})
+    (tmp_path / f"{checkpointing.LAST}.partial").symlink_to("/dev/full")  # every write there fails: disk full
+    with pytest.raises(OSError):
+        checkpointing.save(target, {"format": checkpointing.FORMAT_VERSION, "value": 2})
+    assert checkpointing.load(target)["value"] == 1
+    assert not (tmp_path / f"{checkpointing.LAST}.partial").exists()
+
+
+def test_a_damaged_checkpoint_is_a_clear_error(tmp_path):
+    damaged = tmp_path / checkpointing.LAST
+    damaged.write_bytes(b"\x80\x02 not a checkpoint")
+    with pytest.raises(checkpointing.CheckpointError, match=r"cannot be read .*Start the run afresh"):
+        checkpointing.load(damaged)
+
+
+def test_differences_name_what_changes_the_run_and_ignore_plumbing():
+    saved = {"optimizer": {"lr": 0.1}, "data": {"batch_size": 256, "root": "/a"}, "trainer": {"threads": 1}}
+    current = {"optimizer": {"lr": 0.05}, "data": {"batch_size": 256, "root": "/b"}, "trainer": {"threads": 2}}
+    assert checkpointing.differences(saved, current) == ["optimizer.lr: checkpoint 0.1, now 0.05"]
+    assert checkpointing.differences(saved, {**saved, "seed": 1}) == ["seed: checkpoint (absent), now 1"]
+
+
+def test_stop_on_signal_turns_the_first_signal_into_a_request(tmp_path):
+    previous = signal.getsignal(signal.SIGTERM)
+    with StopOnSignal() as stop:
+        assert not stop()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # let the interpreter run the handler
+        assert stop() and stop.received == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
+@pytest.fixture
+def in_process_run(compose_cfg, synthetic_root, tmp_path):
+    """run(overrides) trains in this process into tmp_path/run; returns (cfg, run_dir, result)."""
+
+    def _run(*overrides, resume_from=None, forced=False):
+        cfg = compose_cfg([f"data.root={synthetic_root}", *SMALL, *overrides])
+        run_dir = tmp_path / "run"
+        run_dir.mkdir(exist_ok=True)
+        return cfg, run_dir, run(cfg, run_dir, resume_from, forced=forced)
+
+    return _run
+
+
+def test_keep_best_keeps_the_epoch_with_the_best_test_accuracy(in_process_run):
+    _, run_dir, result = in_process_run("trainer.epochs=3", "checkpoint.keep_best=true", "optimizer.lr=0.02")
+    best = checkpointing.load(run_dir / checkpointing.BEST)["trainer"]["result"]["history"]
+    accuracies = [entry["test_acc"] for entry in result.history]
+    assert best[-1]["test_acc"] == max(accuracies)
+    assert best[-1]["epoch"] == accuracies.index(max(accuracies)) + 1  # the first epoch reaching it
+    assert checkpointing.load(run_dir / checkpointing.LAST)["trainer"]["result"]["epochs"] == 3
+
+
+def test_a_config_that_changes_the_run_is_refused_with_the_differences(in_process_run, compose_cfg, capsys):
+    _, run_dir, _ = in_process_run("trainer.epochs=1")
+    changed = compose_cfg([f"data.root={run_dir}", *SMALL, "data.batch_size=64", "optimizer.lr=0.05"])
+    with pytest.raises(SystemExit) as stopped:
+        _resume_point(changed, run_dir)
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err
+    assert "data.batch_size: checkpoint 32, now 64" in message
+    assert "optimizer.lr: checkpoint 0.1, now 0.05" in message
+    assert "trainer.epochs: checkpoint 1, now 10" in message
+    assert "data.root:" not in message  # where the data lives does not change the run
+    assert "checkpoint.force_resume=true" in message and "Traceback" not in message
+
+
+def test_forced_resume_continues_the_weights_under_the_new_settings(in_process_run, compose_cfg):
+    _, run_dir, first = in_process_run("trainer.epochs=2", "scheduler=constant")
+    longer = ["trainer.epochs=3", "scheduler=constant", "optimizer.lr=0.05", "checkpoint.force_resume=true"]
+    cfg = compose_cfg([f"data.root={run_dir}", *SMALL, *longer])
+    _, checkpoint, changed = _resume_point(cfg, run_dir)
+    assert changed == ["optimizer.lr: checkpoint 0.1, now 0.05", "trainer.epochs: checkpoint 2, now 3"]
+    _, _, resumed = in_process_run(*longer, resume_from=checkpoint, forced=True)
+    assert resumed.history[:2] == first.history  # the first two epochs are the checkpoint's
+    assert resumed.epochs == 3 and resumed.steps == 3 * 16
+    assert resumed.history[2]["lr"] == 0.05  # the third ran with the new lr
+
+
+# ------------------------------------------------------------------------- real processes killed mid-epoch
+
+
+def start_train(*overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "src.train", *overrides],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_for(process: subprocess.Popen, text: str, timeout: float = 120) -> None:
+    """Read the process's output (log lines and progress bars) until `text` shows."""
+    seen, deadline = b"", time.monotonic() + timeout
+    while text.encode() not in seen:
+        chunk = process.stdout.read1(4096)
+        assert chunk and time.monotonic() < deadline, seen.decode(errors="replace")[-2000:]
+        seen = seen[-4096:] + chunk
+
+
+def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output.decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synthetic_root, tmp_path_factory):
+    """The reference: the same run, never stopped."""
+    output_root = tmp_path_factory.mktemp("outputs")
+    overrides = (f"data.root={synthetic_root}", *KILLED, f"trainer.epochs={EPOCHS}", f"output_root={output_root}")
+    run_dir = output_root / "uninterrupted"
+    status, output = finish(start_train(*overrides, f"hydra.run.dir={run_dir}"))
+    assert status == 0, output
+    return overrides, run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_a_run_killed_mid_epoch_and_resumed_ends_bit_for_bit_like_an_uninterrupted_one(uninterrupted, signum):
+    overrides, reference_dir = uninterrupted
+    run_dir = reference_dir.parent / f"killed_{signum.name}"
+    process = start_train(*overrides, f"hydra.run.dir={run_dir}")
+    wait_for(process, f"epoch 3/{EPOCHS}:")  # epoch 3's progress bar: the epoch has begun
+    process.send_signal(signum)
+    status, output = finish(process)
+
+    assert not (run_dir / "metrics.json").exists()  # an interrupted run has no final metrics
+    saved = checkpointing.load(run_dir / checkpointing.LAST)["trainer"]
+    assert saved["result"]["epochs"] == 2
+    if signum == signal.SIGKILL:
+        assert status == -signal.SIGKILL
+        resume_command = [*overrides, f"hydra.run.dir={run_dir}"]  # the same command again, in the same folder
+    else:
+        assert status == 128 + signum, output
+        assert f"stopped by {signum.name} during epoch" in output and "Traceback" not in output
+        # the message's command resumes the run; it was stopped mid-epoch, past the checkpoint's step
+        resume_command = shlex.split(output.split("To continue:")[1].strip().splitlines()[0])[3:]
+        assert resume_command[-1] == f"resume={run_dir}"
+        assert max(step for step, _ in scalars(run_dir)["train/lr"]) >= saved["step"]
+
+    status, output = finish(start_train(*resume_command))
+    assert status == 0, output
+    assert f"resumed after epoch {saved['result']['epochs']}/{EPOCHS}" in output
+
+    reference = json.loads((reference_dir / "metrics.json").read_text())
+    resumed = json.loads((run_dir / "metrics.json").read_text())
+    assert without_wall_time(resumed) == without_wall_time(reference)
+    final, expected = (
+        checkpointing.load(folder / checkpointing.LAST)["trainer"] for folder in (run_dir, reference_dir)
+    )
+    for state in (final, expected):
+        state["result"].pop("wall_seconds")
+    assert_same_state(final, expected)  # weights, optimizer moments, scheduler, RNGs, data order, counters
+    assert scalars(run_dir) == scalars(reference_dir)  # every curve: same steps, same values, none twice
+    assert not (run_dir.parent / "runs").exists()  # resume=<folder> leaves no extra run folder behind

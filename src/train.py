@@ -28,7 +28,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src import REPO_ROOT, checkpointing, data
 from src.callbacks import job_folder_name
-from src.device import configure_threads, maybe_compile, select_device, speed_problems
+from src.device import configure_threads, maybe_compile, select_device
 from src.optimizers import build_optimizer
 from src.schedules import build_lr_driver
 from src.tracking import Tracker, run_hparams, write_json
@@ -230,8 +230,6 @@ def main(cfg: DictConfig) -> float | None:
         validate(cfg)
     except ConfigError as error:
         fail(f"invalid configuration:\n{error}")
-    if problems := speed_problems(cfg.trainer):
-        fail(f"invalid configuration:\n{ConfigError(problems)}")
     session_dir = Path(HydraConfig.get().runtime.output_dir)
     resume_point = _resume_point(cfg, session_dir)
     run_dir, checkpoint, changed = resume_point or (session_dir, None, [])

@@ -9,6 +9,7 @@ so no DataLoader and no per-image PIL work sits in the hot path.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import shutil
 from collections.abc import Iterator
@@ -37,8 +38,24 @@ HOW_TO_GET_IT = (
 )
 
 
+# The official uncompressed files: (number of items, SHA-256). MNIST has the very same sizes, hence the checksum.
+OFFICIAL = {
+    "train-images-idx3-ubyte": (60_000, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+    "train-labels-idx1-ubyte": (60_000, "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    "t10k-images-idx3-ubyte": (10_000, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+    "t10k-labels-idx1-ubyte": (10_000, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+}
+IDX_UBYTE = 0x08
+# Each file's shape after the item count: images are 28x28, labels scalars.
+ITEM_SHAPES = {name: ((28, 28) if "images" in name else ()) for name in OFFICIAL}
+
+
 class DatasetNotFoundError(RuntimeError):
     """Fashion-MNIST could not be found, prepared or downloaded; the message says how to get it."""
+
+
+class DatasetCorruptError(DatasetNotFoundError):
+    """A Fashion-MNIST file is truncated or damaged; the message says which, what was found and how to fix it."""
 
 
 def _raw_dir(root: Path) -> Path:
@@ -101,6 +118,49 @@ def locate(root: str | None = None, system_dir: str | None = None, download: boo
         return PROJECT_DATA_DIR
     where = f"{PROJECT_DATA_DIR}" + (f" nor in {system_dir}" if system_dir else "")
     return _prepare(PROJECT_DATA_DIR, download, where)
+
+
+def _idx_problem(path: Path) -> str | None:
+    """What is wrong with one IDX file, or None: its header (ubyte, rank, sizes) must promise exactly its size,
+    and a file with the official item count must carry the official checksum."""
+    expected_items, expected_sha256 = OFFICIAL[path.name]
+    data = path.read_bytes()
+    if len(data) < 4 or data[:3] != b"\x00\x00" + bytes([IDX_UBYTE]):
+        return f"{len(data)} bytes that do not start like an IDX ubyte file"
+    rank = data[3]
+    header = 4 + 4 * rank
+    if len(data) < header:
+        return f"{len(data)} bytes, shorter than its own header (truncated)"
+    sizes = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank)]
+    if rank < 1 or tuple(sizes[1:]) != ITEM_SHAPES[path.name]:
+        return f"items of shape {tuple(sizes[1:])}, not {ITEM_SHAPES[path.name]}"
+    promised = header + math.prod(sizes)
+    if len(data) != promised:
+        state = "truncated" if len(data) < promised else "with extra bytes at the end"
+        return f"{len(data)} bytes where its header promises {promised} ({state})"
+    if sizes[0] == expected_items and hashlib.sha256(data).hexdigest() != expected_sha256:
+        return "the size of the official file but another SHA-256 (damaged, or another dataset such as MNIST)"
+    return None
+
+
+def check_files(root: Path) -> None:
+    """Raise DatasetCorruptError unless the four files are whole IDX files with matching image and label counts.
+
+    A subset (e.g. a small synthetic set) passes; a file claiming to be the official one must be it, byte for byte.
+    """
+    raw = _raw_dir(root)
+    problems = [f"{name}: {problem}" for name in RAW_FILES if (problem := _idx_problem(raw / name))]
+    if not problems:
+        counts = {name: int.from_bytes((raw / name).read_bytes()[4:8], "big") for name in RAW_FILES}
+        for images, labels in (RAW_FILES[:2], RAW_FILES[2:]):
+            if counts[images] != counts[labels]:
+                problems.append(f"{images} holds {counts[images]} images but {labels} {counts[labels]} labels")
+    if problems:
+        found = "\n".join(f"  - {problem}" for problem in problems)
+        raise DatasetCorruptError(
+            f"Fashion-MNIST in {raw} is damaged:\n{found}\nDelete that folder and run again (or `make setup`) to "
+            f"prepare it afresh, or put whole copies of the files there.\n{HOW_TO_GET_IT}"
+        )
 
 
 def _read_split(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,6 +234,7 @@ def load(
 ) -> DeviceData:
     """Find the data, read it once and move it to `device`; `train_size` keeps the first N training images."""
     folder = locate(root, system_dir, download)
+    check_files(folder)
     train_x, train_y = _read_split(folder, train=True)
     test_x, test_y = _read_split(folder, train=False)
     if train_size is not None:

@@ -11,6 +11,8 @@ Every problem is collected, so one message lists them all, each with the key, th
 from __future__ import annotations
 
 import math
+import sys
+import tempfile
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src import REPO_ROOT
@@ -191,7 +194,8 @@ def _added_key_problems(cfg: DictConfig) -> list[str]:
         key = override.key_or_group
         if override.is_add() and not (CONF_DIR / key).is_dir():  # `+experiment@_global_=x` picks a config file
             group = key.split(".")[0]
-            known = ", ".join(k for k in (_get(cfg, group) or {}) if not str(k).startswith("_") and k != key)
+            added = key.split(".")[-1]
+            known = ", ".join(k for k in (_get(cfg, group) or {}) if not str(k).startswith("_") and k != added)
             where = f"; {group} has: {known}" if isinstance(_get(cfg, group), DictConfig) else ""
             problems.append(f"{key}: unknown key (added with +{key}=...){where}")
     return problems
@@ -240,14 +244,53 @@ def _schedule_problems(cfg: DictConfig) -> list[str]:
     )
     stride = max(1, timeline.total // MAX_SCHEDULE_POINTS)
     updates = [*range(0, timeline.total, stride), timeline.total - 1]
+    keys = ", ".join(f"{key}={value!r}" for key, value in cfg.scheduler.items() if not str(key).startswith("_"))
     try:
         schedule = build_schedule(cfg.scheduler, timeline)
         bad = [t for t in updates if not (math.isfinite(schedule(t)) and schedule(t) >= 0)]
     except ScheduleConfigError as error:
         return [str(error)]
     except (TypeError, ValueError, ArithmeticError) as error:  # a value of the wrong type, or out of its domain
-        keys = ", ".join(f"{key}={value!r}" for key, value in cfg.scheduler.items() if not str(key).startswith("_"))
         return [f"scheduler: {error} (the schedule's keys: {keys})"]
     if bad:
-        return [f"scheduler: the lr multiplier is negative or not finite at update {bad[0]}"]
+        return [
+            f"scheduler: the lr multiplier is negative or not finite at update {bad[0]} (the schedule's keys: {keys})"
+        ]
     return []
+
+
+def output_folder_problem(folder: Path) -> str | None:
+    """Why runs cannot be written below `folder` (the nearest existing parent is a file, or takes no new
+    folder), or None when they can. A folder is made and removed there, so a full disk or a read-only mount shows."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        Path(tempfile.mkdtemp(prefix=".lrbench-", dir=existing)).rmdir()
+    except OSError as error:
+        return f"no new folder can be made in {existing} ({error.strerror or error})"
+    return None
+
+
+class OutputFolderCheck(Callback):
+    """Hydra callback: before Hydra makes the run (or sweep) folder, check that it can; Hydra itself would stop
+    with a traceback from inside pathlib. Exit status 3, as for any run folder that cannot be written."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config: DictConfig, key: str) -> None:
+        folder = Path(str(OmegaConf.select(config, key))).expanduser()
+        if problem := output_folder_problem(folder):
+            print(
+                f"lrbench: cannot write the run folder {folder}: {problem}. "
+                "Pick a writable folder with output_root=<folder>.",
+                file=sys.stderr,
+            )
+            sys.exit(3)

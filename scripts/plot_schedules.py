@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
@@ -36,21 +37,22 @@ def catalogue(group: str = "scheduler") -> list[str]:
     return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
 
-def compose_run(choice: str, overrides: list[str]) -> DictConfig:
-    """The run config of `choice` (`scheduler=NAME` or `experiment=NAME`) plus `overrides`."""
+def checked_run(group: str, name: str, overrides: list[str]) -> DictConfig:
+    """The run config of `group=name` plus `overrides`, validated as `python -m src.train` would validate it."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=[choice, *overrides])
+        cfg = compose(config_name="config", overrides=[f"{group}={name}", *overrides], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # validation reads the choices and overrides from here
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        raise SystemExit(f"plot_schedules: {group}={name}: invalid configuration:\n{error}") from None
+    return cfg
 
 
 def plot(names: list[str], overrides: list[str], out: Path, overlay: bool, group: str = "scheduler") -> Path:
     """One panel per schedule (or one shared panel with `overlay`), saved as `out`; `group="experiment"` takes
     the names as presets."""
-    configs = [compose_run(f"{group}={name}", overrides) for name in names]
-    for name, cfg in zip(names, configs, strict=True):
-        try:
-            validate(cfg)
-        except ConfigError as error:
-            raise SystemExit(f"plot_schedules: {group}={name}: invalid configuration:\n{error}") from None
+    configs = [checked_run(group, name, overrides) for name in names]
     if overlay:
         figure = Figure(figsize=(8, 4.5), layout="constrained")
         axes = figure.subplots()

@@ -36,7 +36,7 @@ BAD = [
     (["scheduler=reduce_on_plateau", "scheduler.factor=1.5"], ["scheduler.factor=1.5", "0 < factor < 1"]),
     (["scheduler=noam", "scheduler.warmup_ratio=0"], ["warmup_ratio/warmup_steps/warmup_epochs=0", "at least 1"]),
     (["scheduler=noam", "scheduler.warmup_shape=exponential"], ["warmup_shape='exponential'", "part of its formula"]),
-    (["scheduler=cosine", "+scheduler.warmup_length=3"], ["scheduler:", "warmup_length"]),
+    (["scheduler=cosine", "+scheduler.warmup_length=3"], ["scheduler.warmup_length"]),
 ]
 
 

@@ -45,7 +45,8 @@ def checked_run(group: str, name: str, overrides: list[str]) -> DictConfig:
     try:
         validate(cfg)
     except ConfigError as error:
-        raise SystemExit(f"plot_schedules: {group}={name}: invalid configuration:\n{error}") from None
+        print(f"plot_schedules: {group}={name}: invalid configuration:\n{error}", file=sys.stderr)
+        raise SystemExit(2) from None
     return cfg
 
 

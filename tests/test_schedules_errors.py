@@ -29,6 +29,7 @@ BAD = [
     (["scheduler=warmup_stable_decay", "scheduler.decay_shape=step"], ["decay_shape='step'", "linear, cosine, 1-sqrt"]),
     (["scheduler=warmup_stable_decay", "scheduler.decay_ratio=0.95"], ["decay_ratio=0.95", "left after the warmup"]),
     (["scheduler=one_cycle", "scheduler.pct_start=1.0"], ["scheduler.pct_start=1.0", "0 < pct_start < 1"]),
+    (["scheduler=one_cycle", "scheduler.pct_start=0.05"], ["scheduler.pct_start=0.05", "no phase", "zero length"]),
     (["scheduler=one_cycle", "scheduler.anneal_strategy=exp"], ["anneal_strategy='exp'", "cos, linear"]),
     (["scheduler=cyclic", "scheduler.mode=sawtooth"], ["scheduler.mode='sawtooth'", "triangular, triangular2"]),
     (["scheduler=cosine_restarts", "scheduler.cycle_mult=0.5"], ["scheduler.cycle_mult=0.5", ">= 1"]),

@@ -288,3 +288,11 @@ def test_previewing_never_advances_the_driver_a_run_trains_with(compose_cfg):
         driver.after_step()
     assert seen == expected
     assert len(set(seen)) == 20  # a moving curve, so a consumed scheduler would show
+
+
+def test_one_cycle_over_a_few_epochs_follows_torch_even_when_the_rise_is_shorter_than_one_update(compose_cfg):
+    cfg = compose_cfg(["scheduler=one_cycle", "scheduler.interval=epoch", "trainer.epochs=3"])  # 0.3 * 3 - 1 < 0
+    optimizer = build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
+    ours = run_with_metrics(build_lr_driver(cfg, optimizer, 1), optimizer, [1.0, 1.0, 1.0], 1)
+    theirs, _ = torch_curves(lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=3), steps=3)
+    assert_same(ours, theirs)

@@ -263,13 +263,13 @@ def one_cycle(
     _require(0 <= base_momentum <= max_momentum < 1, "base_momentum", base_momentum, "0 <= base <= max_momentum < 1")
 
     def make(length: int) -> Schedule:
-        up_end = pct_start * length - 1
+        up_end = pct_start * length - 1  # torch's phase ends; a phase of zero length would divide by zero
         last_start = 2 * up_end if three_phase else up_end
         _require(
-            up_end > 0 and last_start < length - 1,
+            up_end != 0 and last_start != length - 1,
             "pct_start",
             pct_start,
-            f"a value leaving every phase at least one update of the {length} (e.g. 0.3)",
+            f"a value for which no phase of the {length}-update cycle has zero length (pct_start * {length} != 1)",
         )
         initial = peak / div_factor
         return OneCycle(

@@ -60,3 +60,7 @@ preview: $(STAMP)
 
 plot: $(STAMP)
 	$(PYTHON) scripts/plot_schedules.py $(ARGS)
+
+# ARGS="--repeats 3 trainer.threads=1" passes options and overrides; writes outputs/bench/bench.json (docs/speed.md).
+bench: setup
+	$(PYTHON) scripts/bench.py $(ARGS)

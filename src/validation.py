@@ -36,6 +36,8 @@ GROUPS = ("model", "optimizer", "scheduler", "data", "trainer")
 FASHION_MNIST_TRAIN_SIZE = 60_000
 MAX_EPOCHS = 10_000
 MAX_THREADS = 1024
+# The schedule is built from these keys; it is checked once none of them has a problem of its own.
+SCHEDULE_INPUTS = ("scheduler", "trainer.epochs", "data.batch_size", "data.train_size", "optimizer.lr")
 # The schedule is evaluated at every update up to this many, and at evenly spread ones beyond.
 MAX_SCHEDULE_POINTS = 200_000
 
@@ -114,7 +116,7 @@ def validate(cfg: DictConfig) -> None:
     if _get(cfg, "trainer.device") == "cuda" and not torch.cuda.is_available():
         problems.append("trainer.device='cuda': CUDA is not available on this machine; use auto or cpu")
     problems = _one_per_key(problems)
-    if not problems:
+    if not any(problem.startswith(SCHEDULE_INPUTS) for problem in problems):
         problems += _schedule_problems(cfg)
     if problems:
         raise ConfigError(problems)
@@ -193,10 +195,10 @@ def _added_key_problems(cfg: DictConfig) -> list[str]:
     for override in OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task)):
         key = override.key_or_group
         if override.is_add() and not (CONF_DIR / key).is_dir():  # `+experiment@_global_=x` picks a config file
-            group = key.split(".")[0]
-            added = key.split(".")[-1]
-            known = ", ".join(k for k in (_get(cfg, group) or {}) if not str(k).startswith("_") and k != added)
-            where = f"; {group} has: {known}" if isinstance(_get(cfg, group), DictConfig) else ""
+            group, _, added = key.rpartition(".")
+            node = _get(cfg, group) if group else None
+            known = ", ".join(str(k) for k in node if not str(k).startswith("_") and k != added) if node else ""
+            where = f"; {group} has: {known}" if isinstance(node, DictConfig) else ""
             problems.append(f"{key}: unknown key (added with +{key}=...){where}")
     return problems
 

@@ -1,0 +1,205 @@
+"""The whole config is checked before training: one message with every problem (key, value, what is allowed),
+typos refused, and a fuzz of malformed overrides that must each end in a short message, never a traceback."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from src.validation import ConfigError, validate
+from tests.conftest import CONF_DIR, run_train
+
+
+def problems_of(compose_cfg, overrides: list[str]) -> list[str]:
+    with pytest.raises(ConfigError) as refused:
+        validate(compose_cfg(overrides))
+    return refused.value.problems
+
+
+def test_one_message_lists_every_problem_with_key_value_and_what_is_allowed(compose_cfg):
+    problems = problems_of(
+        compose_cfg,
+        [
+            "optimizer.lr=-1",
+            "trainer.epochs=0",
+            "optimizer.momentum=1",
+            "data.batch_size=abc",
+            "data.train_size=60001",
+            "seed=-3",
+            "data.download=maybe",
+            "trainer.device=tpu",
+        ],
+    )
+    assert problems == [
+        "seed=-3: allowed is an integer >= 0 and < 2**63",
+        "trainer.epochs=0: allowed is an integer >= 1 and <= 10000",
+        "trainer.device='tpu': allowed is one of auto, cpu, cuda",
+        "data.batch_size='abc': allowed is an integer >= 1",
+        "data.train_size=60001: allowed is null (all 60000) or an integer 1..60000",
+        "optimizer.lr=-1: allowed is a number > 0",
+        "data.download='maybe': allowed is true or false",
+        "optimizer.momentum=1: allowed is a number with 0 <= momentum < 1",
+    ]
+
+
+def test_the_default_run_and_every_bound_itself_are_accepted(compose_cfg):
+    validate(compose_cfg([]))
+    validate(compose_cfg(["trainer.epochs=10000", "data.train_size=60000", "seed=0", "trainer.threads=1"]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["optimizer=adam", "optimizer.betas=[0.9,1.0]"], "optimizer.betas=[0.9, 1.0]: allowed is two numbers"),
+        (["optimizer.nesterov=true", "optimizer.momentum=0"], "optimizer: Nesterov momentum requires a momentum"),
+        (["scheduler.warmup_steps=5000", "trainer.epochs=1"], "scheduler.warmup_steps=5000: a warmup of 5000 steps"),
+        (["scheduler.warmup_ratio=1"], "scheduler.warmup_ratio=1: allowed is a number with 0 <= warmup_ratio < 1"),
+        (["scheduler.final_lr=abc"], "scheduler.final_lr='abc': allowed is a number"),
+        (["trainer.threads=0"], "trainer.threads=0: allowed is null (all cores) or an integer 1..1024"),
+        (["optimizer.lr=1e400"], "optimizer.lr=inf: allowed is a number > 0"),
+        (["trainer.epochs=1000000000000"], "trainer.epochs=1000000000000: allowed is an integer >= 1 and <= 10000"),
+        (["resume=/no/such/run"], "resume='/no/such/run': that folder does not exist"),
+        (["trainer.precision=fp8"], "trainer.precision='fp8': allowed is one of fp32, bf16"),
+    ],
+)
+def test_each_kind_of_bad_value_names_its_key(compose_cfg, overrides, expected):
+    assert any(problem.startswith(expected) for problem in problems_of(compose_cfg, overrides))
+
+
+def test_a_key_added_with_plus_is_an_unknown_key_listing_the_known_ones(compose_cfg):
+    (problem,) = problems_of(compose_cfg, ["+scheduler.warmup_ration=0.1"])
+    assert problem.startswith("scheduler.warmup_ration: unknown key (added with +scheduler.warmup_ration=...)")
+    assert "scheduler has: interval, warmup_ratio," in problem and "warmup_ration," not in problem
+
+
+def test_a_typo_without_plus_is_refused_by_hydra_naming_the_key(compose_cfg):
+    with pytest.raises(HydraException, match=r"Could not override 'scheduler.warmup_ration'"):
+        compose_cfg(["scheduler.warmup_ration=0.1"])
+
+
+# ------------------------------------------------------------------------------------------------------ the fuzz
+
+# Bad values for each key. The schedule's own checks (RELATIVE: a warmup longer than the run, an unknown shape) run
+# once the keys it is built from are right, so those are tried alone.
+BAD_VALUES = {
+    "seed": ["-1", "abc", "1.5", "18446744073709551616", "''", "null", "[1]"],
+    "trainer.epochs": ["0", "-5", "abc", "2.5", "''", "null", "true", "99999999999999", "[3]", "{a: 1}"],
+    "trainer.threads": ["0", "-1", "abc", "100000", "1.5", "''"],
+    "trainer.device": ["tpu", "''", "0", "null", "CPU"],
+    "trainer.log_every_steps": ["0", "-1", "x", "''", "null"],
+    "trainer.eval_batch_size": ["0", "-10", "big", "''", "1e3"],
+    "trainer.progress": ["maybe", "2", "''", "null"],
+    "trainer.precision": ["fp8", "''", "1", "null"],
+    "trainer.compile": ["sometimes", "3"],
+    "data.batch_size": ["0", "-256", "abc", "''", "null", "1e2", "[256]"],
+    "data.train_size": ["0", "-1", "60001", "1e9", "abc", "''"],
+    "data.download": ["maybe", "''", "2"],
+    "data.normalize": ["yes", "''", "0"],
+    "data.root": ["''", "123"],
+    "optimizer.lr": ["0", "-0.1", "-1e9", "abc", "''", "null", "nan", "inf", "1e400", "[0.1]"],
+    "optimizer.momentum": ["1", "-0.5", "1.5", "abc", "''", "1e300"],
+    "optimizer.weight_decay": ["-1", "abc", "''", "-inf"],
+    "optimizer.nesterov": ["maybe", "5"],
+    "scheduler.interval": ["hour", "''", "null", "1", "STEP"],
+    "scheduler.warmup_ratio": ["1", "-0.1", "2", "abc", "''", "nan"],
+    "scheduler.final_lr": ["abc", "''", "[0]"],
+    "resume": ["/no/such/run", "''", "/proc/self"],
+    "checkpoint.keep_best": ["yes", "1.0", "''"],
+    "checkpoint.force_resume": ["please", "0"],
+}
+RELATIVE = {
+    "scheduler.warmup_steps": ["-1", "99999999", "abc"],
+    "scheduler.warmup_epochs": ["-2", "11", "abc"],
+    "scheduler.final_lr": ["-1", "1e9"],
+    "scheduler.warmup_start_factor": ["-1", "abc"],
+    "scheduler.warmup_shape": ["cubic", "''", "1"],
+}
+
+
+def typo(key: str, rng: random.Random) -> str:
+    """The key with one letter dropped, doubled or swapped for another: a name the config does not have."""
+    group, _, name = key.rpartition(".")
+    at = rng.randrange(len(name))
+    edits = [name[:at] + name[at + 1 :], name[:at] + name[at] + name[at:], name[:at] + "q" + name[at + 1 :]]
+    changed = rng.choice([edit for edit in edits if edit and edit != name])
+    return f"{group}.{changed}" if group else changed
+
+
+def fuzz_inputs(count: int, seed: int = 5) -> list[tuple[list[str], set[str]]]:
+    """`count` malformed override lists, each with the keys its message must name (any one for Hydra's errors)."""
+    rng = random.Random(seed)
+    keys = sorted(BAD_VALUES)
+    inputs = []
+    for index in range(count):
+        kind = index % 4
+        if kind == 3:  # an unknown key: a typo, plain (Hydra refuses it) or added with + (validation refuses it)
+            key = typo(rng.choice(keys), rng)
+            plus = "+" if rng.random() < 0.5 else ""
+            inputs.append(([f"{plus}{key}={rng.choice(['1', 'abc', '0.1', ''])}"], {key}))
+        elif kind == 2:  # one value bad only relative to the run
+            key = rng.choice(sorted(RELATIVE))
+            inputs.append(([f"{key}={rng.choice(RELATIVE[key])}"], {key.rpartition(".")[2]}))
+        else:  # one to three keys with bad values at once: one message must name them all
+            chosen = rng.sample(keys, rng.randint(1, 3))
+            inputs.append(([f"{key}={rng.choice(BAD_VALUES[key])}" for key in chosen], set(chosen)))
+    return inputs
+
+
+FUZZ = fuzz_inputs(240)
+
+
+def test_fuzz_every_malformed_override_is_refused_with_a_short_message_naming_its_keys(tmp_path):
+    tried = 0
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for overrides, keys in FUZZ:
+            tried += 1
+            check_refused(overrides, keys, tmp_path)
+    GlobalHydra.instance().clear()
+    assert tried == 240
+
+
+def check_refused(overrides: list[str], keys: set[str], tmp_path) -> None:
+    """Compose and validate as the command line does: it must fail with a short message naming the keys."""
+    try:
+        cfg = compose(config_name="config", overrides=[f"output_root={tmp_path}", *overrides], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        validate(cfg)
+    except ConfigError as error:
+        message = str(error)
+        named = all(key in message for key in keys)
+    except (HydraException, OmegaConfBaseException) as error:  # Hydra stops at the first bad override
+        message = str(error)
+        named = any(key.rpartition(".")[2] in message for key in keys)
+    else:
+        pytest.fail(f"accepted: {overrides}")
+    assert named, (overrides, message)
+    assert "Traceback" not in message and len(message.splitlines()) <= 12, (overrides, message)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["scheduler.warmup_ration=0.1"],
+        ["+trainer.epoch=3"],
+        ["optimizer.lr=[0.1"],
+        ["optimizer.lr=abc", "trainer.epochs=-1", "data.batch_size=''"],
+        ["trainer.device=cuda", "seed=abc"],
+    ],
+    ids=["typo", "plus-typo", "unparsable", "three-bad-values", "device-and-seed"],
+)
+def test_the_command_line_refuses_malformed_overrides_without_a_traceback_or_clutter(tmp_path, overrides):
+    done = run_train(*overrides, f"output_root={tmp_path}", "trainer.threads=1", timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "Traceback" not in output
+    assert 0 < len(done.stderr.strip().splitlines()) <= 12, done.stderr
+    left = {path.relative_to(tmp_path).parts[-1] for path in tmp_path.rglob("*") if path.is_file()}
+    assert left <= {"train.log", "config.yaml", "hydra.yaml", "overrides.yaml"}  # the log and Hydra's record only

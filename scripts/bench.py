@@ -54,37 +54,8 @@ from src.validation import ConfigError, validate
 
 REFERENCE_WORKERS = (4, 0)
 DEFAULT_JSON = REPO_ROOT / "outputs" / "bench" / "bench.json"
-
-# Run in a fresh interpreter by `startup_breakdown`: the time of each phase of a start-up, in the order src.train
-# goes through them. `started` is the wall clock at the interpreter's first line, to count the interpreter too.
-STARTUP_PHASES = """
-import json, sys, time
-started = time.time()
-mark = time.perf_counter()
-phases = {}
-def phase(name):
-    global mark
-    now = time.perf_counter()
-    phases[name] = now - mark
-    mark = now
-import torch
-phase("import torch")
-import torchvision
-phase("import torchvision (pulls in torch._dynamo)")
-import hydra, omegaconf
-phase("import hydra, omegaconf")
-import src.train
-phase("import the rest of src.train (tensorboard, project)")
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-from src import REPO_ROOT, data
-with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-    cfg = compose(config_name="config", overrides=sys.argv[1:])
-phase("compose the config")
-data.load(device=torch.device("cpu"), **OmegaConf.to_container(cfg.data))
-phase("load the dataset")
-print(json.dumps({"started": started, "phases": phases}))
-"""
+# What a top-level import of src.train brings in that its name does not say.
+IMPORT_NOTES = {"src.data": " (torchvision, which imports torch._dynamo)"}
 
 
 def with_overrides(overrides: list[str], *forced: str) -> list[str]:
@@ -224,11 +195,12 @@ def train_command(overrides: list[str], output_root: Path, *forced: str) -> list
     return [sys.executable, "-m", "src.train", *with_overrides(overrides, *forced)]
 
 
-def first_step_seconds(overrides: list[str], batch_size: int) -> float:
-    """Wall time from launching `python -m src.train` to the end of its first optimizer step.
+def first_step_seconds(overrides: list[str], batch_size: int) -> tuple[float, dict[str, float]]:
+    """Wall time from launching `python -m src.train` to the end of its first optimizer step, and where it went.
 
     The run is short (8 batches, so that any schedule fits) and logs every step, so its first `train/lr` point is
-    written right after the first step; the point's own wall-clock stamp in the event file marks the moment.
+    written right after the first step; the point's own wall-clock stamp in the event file marks the moment. The
+    command runs under `python -X importtime`, whose report gives the time of each top-level import.
     """
     with tempfile.TemporaryDirectory(prefix="lrbench-startup-") as folder:
         command = train_command(
@@ -239,25 +211,35 @@ def first_step_seconds(overrides: list[str], batch_size: int) -> float:
             "trainer.log_every_steps=1",
         )
         launched = time.time()
-        subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True)
+        completed = subprocess.run(
+            [command[0], "-X", "importtime", *command[1:]], cwd=REPO_ROOT, check=True, capture_output=True, text=True
+        )
         (metrics,) = Path(folder).rglob("metrics.json")
         events = EventAccumulator(str(metrics.parent), size_guidance={"scalars": 0})
         events.Reload()
-        return events.Scalars("train/lr")[0].wall_time - launched
+        first_step = events.Scalars("train/lr")[0].wall_time - launched
+    imports = top_level_imports(completed.stderr)
+    large = {f"import {name}{IMPORT_NOTES.get(name, '')}": sec for name, sec in imports.items() if sec >= 0.05}
+    breakdown = {
+        **large,
+        "the other imports": sum(imports.values()) - sum(large.values()),
+        "the rest: interpreter, Hydra's compose and job set-up, reading the dataset, model, checkpoint, first step": (
+            first_step - sum(imports.values())
+        ),
+    }
+    return first_step, breakdown
 
 
-def startup_breakdown(overrides: list[str]) -> dict[str, float]:
-    """Seconds spent in each phase of a start-up, measured in a fresh interpreter."""
-    launched = time.time()
-    completed = subprocess.run(
-        [sys.executable, "-c", STARTUP_PHASES, *overrides],
-        cwd=REPO_ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    report = json.loads(completed.stdout.strip().splitlines()[-1])
-    return {"start the interpreter": report["started"] - launched, **report["phases"]}
+def top_level_imports(importtime_report: str) -> dict[str, float]:
+    """Seconds per top-level import (nested imports counted in the first module that needs them), largest first."""
+    seconds = {}
+    for line in importtime_report.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        _, cumulative, name = line[len("import time:") :].split("|")
+        if not name.startswith("  "):  # one space: imported by the program itself, not by another module
+            seconds[name.strip()] = int(cumulative) / 1e6
+    return dict(sorted(seconds.items(), key=lambda item: -item[1]))
 
 
 def default_run_peak_rss_mib(overrides: list[str], epochs: int) -> float:
@@ -346,11 +328,7 @@ def main() -> None:
     speedup = best_reference["seconds_per_epoch"] / by_name["runner (src.train)"]
     overhead = by_name["runner (src.train)"] / by_name["floor"]
 
-    breakdown = startup_breakdown(args.overrides)
-    first_step = first_step_seconds(args.overrides, cfg.data.batch_size)
-    breakdown["the rest (Hydra's job set-up, model, tracker, checkpoint, first step)"] = first_step - sum(
-        breakdown.values()
-    )
+    first_step, breakdown = first_step_seconds(args.overrides, cfg.data.batch_size)
     peak_rss = default_run_peak_rss_mib(args.overrides, args.memory_epochs)
     load_after = os.getloadavg()
 

@@ -276,6 +276,8 @@ def measure_epochs(cfg: DictConfig, repeats: int) -> tuple[list[dict], int]:
     peaks: dict[str, float] = dict.fromkeys(variants, 0.0)
     for repeat in range(repeats):
         for name, epoch in variants.items():
+            if cfg.trainer.compile:
+                torch._dynamo.reset()  # every epoch compiles afresh, as every run of src.train does
             with PeakMemory() as memory:
                 seconds[name].append(epoch())
             peaks[name] = max(peaks[name], memory.mib)

@@ -31,8 +31,8 @@ def test_default_run_is_lenet_sgd_cosine_warmup_ten_epochs_batch_256(compose_cfg
 
 def test_keys_other_tools_rely_on_exist(compose_cfg):
     cfg = compose_cfg()
-    keys = ("seed", "trainer.epochs", "trainer.device", "data.root", "data.batch_size", "data.train_size", "optimizer.lr")
-    for key in keys:
+    keys = ("seed", "trainer.epochs", "trainer.device", "data.root", "data.batch_size", "data.train_size")
+    for key in (*keys, "optimizer.lr", "scheduler.interval", "scheduler.warmup_ratio", "scheduler.warmup_steps"):
         assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", key
     for scheduler in options("scheduler"):
         cfg = compose_cfg([f"scheduler={scheduler}"])

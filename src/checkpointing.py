@@ -32,6 +32,7 @@ NOT_PART_OF_THE_RUN = (
     "trainer.threads",
     "trainer.device",
     "trainer.progress",
+    "trainer.compile",
     "data.root",
     "data.system_dir",
     "data.download",

@@ -24,6 +24,13 @@ def select_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
+def available_cores() -> int:
+    """The cores this process may run on: a Slurm job's or a container's allocation, not the whole machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def configure_threads(threads: int | None, parallel_jobs: int = 1) -> int:
     """Set torch's intra-op threads: `threads` if given, else the machine's cores shared among parallel jobs.
 
@@ -31,7 +38,7 @@ def configure_threads(threads: int | None, parallel_jobs: int = 1) -> int:
     times threads never oversubscribes the machine.
     """
     if threads is None:
-        threads = max(1, (os.cpu_count() or 1) // max(1, parallel_jobs))
+        threads = max(1, available_cores() // max(1, parallel_jobs))
     torch.set_num_threads(threads)
     return threads
 

@@ -10,7 +10,6 @@ A run started again in a folder holding `last.pt`, or with `resume=<run folder>`
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 import shutil
 import signal
@@ -28,7 +27,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src import REPO_ROOT, checkpointing, data
 from src.callbacks import job_folder_name
-from src.device import configure_threads, maybe_compile, select_device
+from src.device import available_cores, configure_threads, maybe_compile, select_device
 from src.optimizers import build_optimizer
 from src.schedules import build_lr_driver
 from src.tracking import Tracker, run_hparams, write_json
@@ -139,7 +138,7 @@ def _parallel_jobs() -> int:
     n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
     if not isinstance(n_jobs, int) or n_jobs == 0:
         return 1
-    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    return n_jobs if n_jobs > 0 else max(1, available_cores() + 1 + n_jobs)
 
 
 def run(

@@ -81,7 +81,7 @@ class Trainer:
         epochs: int,
         data_seed: int,
         log_every_steps: int = 10,
-        eval_batch_size: int = 2500,
+        eval_batch_size: int = 500,
         precision: str = "fp32",
         progress: bool = True,
         on_epoch_end: Callable[[Trainer], None] | None = None,

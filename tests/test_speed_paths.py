@@ -3,7 +3,6 @@ shared among parallel jobs, batches are the same whichever way they are gathered
 loop never waits for the device. How fast any of it is, is measured by scripts/bench.py, not here."""
 
 import math
-import os
 import warnings
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src import data
-from src.device import autocast, configure_threads, maybe_compile, speed_problems
+from src.device import autocast, available_cores, configure_threads, maybe_compile, speed_problems
 from src.models import LeNet
 from src.schedules import build_lr_driver
 from src.tracking import Tracker
@@ -116,7 +115,7 @@ def test_bad_speed_options_stop_the_command_before_training(tmp_path, synthetic_
 
 
 def test_threads_all_cores_for_one_run_shared_among_parallel_jobs():
-    cores = os.cpu_count() or 1
+    cores = available_cores()
     before = torch.get_num_threads()
     try:
         assert configure_threads(None) == cores == torch.get_num_threads()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from src import REPO_ROOT
 from src.callbacks import job_folder_name
+from src.device import available_cores
 from tests.conftest import run_train
 
 PLUMBING = ("trainer.threads=1", "trainer.progress=false")
@@ -61,7 +61,7 @@ def test_negative_joblib_n_jobs_counts_back_from_the_cores(compose_cfg):
     from src.train import _parallel_jobs
 
     compose_cfg(["hydra/launcher=joblib"])  # n_jobs: -1, one job per core
-    assert _parallel_jobs() == os.cpu_count()
+    assert _parallel_jobs() == available_cores()
     compose_cfg(["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"])
     assert _parallel_jobs() == 3
 
@@ -212,7 +212,7 @@ def test_joblib_jobs_share_the_cores(tmp_path, synthetic_root):
     )
     assert result.returncode == 0, result.stderr
     (sweep,) = sweep_folders(tmp_path)
-    expected = max(1, (os.cpu_count() or 1) // 2)
+    expected = max(1, available_cores() // 2)
     for name in job_names(sweep):
         log = (sweep / name / "train.log").read_text()
         assert f"training on the CPU with {expected} threads" in log

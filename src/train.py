@@ -44,8 +44,14 @@ EXIT_UNWRITABLE = 3
 
 
 def fail(message: str, status: int = EXIT_BAD_INPUT) -> None:
-    """Stop with a message and exit status `status` (2: bad input), without a traceback."""
-    log.error(message)
+    """Stop with a message and exit status `status` (2: bad input), without a traceback.
+
+    The message goes to stderr once, and into the run's log file (not again to the console through logging).
+    """
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
     print(f"lrbench: {message}", file=sys.stderr)
     sys.exit(status)
 

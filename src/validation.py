@@ -216,7 +216,8 @@ def _optimizer_problems(cfg: DictConfig) -> list[str]:
         value = _get(cfg, f"optimizer.{key}")
         if value is not None and not (_is_number(value) and value >= 0):
             problems.append(f"optimizer.{key}={value!r}: allowed is a number >= 0")
-    if not problems:  # torch's own checks (e.g. nesterov needs momentum), on a stand-in parameter
+    lr = _get(cfg, "optimizer.lr")
+    if not problems and _is_number(lr) and lr > 0:  # torch's own checks (e.g. nesterov needs momentum)
         try:
             build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
         except (TypeError, ValueError) as error:

@@ -22,7 +22,14 @@ def job_folder_name(overrides: Iterable[str], exclude_keys: Iterable[str]) -> st
     `scheduler`. A `/` in a value would nest folders, so it becomes `_`.
     """
     excluded = set(exclude_keys)
-    kept = [override for override in overrides if override.split("=", 1)[0].lstrip("+~") not in excluded]
+    kept = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") in excluded:
+            continue
+        if key.endswith("@_global_"):  # a preset chosen per job: `+experiment@_global_=x` reads `experiment=x`
+            override = f"{key.lstrip('+').removesuffix('@_global_')}={value}"
+        kept.append(override)
     return ",".join(kept).replace("/", "_")
 
 

@@ -42,6 +42,8 @@ def test_job_folder_name_keeps_the_sweep_order_and_drops_plumbing():
     overrides = ["scheduler=cosine_warmup", "scheduler.warmup_ratio=0.1", "seed=1", "data.root=/tmp/x", "+a/b=c/d"]
     excluded = ["data.root", "trainer.threads"]
     assert job_folder_name(overrides, excluded) == "scheduler=cosine_warmup,scheduler.warmup_ratio=0.1,seed=1,+a_b=c_d"
+    preset_per_job = ["+experiment@_global_=textbook_sqrt", "experiment=textbook", "trainer.epochs=2"]
+    assert job_folder_name(preset_per_job, ["experiment"]) == "experiment=textbook_sqrt,trainer.epochs=2"
 
 
 def test_presets_are_multiruns_over_their_axes(compose_cfg):

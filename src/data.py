@@ -143,6 +143,12 @@ def _idx_problem(path: Path) -> str | None:
     return None
 
 
+def _item_count(path: Path) -> int:
+    """The first size in an IDX header: the number of images or labels (read from the header alone)."""
+    with open(path, "rb") as handle:
+        return int.from_bytes(handle.read(8)[4:8], "big")
+
+
 def check_files(root: Path) -> None:
     """Raise DatasetCorruptError unless the four files are whole IDX files with matching image and label counts.
 
@@ -151,7 +157,7 @@ def check_files(root: Path) -> None:
     raw = _raw_dir(root)
     problems = [f"{name}: {problem}" for name in RAW_FILES if (problem := _idx_problem(raw / name))]
     if not problems:
-        counts = {name: int.from_bytes((raw / name).read_bytes()[4:8], "big") for name in RAW_FILES}
+        counts = {name: _item_count(raw / name) for name in RAW_FILES}
         for images, labels in (RAW_FILES[:2], RAW_FILES[2:]):
             if counts[images] != counts[labels]:
                 problems.append(f"{images} holds {counts[images]} images but {labels} {counts[labels]} labels")

@@ -92,3 +92,11 @@ def run_train(*overrides: str, cwd: Path | None = None, timeout: float = 600) ->
         text=True,
         timeout=timeout,
     )
+
+
+def run_sweep(output_root: Path, *overrides: str) -> Path:
+    """Run a sweep (`-m ...` or a sweep preset) with its folders under `output_root`; return the sweep's folder."""
+    done = run_train(*overrides, f"output_root={output_root}")
+    assert done.returncode == 0, done.stderr
+    (sweep,) = (output_root / "sweeps").glob("*/*")
+    return sweep

@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from src.tracking import FINAL_TAGS
-from tests.conftest import run_train
+from tests.conftest import run_sweep
 
 SERVER_TIMEOUT = 90.0
 
@@ -24,19 +24,15 @@ SERVER_TIMEOUT = 90.0
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, synthetic_root) -> Path:
     """A finished 2-job sweep (constant and cosine schedules, 1 epoch on the synthetic data)."""
-    output_root = tmp_path_factory.mktemp("board")
-    result = run_train(
+    return run_sweep(
+        tmp_path_factory.mktemp("board"),
         "-m",
         "scheduler=constant,cosine",
         "trainer.epochs=1",
         f"data.root={synthetic_root}",
-        f"output_root={output_root}",
         "trainer.threads=1",
         "trainer.progress=false",
     )
-    assert result.returncode == 0, result.stderr
-    (folder,) = (output_root / "sweeps").glob("*/*")
-    return folder
 
 
 RUNS = ["0_scheduler=constant,trainer.epochs=1", "1_scheduler=cosine,trainer.epochs=1"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from src.compare import FIGURES, Configuration, find_runs, main, varying_keys
-from tests.conftest import run_train
+from tests.conftest import run_sweep
 
 TARGET = 0.3
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -20,21 +20,17 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, synthetic_root) -> Path:
     """Two schedules x two seeds, 2 epochs of 8 steps on the synthetic data."""
-    output_root = tmp_path_factory.mktemp("compare")
-    result = run_train(
+    return run_sweep(
+        tmp_path_factory.mktemp("compare"),
         "-m",
         "scheduler=constant,cosine",
         "seed=0,1",
         "trainer.epochs=2",
         "data.batch_size=64",
         f"data.root={synthetic_root}",
-        f"output_root={output_root}",
         "trainer.threads=1",
         "trainer.progress=false",
     )
-    assert result.returncode == 0, result.stderr
-    (folder,) = (output_root / "sweeps").glob("*/*")
-    return folder
 
 
 def metrics_by_schedule(sweep: Path) -> dict[str, list[dict]]:

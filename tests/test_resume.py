@@ -80,7 +80,7 @@ def test_differences_name_what_changes_the_run_and_ignore_plumbing():
     assert checkpointing.differences(saved, {**saved, "seed": 1}) == ["seed: checkpoint (absent), now 1"]
 
 
-def test_stop_on_signal_turns_the_first_signal_into_a_request(tmp_path):
+def test_stop_on_signal_turns_the_first_signal_into_a_request():
     previous = signal.getsignal(signal.SIGTERM)
     with StopOnSignal() as stop:
         assert not stop()

@@ -16,7 +16,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from src import REPO_ROOT
 from src.callbacks import job_folder_name
 from src.device import available_cores
-from tests.conftest import run_train
+from tests.conftest import run_sweep, run_train
 
 PLUMBING = ("trainer.threads=1", "trainer.progress=false")
 
@@ -183,16 +183,14 @@ def test_same_seed_same_initial_weights_and_batch_order_whatever_the_schedule(
 
 @pytest.mark.slow
 def test_schedule_zoo_runs_every_schedule_of_the_catalogue(tmp_path, synthetic_root):
-    result = run_train(
+    sweep = run_sweep(
+        tmp_path,
         "experiment=schedule_zoo",
         "trainer.epochs=2",
         "data.batch_size=64",
         f"data.root={synthetic_root}",
-        f"output_root={tmp_path}",
         *PLUMBING,
     )
-    assert result.returncode == 0, result.stderr
-    (sweep,) = sweep_folders(tmp_path)
     schedules = sorted(path.stem for path in (REPO_ROOT / "conf" / "scheduler").glob("*.yaml"))
     ran = sorted(name.split(",")[0].removeprefix(name.split("_", 1)[0] + "_scheduler=") for name in job_names(sweep))
     assert ran == schedules
@@ -201,7 +199,8 @@ def test_schedule_zoo_runs_every_schedule_of_the_catalogue(tmp_path, synthetic_r
 
 @pytest.mark.slow
 def test_joblib_jobs_share_the_cores(tmp_path, synthetic_root):
-    result = run_train(
+    sweep = run_sweep(
+        tmp_path,
         "-m",
         "seed=0,1",
         "hydra/launcher=joblib",
@@ -210,10 +209,7 @@ def test_joblib_jobs_share_the_cores(tmp_path, synthetic_root):
         "trainer.progress=false",
         "trainer.epochs=1",
         f"data.root={synthetic_root}",
-        f"output_root={tmp_path}",
     )
-    assert result.returncode == 0, result.stderr
-    (sweep,) = sweep_folders(tmp_path)
     expected = max(1, available_cores() // 2)
     for name in job_names(sweep):
         log = (sweep / name / "train.log").read_text()
@@ -223,17 +219,15 @@ def test_joblib_jobs_share_the_cores(tmp_path, synthetic_root):
 
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_the_sweep(tmp_path, synthetic_root):
-    result = run_train(
+    sweep = run_sweep(
+        tmp_path,
         "-m",
         "seed=0,1",
         "hydra/launcher=submitit_local",
         "trainer.epochs=1",
         f"data.root={synthetic_root}",
-        f"output_root={tmp_path}",
         *PLUMBING,
     )
-    assert result.returncode == 0, result.stderr
-    (sweep,) = sweep_folders(tmp_path)
     assert job_names(sweep) == ["0_seed=0,trainer.epochs=1", "1_seed=1,trainer.epochs=1"]
     assert (sweep / ".submitit").is_dir()
     for name in job_names(sweep):

@@ -80,7 +80,7 @@ def test_tags_sit_on_the_global_step_axis(synthetic_run):
         assert [step for step, _ in scalars(run_dir, tag)] == [8, 16, 24], tag
 
 
-def test_same_seed_same_numbers(synthetic_run, compose_cfg, synthetic_root, tmp_path):
+def test_same_seed_same_numbers(synthetic_run):
     _, _, first = synthetic_run("seed=7")
     _, _, second = synthetic_run("seed=7")
     _, _, other = synthetic_run("seed=8")

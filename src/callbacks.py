@@ -56,6 +56,12 @@ class SweepSummary(Callback):
             log.error("sweep summary failed (%s); rebuild it with: python -m src.compare %s", error, folder)
             return
         rows = report.rows()
-        diverged = sum(row["diverged"] for row in rows)
-        log.info("sweep summary: %s/summary.md (%d configurations, %d diverged runs)", folder, len(rows), diverged)
+        diverged, collapsed = (sum(row[key] for row in rows) for key in ("diverged", "collapsed"))
+        log.info(
+            "sweep summary: %s/summary.md (%d configurations, %d diverged and %d collapsed runs)",
+            folder,
+            len(rows),
+            diverged,
+            collapsed,
+        )
         print(report.markdown())

@@ -36,6 +36,7 @@ NOT_PART_OF_THE_RUN = (
     "data.root",
     "data.system_dir",
     "data.download",
+    "labels",
 )
 
 

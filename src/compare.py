@@ -12,6 +12,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import statistics
 import sys
 from collections.abc import Iterable
@@ -34,6 +35,10 @@ WARMUP_KEY = "scheduler.warmup_ratio"
 # Keys that tell runs of one configuration apart without changing the configuration.
 REPLICA_KEYS = ("seed",)
 FIGURES = ("lr_curves.png", "test_acc.png", "final_acc_vs_warmup.png")
+# `tail_test_acc`: mean test accuracy over the last TAIL_FRACTION of a run's epochs (Run.value).
+TAIL_METRIC = "tail_test_acc"
+TAIL_FRACTION = 0.1
+OUTCOMES = ("collapsed", "diverged")
 
 
 class NoRunsError(RuntimeError):
@@ -60,6 +65,33 @@ class Run:
             return [], []
         events = self._events.Scalars(tag)
         return [event.step for event in events], [event.value for event in events]
+
+    @property
+    def outcome(self) -> str:
+        """`diverged`, `collapsed` (see Trainer), or `ok`; only ok runs are averaged into a configuration's mean."""
+        if self.metrics.get("diverged"):
+            return "diverged"
+        return "collapsed" if self.metrics.get("collapsed") else "ok"
+
+    def value(self, name: str) -> float | None:
+        """A metric of metrics.json, or `tail_test_acc`: the mean test accuracy over the last 10% of the epochs
+        (at least one), steadier than the last epoch's for a schedule that never anneals."""
+        if name != TAIL_METRIC:
+            value = self.metrics.get(name)
+            return None if value is None else float(value)
+        accuracies = [epoch["test_acc"] for epoch in self.metrics.get("history", [])]
+        if not accuracies:
+            return None
+        tail = accuracies[-max(1, math.ceil(len(accuracies) * TAIL_FRACTION)) :]
+        return statistics.fmean(tail)
+
+    def seconds_to(self, target_acc: float) -> float | None:
+        """Training seconds done when test accuracy first reached `target_acc`."""
+        history, seconds = self.metrics.get("history", []), self.metrics.get("epoch_seconds", [])
+        for epoch, elapsed in zip(history, seconds, strict=False):
+            if epoch["test_acc"] >= target_acc:
+                return float(elapsed)
+        return None
 
     def steps_to(self, target_acc: float) -> int | None:
         """Optimizer steps done when test accuracy first reached `target_acc` (evaluated once per epoch)."""
@@ -105,8 +137,18 @@ class Configuration:
     hparams: dict[str, Any]
     runs: list[Run] = field(default_factory=list)
 
+    @property
+    def ok_runs(self) -> list[Run]:
+        return [run for run in self.runs if run.outcome == "ok"]
+
     def stat(self, name: str) -> tuple[float | None, float | None]:
-        return _mean_std(run.metrics.get(name) for run in self.runs)
+        """Mean and std over the ok runs: a collapsed or diverged run is counted (`failures`), never averaged."""
+        return _mean_std(run.value(name) for run in self.ok_runs)
+
+    def failures(self) -> str:
+        """How many runs collapsed or diverged, e.g. `2/5 collapsed`; empty when none did."""
+        counts = {outcome: sum(run.outcome == outcome for run in self.runs) for outcome in OUTCOMES}
+        return ", ".join(f"{count}/{len(self.runs)} {outcome}" for outcome, count in counts.items() if count)
 
 
 def group_runs(runs: list[Run]) -> list[Configuration]:
@@ -165,8 +207,9 @@ class Report:
             row: dict[str, Any] = {"schedule": configuration.hparams.get("scheduler")}
             row.update({key: configuration.hparams.get(key) for key in self.keys})
             row["seeds"] = len(configuration.runs)
-            row["diverged"] = sum(bool(run.metrics.get("diverged")) for run in configuration.runs)
-            for name in ("test_acc", "best_test_acc", "train_loss", "wall_seconds"):
+            row["diverged"] = sum(run.outcome == "diverged" for run in configuration.runs)
+            row["collapsed"] = sum(run.outcome == "collapsed" for run in configuration.runs)
+            for name in ("test_acc", TAIL_METRIC, "best_test_acc", "train_loss", "wall_seconds"):
                 row[f"{name}_mean"], row[f"{name}_std"] = configuration.stat(name)
             row["steps_to_target_mean"], row["steps_to_target_std"] = _mean_std(steps)
             row["reached_target"] = sum(step is not None for step in steps)
@@ -185,8 +228,8 @@ class Report:
 
     def markdown(self) -> str:
         target = f"steps to {self.target_acc:g} acc"
-        header = ["schedule", *self.keys, "seeds", "final test acc", "best test acc", "final train loss", target]
-        header += ["wall s", "diverged"]
+        header = ["schedule", *self.keys, "seeds", "final test acc", "last 10% test acc", "best test acc"]
+        header += ["final train loss", target, "wall s", "failed"]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in self.rows():
             reached = row["reached_target"]
@@ -197,14 +240,20 @@ class Report:
             cells.append(str(row["seeds"]))
             cells += [
                 _cell(row["test_acc_mean"], row["test_acc_std"], ".4f"),
+                _cell(row[f"{TAIL_METRIC}_mean"], row[f"{TAIL_METRIC}_std"], ".4f"),
                 _cell(row["best_test_acc_mean"], row["best_test_acc_std"], ".4f"),
                 _cell(row["train_loss_mean"], row["train_loss_std"], ".4f"),
                 steps,
                 _cell(row["wall_seconds_mean"], row["wall_seconds_std"], ".1f"),
-                str(row["diverged"]),
+                _failed_cell(row),
             ]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
+
+
+def _failed_cell(row: dict[str, Any]) -> str:
+    parts = [f"{row[outcome]}/{row['seeds']} {outcome}" for outcome in OUTCOMES if row[outcome]]
+    return ", ".join(parts) or "-"
 
 
 def _cell(mean: float | None, std: float | None, spec: str) -> str:
@@ -275,9 +324,11 @@ def write_report(folder: Path, target_acc: float = DEFAULT_TARGET_ACC) -> Report
     markdown = report.markdown()
     title = f"# {len(runs)} runs, {len(configurations)} configurations in {folder}\n\n"
     notes = (
-        f"\n\nMean ± sample std over seeds; `seeds` counts the runs averaged. Steps to {target_acc:g} accuracy are "
-        "the optimizer steps done at the end of the first epoch whose test accuracy reached it. A diverged run "
-        "(NaN/inf loss) stops early and keeps the epochs it finished.\n\n"
+        f"\n\nMean ± sample std over the seeds that neither diverged nor collapsed; `seeds` counts every run, "
+        "`failed` the runs left out of the means: diverged (NaN/inf loss, stopped with the epochs it finished) or "
+        "collapsed (a whole epoch after the warmup at chance). Last 10% test acc is the mean test accuracy over the "
+        f"last tenth of the epochs (at least one). Steps to {target_acc:g} accuracy are the optimizer steps done at "
+        "the end of the first epoch whose test accuracy reached it.\n\n"
         + "\n".join(f"![{name}]({name})" for name in FIGURES)
         + "\n"
     )

@@ -27,12 +27,18 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 TRAIN_TAGS = ("train/loss", "train/acc", "train/lr")
 EPOCH_TAGS = ("train/epoch_loss", "train/epoch_acc", "test/loss", "test/acc")
-# Final metrics shown next to the hyperparameters; `final/diverged` is 1 for a run stopped by a NaN/inf loss.
-FINAL_METRICS = ("test_acc", "best_test_acc", "test_loss", "train_loss", "diverged")
+# Final metrics shown next to the hyperparameters; `final/diverged` is 1 for a run stopped by a NaN/inf loss,
+# `final/collapsed` 1 for a run that ended at chance (Trainer).
+FINAL_METRICS = ("test_acc", "best_test_acc", "test_loss", "train_loss", "diverged", "collapsed")
 FINAL_TAGS = tuple(f"final/{name}" for name in FINAL_METRICS)
 # Config groups whose every key is a hyperparameter, and single keys that are too.
 HPARAM_GROUPS = ("scheduler", "optimizer")
 HPARAM_KEYS = ("data.batch_size", "data.train_size", "trainer.epochs", "seed")
+# Set only where a study set them (src.study): the stage and the schedule's name in the study.
+LABEL_KEYS = ("labels.stage", "labels.schedule")
+# The HParams dashboard lists hyperparameters that differ between runs first, then by name; these are marked as
+# differing, so the schedule, its lr and its warmup lead the table instead of sitting among the constant keys.
+LEAD_HPARAMS = (*LABEL_KEYS, "scheduler", "optimizer.lr", "scheduler.warmup_ratio", "scheduler.warmup_steps")
 COMPARE_LAYOUT = {
     "compare runs": {
         "learning rate": ["Multiline", ["^train/lr$"]],
@@ -61,11 +67,28 @@ def run_hparams(cfg: Mapping[str, Any], choices: Mapping[str, Any]) -> dict[str,
             if not key.startswith("_"):
                 flat[f"{group}.{key}"] = _hparam_value(value)
     for dotted in HPARAM_KEYS:
-        node: Any = cfg
-        for part in dotted.split("."):
-            node = node.get(part) if isinstance(node, Mapping) else None
-        flat[dotted] = _hparam_value(node)
+        flat[dotted] = _hparam_value(_select(cfg, dotted))
+    for dotted in LABEL_KEYS:
+        if (value := _select(cfg, dotted)) is not None:
+            flat[dotted] = _hparam_value(value)
     return flat
+
+
+def _select(cfg: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def _lead_first(experiment: Summary) -> Summary:
+    """The experiment summary with the LEAD_HPARAMS marked as differing, which the dashboard lists first."""
+    plugin_data = experiment.value[0].metadata.plugin_data
+    content = HParamsPluginData.FromString(plugin_data.content)
+    for info in content.experiment.hparam_infos:
+        info.differs = info.name in LEAD_HPARAMS
+    plugin_data.content = content.SerializeToString()
+    return experiment
 
 
 def _session_end(status: int) -> Summary:
@@ -94,7 +117,7 @@ class Tracker:
         self.writer.add_custom_scalars(COMPARE_LAYOUT)
         if hparams is not None:
             experiment, session_start, _ = hparams_summaries(dict(hparams), dict.fromkeys(FINAL_TAGS, 0.0))
-            self.writer.file_writer.add_summary(experiment)
+            self.writer.file_writer.add_summary(_lead_first(experiment))
             self.writer.file_writer.add_summary(session_start)
 
     def lrs(self, first_step: int, lrs: list[float]) -> None:
@@ -112,12 +135,14 @@ class Tracker:
         self.writer.add_scalar("test/acc", metrics["test_acc"], step)
 
     def finish(self, summary: Mapping[str, Any]) -> None:
-        """Final metrics (from `RunResult.summary()`) at the run's last step; a diverged run ends as a failure."""
+        """Final metrics (from `RunResult.summary()`) at the run's last step; a diverged or collapsed run ends as a
+        failure in the dashboard's status column."""
         step = int(summary.get("steps") or 0)
         for name, tag in zip(FINAL_METRICS, FINAL_TAGS, strict=True):
             if summary.get(name) is not None:
                 self.writer.add_scalar(tag, float(summary[name]), step)
-        status = Status.STATUS_FAILURE if summary.get("diverged") else Status.STATUS_SUCCESS
+        failed = summary.get("diverged") or summary.get("collapsed")
+        status = Status.STATUS_FAILURE if failed else Status.STATUS_SUCCESS
         self.writer.file_writer.add_summary(_session_end(status))
 
     def close(self) -> None:

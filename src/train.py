@@ -9,6 +9,7 @@ A run started again in a folder holding `last.pt`, or with `resume=<run folder>`
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 import shutil
@@ -118,6 +119,17 @@ def _resume_point(cfg: DictConfig, session_dir: Path) -> tuple[Path, dict[str, A
     return folder, checkpoint, changed
 
 
+def _finished(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
+    """The metrics.json of the run in `run_dir` when that run has ended (every epoch done, or stopped as diverged
+    or collapsed), else None."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    recorded = json.loads(path.read_text())
+    ended_early = recorded.get("diverged") or (recorded.get("collapsed") and cfg.trainer.stop_on_collapse)
+    return recorded if ended_early or recorded.get("epochs", 0) >= cfg.trainer.epochs else None
+
+
 def _continue_in(run_dir: Path, session_dir: Path, output_root: Path) -> None:
     """`resume=<folder>`: log into that folder's train.log, and drop the folder Hydra made for this session when
     it holds nothing but Hydra's files, so a resume leaves no extra run behind."""
@@ -145,6 +157,11 @@ def _parallel_jobs() -> int:
     if not isinstance(n_jobs, int) or n_jobs == 0:
         return 1
     return n_jobs if n_jobs > 0 else max(1, available_cores() + 1 + n_jobs)
+
+
+def _total_updates(cfg: DictConfig, steps_per_epoch: int) -> int:
+    epochs = int(cfg.trainer.epochs)
+    return epochs * steps_per_epoch if cfg.scheduler.interval == "step" else epochs
 
 
 def run(
@@ -201,6 +218,8 @@ def run(
         eval_batch_size=cfg.trainer.eval_batch_size,
         precision=cfg.trainer.precision,
         progress=cfg.trainer.progress,
+        stop_on_collapse=cfg.trainer.stop_on_collapse,
+        warmup_updates=lr_driver.warmup_updates(_total_updates(cfg, dataset.steps_per_epoch)),
         on_epoch_end=checkpointer,
         should_stop=stop or (lambda: False),
     )
@@ -238,6 +257,10 @@ def main(cfg: DictConfig) -> float | None:
     session_dir = Path(HydraConfig.get().runtime.output_dir)
     resume_point = _resume_point(cfg, session_dir)
     run_dir, checkpoint, changed = resume_point or (session_dir, None, [])
+    # the checkpoint's config was found equal to this one above: the recorded result is this run's
+    if checkpoint is not None and cfg.checkpoint.skip_finished and (recorded := _finished(run_dir, cfg)):
+        log.info("already finished, not run again: %s (test_acc %s)", run_dir, recorded.get("test_acc"))
+        return recorded.get("test_acc")
     if run_dir != session_dir:
         _continue_in(run_dir, session_dir, Path(cfg.output_root).resolve())
     for line in changed:

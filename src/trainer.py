@@ -23,6 +23,9 @@ from src.schedules import LRDriver
 from src.tracking import Tracker
 
 log = logging.getLogger(__name__)
+# How close to chance an epoch must stay to count as collapsed (see `at_chance`).
+CHANCE_LOSS_MARGIN = 0.05
+CHANCE_ACC_MARGIN = 0.02
 
 
 @dataclass
@@ -34,7 +37,11 @@ class RunResult:
     wall_seconds: float = 0.0
     diverged: bool = False
     diverged_step: int | None = None
+    collapsed: bool = False
+    collapsed_epoch: int | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    # Training seconds done at the end of each epoch (kept apart from `history`, which repeats exactly).
+    epoch_seconds: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
@@ -49,8 +56,20 @@ class RunResult:
             "wall_seconds": round(self.wall_seconds, 3),
             "diverged": self.diverged,
             "diverged_step": self.diverged_step,
+            "collapsed": self.collapsed,
+            "collapsed_epoch": self.collapsed_epoch,
             "history": self.history,
+            "epoch_seconds": self.epoch_seconds,
         }
+
+
+def at_chance(metrics: dict[str, float], num_classes: int) -> bool:
+    """An epoch that learned nothing: its mean training loss is at chance level (about ln 10 for ten classes) or
+    above, and its test accuracy is at chance too (about 0.10). A collapsed model (dead units, one class for every
+    image) sits exactly there. Both are asked for: a slow start can keep an epoch's mean loss near ln 10 while its
+    test accuracy already climbs (seen at 0.70 after 8 steps), and such a run is learning."""
+    chance_loss = math.log(num_classes) - CHANCE_LOSS_MARGIN
+    return metrics["train_loss"] >= chance_loss and metrics["test_acc"] <= 1 / num_classes + CHANCE_ACC_MARGIN
 
 
 class Diverged(Exception):
@@ -68,7 +87,12 @@ class Interrupted(Exception):
 class Trainer:
     """Runs the epochs; `on_epoch_end(trainer)` is called after each (the checkpoint), `should_stop()` polled
     after every optimizer step (a signal). `state_dict`/`load_state_dict` carry everything the next epoch
-    depends on, so a restored trainer continues bit for bit."""
+    depends on, so a restored trainer continues bit for bit.
+
+    Collapse: a whole epoch that starts at or after update `warmup_updates` (the schedule's rise to its peak is
+    over) and ends at chance (`at_chance`) marks the run collapsed at that epoch; with `stop_on_collapse` the run
+    ends there, a result like any other. Without it, an epoch off chance again clears the mark.
+    """
 
     def __init__(
         self,
@@ -84,6 +108,8 @@ class Trainer:
         eval_batch_size: int = 500,
         precision: str = "fp32",
         progress: bool = True,
+        stop_on_collapse: bool = True,
+        warmup_updates: int = 0,
         on_epoch_end: Callable[[Trainer], None] | None = None,
         should_stop: Callable[[], bool] = lambda: False,
     ):
@@ -97,6 +123,9 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.precision = precision
         self.progress = progress
+        self.stop_on_collapse = stop_on_collapse
+        self.warmup_updates = warmup_updates
+        self.num_classes = int(data.test_y.max()) + 1 if data.test_y.numel() else 10
         self.on_epoch_end = on_epoch_end
         self.should_stop = should_stop
         device = data.train_x.device
@@ -132,7 +161,8 @@ class Trainer:
         self.order.set_state(state["order"])
         self.step = state["step"]
         saved = state["result"]
-        self.result = RunResult(**{**saved, "history": [dict(entry) for entry in saved["history"]]})
+        history = [dict(entry) for entry in saved["history"]]
+        self.result = RunResult(**{**saved, "history": history, "epoch_seconds": list(saved.get("epoch_seconds", []))})
 
     def _with_current_hyperparameters(self, state: dict[str, Any]) -> dict[str, Any]:
         scheduler = self.lr_driver.state_dict()
@@ -150,16 +180,21 @@ class Trainer:
     def fit(self) -> RunResult:
         """Train the epochs not done yet (all of them, unless restored from a checkpoint)."""
         result = self.result
+        if result.diverged or (result.collapsed and self.stop_on_collapse):
+            return result  # it ended early, as a result; a resume has nothing left to do
         earlier_seconds = result.wall_seconds
         started = time.perf_counter()
         try:
             for epoch in range(result.epochs, self.epochs):
                 if self.should_stop():
                     raise Interrupted
+                first_update = self.step if self.lr_driver.interval == "step" else epoch
                 metrics = {**self.train_epoch(epoch), **self.evaluate()}
                 self.lr_driver.after_epoch(metrics)
                 self.tracker.epoch(self.step, metrics)
+                seconds = earlier_seconds + time.perf_counter() - started
                 result.history.append({"epoch": epoch + 1, "step": self.step, **metrics})
+                result.epoch_seconds.append(round(seconds, 3))
                 result.epochs, result.steps = epoch + 1, self.step
                 log.info(
                     "epoch %d/%d step %d: train_loss %.4f train_acc %.4f test_loss %.4f test_acc %.4f lr %.6g",
@@ -172,14 +207,36 @@ class Trainer:
                     metrics["test_acc"],
                     metrics["lr"],
                 )
-                result.wall_seconds = earlier_seconds + time.perf_counter() - started
+                result.wall_seconds = seconds
+                stop = self._note_collapse(epoch + 1, first_update, metrics)
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(self)
+                if stop:
+                    break
         except Diverged as diverged:
             result.diverged, result.diverged_step = True, diverged.step
             log.warning("run diverged: %s; stopped after %d finished epochs", diverged, result.epochs)
         result.wall_seconds = earlier_seconds + time.perf_counter() - started
         return result
+
+    def _note_collapse(self, epoch: int, first_update: int, metrics: dict[str, float]) -> bool:
+        """Mark (or clear) a collapse after `epoch`; true when the run should stop here."""
+        result = self.result
+        if first_update >= self.warmup_updates and at_chance(metrics, self.num_classes):
+            if not result.collapsed:
+                result.collapsed, result.collapsed_epoch = True, epoch
+                log.warning(
+                    "run collapsed: epoch %d ended at chance (train_loss %.4f, test_acc %.4f)%s",
+                    epoch,
+                    metrics["train_loss"],
+                    metrics["test_acc"],
+                    "; stopping (trainer.stop_on_collapse=true)" if self.stop_on_collapse else "",
+                )
+            return self.stop_on_collapse
+        if result.collapsed:
+            log.info("run left chance again at epoch %d; no longer marked collapsed", epoch)
+            result.collapsed, result.collapsed_epoch = False, None
+        return False
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the shuffled training set; returns the epoch's mean loss and accuracy."""

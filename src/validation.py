@@ -101,6 +101,10 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("resume", _optional(_text), f"null or the folder of an earlier run (holding {LAST})"),
     ("checkpoint.keep_best", lambda v: isinstance(v, bool), "true or false"),
     ("checkpoint.force_resume", lambda v: isinstance(v, bool), "true or false"),
+    ("checkpoint.skip_finished", lambda v: isinstance(v, bool), "true or false"),
+    ("trainer.stop_on_collapse", lambda v: isinstance(v, bool), "true or false"),
+    ("labels.stage", _optional(_text), "null or a name"),
+    ("labels.schedule", _optional(_text), "null or a name"),
 ]
 
 

@@ -23,19 +23,24 @@ SERVER_TIMEOUT = 90.0
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, synthetic_root) -> Path:
-    """A finished 2-job sweep (constant and cosine schedules, 1 epoch on the synthetic data)."""
+    """A finished 2-job sweep (constant and cosine schedules, 1 epoch of 16 steps on the synthetic data: enough to
+    leave chance, so neither run is marked collapsed)."""
     return run_sweep(
         tmp_path_factory.mktemp("board"),
         "-m",
         "scheduler=constant,cosine",
         "trainer.epochs=1",
+        "data.batch_size=32",
         f"data.root={synthetic_root}",
         "trainer.threads=1",
         "trainer.progress=false",
     )
 
 
-RUNS = ["0_scheduler=constant,trainer.epochs=1", "1_scheduler=cosine,trainer.epochs=1"]
+RUNS = [
+    "0_scheduler=constant,trainer.epochs=1,data.batch_size=32",
+    "1_scheduler=cosine,trainer.epochs=1,data.batch_size=32",
+]
 
 
 @pytest.mark.slow
@@ -51,11 +56,14 @@ def test_each_run_folder_holds_its_hparams_without_an_extra_run(sweep):
         assert start["scheduler"].string_value == name.split("=")[1].split(",")[0]
         assert start["optimizer"].string_value == "sgd"
         assert start["optimizer.lr"].number_value == 0.1
-        assert start["data.batch_size"].number_value == 256
+        assert start["data.batch_size"].number_value == 32
         assert start["trainer.epochs"].number_value == 1
         assert start["seed"].number_value == 0
         experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
         assert [info.name.tag for info in experiment.metric_infos] == list(FINAL_TAGS)
+        # the dashboard lists differing hyperparameters first: the schedule, its lr and warmup are marked so
+        leading = {info.name for info in experiment.hparam_infos if info.differs}
+        assert leading == {"scheduler", "optimizer.lr", "scheduler.warmup_ratio"}  # warmup_steps is null: not shown
         metrics = json.loads((folder / "metrics.json").read_text())
         assert [e.value for e in events.Scalars("final/test_acc")] == [pytest.approx(metrics["test_acc"])]
         assert "custom_scalars__config__" in events.Tags()["tensors"]

@@ -45,6 +45,16 @@ class LRDriver:
             return group["betas"][0]
         return group.get("momentum")
 
+    def warmup_updates(self, total: int, max_points: int = 100_000) -> int:
+        """Updates before the schedule first reaches its peak over a run of `total` updates: the warmup, or any
+        rise to the top (one_cycle's first phase). A run is judged for collapse only after it (Trainer)."""
+        stride = max(1, total // max_points)
+        values = [(self.schedule(t), t) for t in range(0, total, stride)]
+        if not values:
+            return 0
+        peak = max(value for value, _ in values)
+        return next(t for value, t in values if value >= peak * (1 - 1e-9))
+
     def after_step(self) -> None:
         if self.interval == "step":
             self._advance()

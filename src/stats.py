@@ -1,0 +1,129 @@
+"""The statistics of a study's verdict, as pure functions of numbers: no files, no runs, no plots.
+
+Differences are `other - reference` over the seeds both have (paired: same initial weights, same batch order), so
+a schedule worse than the best has a negative difference. Distributions and tests come from scipy.stats.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats
+
+ALPHA = 0.05
+POWER = 0.8
+MAX_SEEDS = 10_000
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One schedule against a reference schedule, paired by seed, with the unpaired (Welch) view beside it."""
+
+    n: int  # seeds both have
+    diff: float  # mean paired difference, other - reference
+    ci_low: float | None  # 95% t-interval of the paired mean difference
+    ci_high: float | None
+    p_paired: float | None  # paired t-test, two-sided
+    p_wilcoxon: float | None  # Wilcoxon signed-rank test, two-sided (exact for small n)
+    p_welch: float | None  # Welch's unpaired t-test, two-sided
+    correlation: float | None  # Pearson r of the two schedules' results across the shared seeds
+    seeds_paired: int | None  # seeds that would resolve `diff` with the paired test (80% power at 0.05)
+    seeds_welch: int | None  # seeds per schedule for Welch's test at the same power
+
+
+def compare(reference: Sequence[float], other: Sequence[float], confidence: float = 0.95) -> Comparison:
+    """`other` against `reference`, both listed in the same seed order (entry i of each is seed i's result)."""
+    if len(reference) != len(other):
+        raise ValueError(f"paired samples differ in length: {len(reference)} and {len(other)}")
+    n = len(reference)
+    differences = [b - a for a, b in zip(reference, other, strict=True)]
+    diff = statistics.fmean(differences) if differences else math.nan
+    ci_low = ci_high = p_paired = p_wilcoxon = p_welch = correlation = None
+    if n >= 2:
+        if _constant(differences):  # no spread: the t statistic is undefined, the interval a point
+            ci_low = ci_high = diff
+            p_paired = 1.0 if diff == 0 else 0.0
+        else:
+            paired = stats.ttest_rel(other, reference)
+            interval = paired.confidence_interval(confidence)
+            ci_low, ci_high, p_paired = float(interval.low), float(interval.high), float(paired.pvalue)
+        if any(d != 0 for d in differences):
+            p_wilcoxon = float(stats.wilcoxon(other, reference).pvalue)
+        if not (_constant(reference) and _constant(other)):
+            p_welch = float(stats.ttest_ind(other, reference, equal_var=False).pvalue)
+    if n >= 3 and not (_constant(reference) or _constant(other)):
+        correlation = float(stats.pearsonr(reference, other).statistic)
+    sd_paired = statistics.stdev(differences) if n >= 2 else None
+    sd_pooled = math.sqrt((statistics.variance(reference) + statistics.variance(other)) / 2) if n >= 2 else None
+    return Comparison(
+        n=n,
+        diff=diff,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        p_paired=p_paired,
+        p_wilcoxon=p_wilcoxon,
+        p_welch=p_welch,
+        correlation=correlation,
+        seeds_paired=seeds_needed(diff, sd_paired, paired=True),
+        seeds_welch=seeds_needed(diff, sd_pooled, paired=False),
+    )
+
+
+def _constant(values: Sequence[float]) -> bool:
+    return len(set(values)) <= 1
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment: controls the family-wise error over the comparisons given (None stays None).
+
+    The i-th smallest of m p-values becomes max over j <= i of min(1, (m - j + 1) * p_(j)).
+    """
+    present = sorted((p, index) for index, p in enumerate(p_values) if p is not None)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(present):
+        running = max(running, min(1.0, (len(present) - rank) * p))
+        adjusted[index] = running
+    return adjusted
+
+
+def t_test_power(effect: float, n: int, *, paired: bool, alpha: float = ALPHA) -> float:
+    """Power of the two-sided t-test to detect a standardised difference `effect` (mean / sd) with n seeds.
+
+    Paired: one-sample test on n differences (df n - 1, noncentrality effect * sqrt(n)). Unpaired: two groups of n
+    with equal spread (df 2n - 2, noncentrality effect * sqrt(n / 2)).
+    """
+    df = n - 1 if paired else 2 * n - 2
+    if df < 1:
+        return 0.0
+    noncentrality = effect * math.sqrt(n if paired else n / 2)
+    critical = stats.t.ppf(1 - alpha / 2, df)
+    return float(stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality))
+
+
+def seeds_needed(
+    diff: float, sd: float | None, *, paired: bool, alpha: float = ALPHA, power: float = POWER
+) -> int | None:
+    """The fewest seeds (per schedule) at which the t-test reaches `power` for a true difference `diff` with spread
+    `sd`, both as measured; None when they say nothing (no spread measured, no difference) or past MAX_SEEDS."""
+    if sd is None or not math.isfinite(diff) or diff == 0:
+        return None
+    if sd == 0:
+        return 2
+    effect = abs(diff) / sd
+
+    def enough(n: int) -> bool:
+        return t_test_power(effect, n, paired=paired, alpha=alpha) >= power
+
+    if not enough(MAX_SEEDS):
+        return None
+    low, high = 1, 2  # power rises with n: double until enough, then halve the gap
+    while not enough(high):
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high

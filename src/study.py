@@ -1,0 +1,508 @@
+"""`python -m src.study [study=<preset>] [study.<key>=<value> ...] [run overrides]`: which schedule wins, and how sure.
+
+Stage 1 (tune) runs each schedule over a log-spaced grid of peak lrs and picks its lr; stage 2 (confirm) runs
+every schedule at its own lr over the same seeds (paired: same initial weights, same batch order). Every job is an
+ordinary run, launched as an ordinary multirun of `src.train` (so `hydra/launcher=joblib` or the SLURM launcher
+spreads it out unchanged), into `<study>/<stage>/<schedule>/lr=<lr>,seed=<seed>/`. The same command again with
+`study.dir=<folder>` continues a study: finished jobs are not run again, interrupted ones resume from last.pt.
+The report (src.study_report) is written into the study folder at the end. Exit status: 0 for a finished study,
+2 for bad input (before any training), a job's own status when a stage fails, 128 + signal when stopped.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from src import REPO_ROOT
+from src.compare import TAIL_METRIC, Run, find_runs
+
+log = logging.getLogger("src.study")
+CONF_DIR = REPO_ROOT / "conf"
+STUDY_FILE = "study.json"
+PICKS_FILE = "picks.json"
+STAGES = ("tune", "confirm")
+METRICS = ("test_acc", TAIL_METRIC)
+PICK_RULES = ("metric", "best_test_acc")
+# Keys a study sets for each job itself; the command line may not set them.
+STUDY_OWNED = ("optimizer.lr", "seed", "labels.stage", "labels.schedule", "checkpoint.skip_finished", "resume")
+JOB_FOLDER = "lr=${optimizer.lr},seed=${seed}"
+EXIT_BAD_INPUT = 2
+
+
+class StudyError(ValueError):
+    """Bad study input; the message names the key, the value and what is allowed."""
+
+
+@dataclass
+class Schedule:
+    """One contestant: its label in the study and the run overrides that set it up."""
+
+    name: str
+    overrides: list[str]
+
+
+@dataclass
+class Plan:
+    """Everything a study will run, resolved from the preset, the study options and the run overrides."""
+
+    preset: str
+    options: list[str]
+    run_overrides: list[str]
+    schedules: list[Schedule]
+    lrs: dict[str, list[str]]  # per schedule, as written into overrides and folder names
+    tune_seeds: list[int]
+    tune_overrides: list[str]
+    confirm_seeds: list[int]
+    pick: str
+    metric: str
+    baseline: str | None
+    target_acc: float
+    dir: str
+    jobs: dict[str, int] = field(default_factory=dict)
+
+    def stage_overrides(self, stage: str) -> list[str]:
+        return _merge(self.run_overrides, self.tune_overrides) if stage == "tune" else list(self.run_overrides)
+
+    def identity(self) -> dict[str, Any]:
+        """What must not change when a study is continued."""
+        return {key: value for key, value in asdict(self).items() if key not in ("options", "dir", "jobs")}
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+
+
+def parse_args(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
+    """Split the command line into the preset (`study=quick`), study options (`study.key=value`, without the
+    `study.` prefix) and run overrides (everything else)."""
+    preset, options, run = None, [], []
+    for arg in argv:
+        if arg in ("-m", "--multirun"):
+            raise StudyError(f"{arg}: a study runs its multiruns itself; give the run overrides alone")
+        if arg.startswith("study="):
+            preset = arg.split("=", 1)[1]
+        elif arg.startswith("study."):
+            options.append(arg.removeprefix("study."))
+        else:
+            run.append(arg)
+    return preset, options, run
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _merge(*override_lists: list[str]) -> list[str]:
+    """Overrides in order, a later value of a key replacing an earlier one in its place."""
+    merged: dict[str, str] = {}
+    for overrides in override_lists:
+        for override in overrides:
+            merged[_key(override)] = override  # an existing key keeps its place
+    return list(merged.values())
+
+
+def presets() -> list[str]:
+    return sorted(path.stem for path in (CONF_DIR / "study").glob("*.yaml") if path.stem != "base")
+
+
+def load_spec(preset: str, options: list[str]) -> DictConfig:
+    """The study config: conf/study/<preset>.yaml with the study options applied."""
+    if preset not in presets():
+        raise StudyError(f"study={preset!r}: allowed are {', '.join(presets())}")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR / "study"), version_base="1.3"):
+            return compose(config_name=preset, overrides=options)
+    except Exception as error:  # Hydra's own message names the key
+        raise StudyError(f"study options {' '.join(options)}: {error}") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def compose_run(overrides: list[str]) -> DictConfig:
+    """The run config `python -m src.train OVERRIDES` would train, with Hydra's section (for validation)."""
+    import src.train  # noqa: F401  (registers the resolvers the run config uses)
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def _schedules(spec: DictConfig) -> list[Schedule]:
+    names = sorted(path.stem for path in (CONF_DIR / "scheduler").glob("*.yaml"))
+    schedules: list[Schedule] = []
+    for entry in spec.schedules:
+        if isinstance(entry, str):
+            matched = fnmatch.filter(names, entry)
+            if not matched:
+                raise StudyError(f"study.schedules: {entry!r} names no schedule; allowed are {', '.join(names)}")
+            schedules += [Schedule(name, [f"scheduler={name}"]) for name in matched]
+        elif isinstance(entry, DictConfig) and isinstance(entry.get("name"), str) and "overrides" in entry:
+            schedules.append(Schedule(entry.name, [str(item) for item in entry.overrides]))
+        else:
+            raise StudyError(
+                f"study.schedules: {OmegaConf.to_container(entry) if isinstance(entry, DictConfig) else entry!r}: "
+                "allowed is a schedule name, a pattern, or {name: <label>, overrides: [...]}"
+            )
+    labels = [schedule.name for schedule in schedules]
+    if not schedules:
+        raise StudyError("study.schedules is empty; allowed is a list of at least two schedules")
+    if len(set(labels)) != len(labels):
+        raise StudyError(f"study.schedules: a label appears twice ({', '.join(labels)}); give each its own name")
+    if len(schedules) < 2:
+        raise StudyError(f"study.schedules={labels}: a study compares at least two schedules")
+    return schedules
+
+
+def lr_grid(centre: float, factor: float, points: int) -> list[str]:
+    """`points` lrs log-spaced around `centre`, `factor` apart, to 3 significant digits (clean folder names)."""
+    middle = (points - 1) / 2
+    return [_lr_text(centre * factor ** (k - middle)) for k in range(points)]
+
+
+def _lr_text(lr: float) -> str:
+    return repr(float(f"{lr:.3g}"))
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _check_spec(spec: DictConfig) -> None:
+    tune, confirm = spec.tune, spec.confirm
+    problems = []
+    if spec.metric not in METRICS:
+        problems.append(f"study.metric={spec.metric!r}: allowed are {', '.join(METRICS)}")
+    if tune.pick not in PICK_RULES:
+        problems.append(f"study.tune.pick={tune.pick!r}: allowed are {', '.join(PICK_RULES)}")
+    if tune.lrs is None:
+        if not (isinstance(tune.points, int) and tune.points >= 2):
+            problems.append(f"study.tune.points={tune.points!r}: allowed is an integer >= 2")
+        if not (isinstance(tune.factor, int | float) and tune.factor > 1):
+            problems.append(f"study.tune.factor={tune.factor!r}: allowed is a number > 1")
+        if tune.centre is not None and not (isinstance(tune.centre, int | float) and tune.centre > 0):
+            problems.append(f"study.tune.centre={tune.centre!r}: allowed is null or a number > 0")
+    elif not (len(tune.lrs) >= 1 and all(_positive_number(lr) for lr in tune.lrs)):
+        problems.append(f"study.tune.lrs={list(tune.lrs)!r}: allowed is null or a list of numbers > 0")
+    seeds = list(tune.seeds) if tune.seeds is not None else None
+    if not (seeds and all(isinstance(seed, int) and seed >= 0 for seed in seeds) and len(set(seeds)) == len(seeds)):
+        problems.append(f"study.tune.seeds={seeds!r}: allowed is a list of distinct integers >= 0")
+    if not (isinstance(confirm.seeds, int) and confirm.seeds >= 2):
+        problems.append(f"study.confirm.seeds={confirm.seeds!r}: allowed is an integer >= 2 (a verdict needs spread)")
+    if not (isinstance(confirm.first_seed, int) and confirm.first_seed >= 0):
+        problems.append(f"study.confirm.first_seed={confirm.first_seed!r}: allowed is an integer >= 0")
+    if not (isinstance(spec.target_acc, int | float) and 0 < spec.target_acc <= 1):
+        problems.append(f"study.target_acc={spec.target_acc!r}: allowed is a number with 0 < target <= 1")
+    if problems:
+        raise StudyError("\n".join(problems))
+
+
+def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan:
+    """Resolve and check the whole study before anything runs: every job's config is validated as src.train
+    would validate it (at the smallest and largest lr of its grid, in both stages)."""
+    from src.validation import ConfigError, validate
+
+    owned = [override for override in run_overrides if _key(override) in STUDY_OWNED or _key(override) == "hydra"]
+    if owned:
+        raise StudyError(
+            f"{' '.join(owned)}: the study sets {', '.join(STUDY_OWNED)} for each job; choose lrs with "
+            "study.tune.lrs or study.tune.centre, seeds with study.tune.seeds and study.confirm.seeds"
+        )
+    spec = load_spec(preset, options)
+    _check_spec(spec)
+    schedules = _schedules(spec)
+    if spec.baseline is not None and spec.baseline not in [schedule.name for schedule in schedules]:
+        labels = ", ".join(schedule.name for schedule in schedules)
+        raise StudyError(f"study.baseline={spec.baseline!r}: allowed is null or one of the study's schedules: {labels}")
+    run_overrides = _merge([str(item) for item in spec.run], run_overrides)
+    tune_overrides = [str(item) for item in spec.tune.overrides]
+    tune_seeds = [int(seed) for seed in spec.tune.seeds]
+    confirm_seeds = list(range(spec.confirm.first_seed, spec.confirm.first_seed + spec.confirm.seeds))
+    lrs: dict[str, list[str]] = {}
+    problems: list[str] = []
+    output_root = None
+    for schedule in schedules:
+        base = _merge(run_overrides, schedule.overrides)
+        try:
+            cfg = compose_run(base)
+        except Exception as error:
+            raise StudyError(f"schedule {schedule.name} ({' '.join(base)}): {error}") from None
+        output_root = cfg.output_root
+        if spec.tune.lrs is not None:
+            lrs[schedule.name] = [repr(float(lr)) for lr in spec.tune.lrs]
+        else:
+            centre = spec.tune.centre if spec.tune.centre is not None else float(cfg.optimizer.lr)
+            lrs[schedule.name] = lr_grid(centre, spec.tune.factor, spec.tune.points)
+        grid = sorted({float(lr) for lr in lrs[schedule.name]})
+        for stage in STAGES:
+            stage_base = _merge(base, tune_overrides) if stage == "tune" else base
+            for lr in {grid[0], grid[-1]}:
+                try:
+                    validate(compose_run([*stage_base, f"optimizer.lr={lr}", f"seed={tune_seeds[0]}"]))
+                except ConfigError as error:
+                    problems.append(f"schedule {schedule.name}, {stage} stage, optimizer.lr={lr}:\n{error}")
+                except Exception as error:
+                    problems.append(f"schedule {schedule.name}, {stage} stage: {error}")
+    GlobalHydra.instance().clear()
+    if problems:
+        raise StudyError("\n".join(dict.fromkeys(problems)))
+    folder = spec.dir or str(Path(output_root) / "studies" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S"))
+    plan = Plan(
+        preset=preset,
+        options=options,
+        run_overrides=run_overrides,
+        schedules=schedules,
+        lrs=lrs,
+        tune_seeds=tune_seeds,
+        tune_overrides=tune_overrides,
+        confirm_seeds=confirm_seeds,
+        pick=spec.tune.pick,
+        metric=spec.metric,
+        baseline=spec.baseline,
+        target_acc=float(spec.target_acc),
+        dir=str(Path(folder).expanduser().resolve()),
+    )
+    plan.jobs = {
+        "tune": sum(len(grid) for grid in lrs.values()) * len(tune_seeds),
+        "confirm": len(schedules) * len(confirm_seeds),
+    }
+    return plan
+
+
+def plan_from_json(payload: dict[str, Any]) -> Plan:
+    schedules = [Schedule(**schedule) for schedule in payload.pop("schedules")]
+    return Plan(schedules=schedules, **payload)
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Launcher:
+    """Runs one stage of one schedule as `python -m src.train -m ...` in its own process group, its output in
+    a log file; a SIGINT or SIGTERM to the study is passed on once, so the running job stops after its step."""
+
+    def __init__(self, plan: Plan, bar: tqdm):
+        self.plan = plan
+        self.bar = bar
+        self.child: subprocess.Popen | None = None
+        self.received: int | None = None
+
+    def __enter__(self) -> Launcher:
+        self._previous = {signum: signal.signal(signum, self._forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _forward(self, signum: int, frame: object) -> None:
+        if self.received is None and self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signum)
+        self.received = self.received or signum
+
+    def command(self, stage: str, schedule: Schedule, lrs: list[str], seeds: list[int]) -> list[str]:
+        overrides = _merge(self.plan.stage_overrides(stage), schedule.overrides)
+        if "trainer.progress" not in {_key(override) for override in overrides}:
+            overrides.append("trainer.progress=false")  # the study shows its own progress
+        return [
+            sys.executable,
+            "-m",
+            "src.train",
+            "-m",
+            *overrides,
+            f"optimizer.lr={','.join(lrs)}",
+            f"seed={','.join(str(seed) for seed in seeds)}",
+            f"labels.stage={stage}",
+            f"labels.schedule={schedule.name}",
+            "checkpoint.skip_finished=true",
+            f"hydra.sweep.dir={stage_dir(self.plan, stage, schedule.name)}",
+            f"hydra.sweep.subdir='{JOB_FOLDER}'",
+            "~hydra.callbacks.sweep_summary",  # the study writes one report for all
+        ]
+
+    def run(self, stage: str, schedule: Schedule, lrs: list[str], seeds: list[int]) -> None:
+        """Run the jobs of `lrs` x `seeds` not finished yet; return when all are finished."""
+        todo = [(lr, seed) for lr in lrs for seed in seeds if not _finished(self.plan, stage, schedule.name, lr, seed)]
+        if not todo:
+            return
+        if self.received is not None:
+            raise StageFailed(128 + self.received, "stopped")
+        # the product of what is left; finished jobs inside it return their recorded result at once
+        todo_lrs = [lr for lr in lrs if any(lr == job_lr for job_lr, _ in todo)]
+        todo_seeds = [seed for seed in seeds if any(seed == job_seed for _, job_seed in todo)]
+        logs = Path(self.plan.dir) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{stage}-{schedule.name}.log"
+        self.bar.set_postfix_str(f"{stage} {schedule.name}")
+        with open(log_path, "a") as output:
+            self.child = subprocess.Popen(
+                self.command(stage, schedule, todo_lrs, todo_seeds),
+                cwd=REPO_ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C reaches the study, which passes it on once
+            )
+            while self.child.poll() is None:
+                time.sleep(0.5)
+                if (done := count_finished(self.plan)) != self.bar.n:
+                    self.bar.n = done
+                    self.bar.refresh()
+        status, self.child = self.child.returncode, None
+        self.bar.n = count_finished(self.plan)
+        self.bar.refresh()
+        if status != 0:
+            tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-15:])
+            stopped = self.received is not None or status >= 128 or status < 0
+            reason = "stopped" if stopped else f"a job failed (exit {status}); the end of {log_path}:\n{tail}"
+            raise StageFailed(128 + self.received if self.received else status, reason)
+
+
+def stage_dir(plan: Plan, stage: str, schedule: str) -> Path:
+    return Path(plan.dir) / stage / schedule
+
+
+def job_dir(plan: Plan, stage: str, schedule: str, lr: str, seed: int) -> Path:
+    return stage_dir(plan, stage, schedule) / JOB_FOLDER.replace("${optimizer.lr}", lr).replace("${seed}", str(seed))
+
+
+def _finished(plan: Plan, stage: str, schedule: str, lr: str, seed: int) -> bool:
+    return (job_dir(plan, stage, schedule, lr, seed) / "metrics.json").is_file()
+
+
+def count_finished(plan: Plan) -> int:
+    return sum(1 for _ in Path(plan.dir).glob("*/*/*/metrics.json"))
+
+
+def pick_lr(plan: Plan, runs: list[Run], lrs: list[str]) -> dict[str, Any]:
+    """The tuned lr of one schedule from its stage-1 runs: the best score among the lrs none of whose runs
+    collapsed or diverged (score: the mean of the study metric, or of best_test_acc, over the tuning seeds)."""
+    score_of = plan.metric if plan.pick == "metric" else "best_test_acc"
+    table = []
+    for lr in lrs:
+        at_lr = [run for run in runs if run.hparams["optimizer.lr"] == float(lr)]
+        ok = [run.value(score_of) for run in at_lr if run.outcome == "ok"]
+        failed = len(at_lr) - len(ok)
+        score = sum(ok) / len(ok) if ok and not failed else None
+        table.append({"lr": lr, "runs": len(at_lr), "failed": failed, "score": score})
+    eligible = [row for row in table if row["score"] is not None]
+    if not eligible:
+        return {"lr": None, "score": None, "rule": score_of, "edge": False, "grid": table}
+    best = max(eligible, key=lambda row: row["score"])
+    ordered = sorted(lrs, key=float)
+    edge = len(ordered) > 1 and best["lr"] in (ordered[0], ordered[-1])
+    return {"lr": best["lr"], "score": best["score"], "rule": score_of, "edge": edge, "grid": table}
+
+
+def run_study(plan: Plan) -> dict[str, Any]:
+    """Stage 1 for every schedule, then stage 2 for every schedule with a picked lr; returns the picks."""
+    folder = Path(plan.dir)
+    picks_path = folder / PICKS_FILE
+    picks: dict[str, Any] = json.loads(picks_path.read_text()) if picks_path.is_file() else {}
+    total = sum(plan.jobs.values())
+    with (
+        tqdm(total=total, initial=count_finished(plan), desc="study jobs", unit="job", dynamic_ncols=True) as bar,
+        Launcher(plan, bar) as launcher,
+    ):
+        for schedule in plan.schedules:
+            launcher.run("tune", schedule, plan.lrs[schedule.name], plan.tune_seeds)
+            runs = find_runs(stage_dir(plan, "tune", schedule.name))
+            picks[schedule.name] = pick_lr(plan, runs, plan.lrs[schedule.name])
+            _write_json(picks_path, picks)
+            picked = picks[schedule.name]
+            if picked["lr"] is None:
+                tqdm.write(f"{schedule.name}: every lr of the grid collapsed or diverged; it has no confirm stage")
+            else:
+                edge = " (at the edge of the grid: widen it)" if picked["edge"] else ""
+                tqdm.write(f"{schedule.name}: picked lr {picked['lr']} ({picked['rule']} {picked['score']:.4f}){edge}")
+        for schedule in plan.schedules:
+            if picks[schedule.name]["lr"] is not None:
+                launcher.run("confirm", schedule, [picks[schedule.name]["lr"]], plan.confirm_seeds)
+        bar.total = bar.n = count_finished(plan)  # stages of schedules with no lr picked do not run
+    return picks
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=2) + "\n")
+    partial.replace(path)
+
+
+def resolve(argv: list[str]) -> Plan:
+    """The plan of this command: a new study, or the one in `study.dir` continued (its saved command when the
+    command line gives nothing else; a different study in that folder is refused)."""
+    preset, options, run_overrides = parse_args(argv)
+    folder_option = next((option for option in options if option.startswith("dir=")), None)
+    saved_path = Path(folder_option.split("=", 1)[1]).expanduser() / STUDY_FILE if folder_option else None
+    if saved_path is not None and saved_path.is_file():
+        saved = plan_from_json(json.loads(saved_path.read_text()))
+        if preset is None and not run_overrides and options == [folder_option]:
+            return saved
+        current = make_plan(preset or saved.preset, options, run_overrides)
+        if current.identity() != saved.identity():
+            changed = [key for key, value in current.identity().items() if saved.identity()[key] != value]
+            raise StudyError(
+                f"study.dir={saved.dir} holds another study (it differs in: {', '.join(changed)}). Continue it "
+                f"with: python -m src.study study.dir={saved.dir}"
+            )
+        return saved
+    if saved_path is not None and saved_path.parent.exists() and any(saved_path.parent.iterdir()):
+        raise StudyError(f"study.dir={saved_path.parent}: the folder holds files but no {STUDY_FILE}; pick a new one")
+    return make_plan(preset or "quick", options, run_overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(__doc__.strip())
+        print(f"\npresets: {', '.join(presets())} (conf/study/); options: conf/study/base.yaml")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        plan = resolve(argv)
+    except StudyError as error:
+        print(f"lrbench: invalid study:\n{error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    folder = Path(plan.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(folder / STUDY_FILE, {**asdict(plan)})
+    total = sum(plan.jobs.values())
+    print(f"study {plan.preset}: {len(plan.schedules)} schedules, {total} jobs, folder {folder}")
+    started = time.perf_counter()
+    try:
+        picks = run_study(plan)
+    except StageFailed as failure:
+        print(f"lrbench: study {failure}. To continue:\n  python -m src.study study.dir={folder}", file=sys.stderr)
+        return failure.status
+    from src.study_report import write_study_report  # reads every run, plots: only needed at the end
+
+    report = write_study_report(plan, picks, wall_seconds=time.perf_counter() - started)
+    print(report.summary_text())
+    print(f"\nreport: {folder / 'report.md'}   (TensorBoard: tensorboard --logdir {folder})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

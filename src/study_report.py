@@ -1,0 +1,515 @@
+"""A study's report: results.csv (one row per run), verdict.csv (one row per schedule), baseline.csv, report.md and
+three figures, written into the study folder. Runs are read with src.compare's reader; the numbers come from
+src.stats. Collapsed and diverged runs are counted per schedule and left out of every mean and test.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from src.compare import TAIL_METRIC, Run, _figure, _save, find_runs
+from src.stats import ALPHA, POWER, Comparison, compare, holm
+from src.study import Plan
+
+FIGURES = ("lr_sensitivity.png", "forest.png", "test_acc_curves.png")
+METRIC_NAMES = {"test_acc": "final test accuracy", TAIL_METRIC: "mean test accuracy over the last 10% of epochs"}
+VERDICT_HEADER = ["schedule", "lr", "n", "mean ± std", "diff (95% CI)", "p (Holm)", "Wilcoxon p", "Welch p (Holm)"]
+VERDICT_HEADER += ["r", "verdict", "seeds to resolve", "failed"]
+RESULT_COLUMNS = (
+    "stage",
+    "schedule",
+    "lr",
+    "seed",
+    "test_acc",
+    TAIL_METRIC,
+    "best_test_acc",
+    "collapsed",
+    "collapsed_epoch",
+    "diverged",
+    "epochs",
+    "wall_seconds",
+    "steps_to_target",
+    "seconds_to_target",
+    "run_dir",
+)
+
+
+@dataclass
+class StudyRun:
+    stage: str
+    schedule: str
+    lr: float
+    seed: int
+    run: Run
+
+
+def collect(plan: Plan) -> list[StudyRun]:
+    """Every run of the study folder, labelled with its stage and schedule (from its own config)."""
+    runs = []
+    for run in find_runs(Path(plan.dir)):
+        stage, schedule = run.hparams.get("labels.stage"), run.hparams.get("labels.schedule")
+        if stage is not None and schedule is not None:
+            runs.append(StudyRun(stage, schedule, run.hparams["optimizer.lr"], run.hparams["seed"], run))
+    return runs
+
+
+@dataclass
+class Contestant:
+    """One schedule's confirm stage: its runs by seed, and its ok values of the study metric."""
+
+    name: str
+    lr: float | None
+    runs: dict[int, Run]
+    values: dict[int, float]
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values.values()) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values.values()) if len(self.values) > 1 else None
+
+    def count(self, outcome: str) -> int:
+        return sum(run.outcome == outcome for run in self.runs.values())
+
+    def failures(self) -> str:
+        parts = [f"{self.count(o)}/{len(self.runs)} {o}" for o in ("collapsed", "diverged") if self.count(o)]
+        return ", ".join(parts)
+
+
+def paired(reference: Contestant, other: Contestant) -> Comparison | None:
+    """`other` against `reference` over the seeds where both runs are ok; None with fewer than two."""
+    seeds = sorted(reference.values.keys() & other.values.keys())
+    if len(seeds) < 2:
+        return None
+    return compare([reference.values[s] for s in seeds], [other.values[s] for s in seeds])
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+class StudyReport:
+    def __init__(self, plan: Plan, picks: dict[str, Any], runs: list[StudyRun], wall_seconds: float):
+        self.plan, self.picks, self.runs, self.wall_seconds = plan, picks, runs, wall_seconds
+        self.contestants = {schedule.name: self._contestant(schedule.name) for schedule in plan.schedules}
+        measured = [c for c in self.contestants.values() if c.values]
+        reliable = [c for c in measured if not c.failures() and len(c.values) >= 2]
+        self.best = max(reliable or measured, key=lambda c: c.mean) if measured else None
+        self.verdict = self._comparisons(self.best)
+        baseline = self.contestants.get(plan.baseline) if plan.baseline else None
+        self.baseline = baseline if baseline is not None and baseline.values else None
+        self.against_baseline = self._comparisons(self.baseline) if self.baseline else {}
+
+    def _contestant(self, name: str) -> Contestant:
+        confirm = {r.seed: r.run for r in self.runs if r.stage == "confirm" and r.schedule == name}
+        values = {seed: run.value(self.plan.metric) for seed, run in confirm.items() if run.outcome == "ok"}
+        lr = self.picks.get(name, {}).get("lr")
+        return Contestant(name, float(lr) if lr is not None else None, confirm, values)
+
+    def _comparisons(self, reference: Contestant | None) -> dict[str, dict[str, Any]]:
+        """Every other measured schedule against `reference`: the paired comparison, Holm-adjusted p-values of
+        the paired and of Welch's test across these comparisons, and whether the gap is resolved."""
+        if reference is None:
+            return {}
+        others = [c for c in self.contestants.values() if c is not reference and c.values]
+        comparisons = {c.name: paired(reference, c) for c in others}
+        p_holm = holm([comparison.p_paired if comparison else None for comparison in comparisons.values()])
+        welch_holm = holm([comparison.p_welch if comparison else None for comparison in comparisons.values()])
+        rows = {}
+        for (name, comparison), p, p_welch in zip(comparisons.items(), p_holm, welch_holm, strict=True):
+            rows[name] = {"comparison": comparison, "p_holm": p, "p_welch_holm": p_welch}
+            rows[name]["resolved"] = p is not None and p < ALPHA
+        return rows
+
+    # ------------------------------------------------------------------------------------------ the verdict
+
+    def not_worse(self) -> list[str]:
+        """The best and every schedule not significantly worse than it (Holm-adjusted paired test at ALPHA)."""
+        if self.best is None:
+            return []
+        tied = [name for name, row in self.verdict.items() if row["comparison"] and not row["resolved"]]
+        return [self.best.name, *tied]
+
+    def verdict_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for contestant in sorted(self.contestants.values(), key=lambda c: -(c.mean if c.mean is not None else -1)):
+            row = self.verdict.get(contestant.name, {})
+            comparison: Comparison | None = row.get("comparison")
+            target = [run for run in contestant.runs.values()]
+            steps = [run.steps_to(self.plan.target_acc) for run in target]
+            seconds = [run.seconds_to(self.plan.target_acc) for run in target]
+            rows.append(
+                {
+                    "schedule": contestant.name,
+                    "lr": contestant.lr,
+                    "n": len(contestant.values),
+                    "runs": len(contestant.runs),
+                    "mean": contestant.mean,
+                    "std": contestant.std,
+                    "diff_vs_best": comparison.diff if comparison else None,
+                    "diff_ci_low": comparison.ci_low if comparison else None,
+                    "diff_ci_high": comparison.ci_high if comparison else None,
+                    "p_paired": comparison.p_paired if comparison else None,
+                    "p_holm": row.get("p_holm"),
+                    "p_wilcoxon": comparison.p_wilcoxon if comparison else None,
+                    "p_welch": comparison.p_welch if comparison else None,
+                    "p_welch_holm": row.get("p_welch_holm"),
+                    "correlation": comparison.correlation if comparison else None,
+                    "verdict": self._word(contestant),
+                    "seeds_to_resolve_paired": None
+                    if row.get("resolved") or not comparison
+                    else comparison.seeds_paired,
+                    "seeds_to_resolve_welch": None if row.get("resolved") or not comparison else comparison.seeds_welch,
+                    "collapsed": f"{contestant.count('collapsed')}/{len(contestant.runs)}",
+                    "diverged": f"{contestant.count('diverged')}/{len(contestant.runs)}",
+                    "reached_target": f"{sum(s is not None for s in steps)}/{len(steps)}",
+                    "median_steps_to_target": _median(steps),
+                    "median_seconds_to_target": _median(seconds),
+                }
+            )
+        return rows
+
+    def _word(self, contestant: Contestant) -> str:
+        if self.best is None or not contestant.values:
+            return "no result" if contestant.lr is not None else "no stable lr"
+        if contestant is self.best:
+            return "best"
+        row = self.verdict[contestant.name]
+        if row["comparison"] is None:
+            return "not compared (fewer than 2 shared seeds)"
+        return "significantly worse" if row["resolved"] else "not significantly worse"
+
+    def baseline_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for name, row in self.against_baseline.items():
+            comparison: Comparison | None = row["comparison"]
+            better = comparison is not None and comparison.diff > 0
+            rows.append(
+                {
+                    "schedule": name,
+                    "baseline": self.baseline.name,
+                    "diff_vs_baseline": comparison.diff if comparison else None,
+                    "diff_ci_low": comparison.ci_low if comparison else None,
+                    "diff_ci_high": comparison.ci_high if comparison else None,
+                    "p_paired": comparison.p_paired if comparison else None,
+                    "p_holm": row["p_holm"],
+                    "p_welch": comparison.p_welch if comparison else None,
+                    "p_welch_holm": row["p_welch_holm"],
+                    "correlation": comparison.correlation if comparison else None,
+                    "verdict": ("better" if better else "worse") if row["resolved"] else "not resolved",
+                }
+            )
+        return rows
+
+    def result_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for item in sorted(self.runs, key=lambda r: (STAGE_ORDER[r.stage], r.schedule, r.lr, r.seed)):
+            run = item.run
+            rows.append(
+                {
+                    "stage": item.stage,
+                    "schedule": item.schedule,
+                    "lr": item.lr,
+                    "seed": item.seed,
+                    "test_acc": run.value("test_acc"),
+                    TAIL_METRIC: run.value(TAIL_METRIC),
+                    "best_test_acc": run.value("best_test_acc"),
+                    "collapsed": bool(run.metrics.get("collapsed")),
+                    "collapsed_epoch": run.metrics.get("collapsed_epoch"),
+                    "diverged": bool(run.metrics.get("diverged")),
+                    "epochs": run.metrics.get("epochs"),
+                    "wall_seconds": run.metrics.get("wall_seconds"),
+                    "steps_to_target": run.steps_to(self.plan.target_acc),
+                    "seconds_to_target": run.seconds_to(self.plan.target_acc),
+                    "run_dir": str(run.folder.relative_to(self.plan.dir)),
+                }
+            )
+        return rows
+
+    # ------------------------------------------------------------------------------------------ words
+
+    def summary_text(self) -> str:
+        """The verdict in words: the set not significantly worse than the best, what was resolved, what was not."""
+        metric = METRIC_NAMES[self.plan.metric]
+        if self.best is None:
+            return "No verdict: no schedule has a finished confirm run."
+        best = self.best
+        lines = [
+            f"Best: {best.name} at lr {best.lr:g}, {metric} {_pct(best.mean)} ± {_pts(best.std)} "
+            f"over {len(best.values)} seeds."
+        ]
+        tied = self.not_worse()[1:]
+        worse = [name for name, row in self.verdict.items() if row["resolved"]]
+        if tied:
+            lines.append(
+                f"Not significantly worse than {best.name} (paired t-test, Holm-adjusted, {ALPHA:g}): "
+                f"{', '.join(tied)}. Within this set the study cannot tell the schedules apart."
+            )
+        if worse:
+            lines.append(f"Significantly worse than {best.name}: {', '.join(worse)}.")
+        for name, row in self.verdict.items():
+            comparison = row["comparison"]
+            if comparison is None:
+                lines.append(f"- {name}: not compared (fewer than two seeds where both runs are ok).")
+                continue
+            gap = f"{_pts(comparison.diff, sign=True)} points (95% CI {_pts(comparison.ci_low, sign=True)} to "
+            gap += f"{_pts(comparison.ci_high, sign=True)}; r = {_num(comparison.correlation, '.2f')})"
+            if row["resolved"]:
+                lines.append(f"- {name}: {gap}: resolved, worse.")
+            else:
+                need = _seeds_text(comparison)
+                lines.append(f"- {name}: {gap}: not resolved; {need}.")
+        flagged = [c for c in self.contestants.values() if c.failures()]
+        for contestant in flagged:
+            lines.append(
+                f"Flag: {contestant.name} {contestant.failures()} in the confirm stage (left out of its mean)."
+            )
+        for name, pick in self.picks.items():
+            if pick["lr"] is None:
+                lines.append(f"Flag: {name} collapsed or diverged at every lr of its grid; it was not confirmed.")
+            elif pick["edge"]:
+                lines.append(
+                    f"Flag: {name}'s tuned lr {pick['lr']} is at the edge of its grid; a wider grid may do better."
+                )
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        plan = self.plan
+        metric = METRIC_NAMES[plan.metric]
+        total_train = sum(r.run.metrics.get("wall_seconds") or 0 for r in self.runs)
+        out = [
+            f"# Study: {len(plan.schedules)} schedules, {len(self.runs)} runs",
+            "",
+            f"Folder `{plan.dir}`; preset `{plan.preset}`; run overrides `{' '.join(plan.run_overrides) or '-'}`; "
+            f"tuning overrides `{' '.join(plan.tune_overrides) or '-'}`.",
+            f"Metric: {metric} (`{plan.metric}`); lr pick: `{plan.pick}`; tuning seeds {plan.tune_seeds}; "
+            f"confirm seeds {plan.confirm_seeds[0]}..{plan.confirm_seeds[-1]} ({len(plan.confirm_seeds)}, paired).",
+            f"This command's wall time: {self.wall_seconds:.0f} s; the runs' own training time: {total_train:.0f} s.",
+            "",
+            "## Verdict",
+            "",
+            self.summary_text(),
+            "",
+            "## Stage 2: every schedule at its own lr, paired seeds",
+            "",
+            f"Differences are against the best ({self.best.name if self.best else '-'}), in accuracy points, over the "
+            "seeds where both runs are ok. p (Holm): paired t-test, Holm-adjusted across the comparisons. Welch: "
+            "the unpaired view of the same runs. r: correlation of the two schedules' results across seeds; "
+            "pairing narrows the interval only where r > 0. Seeds to resolve: seeds per schedule that would give "
+            f"{POWER:.0%} power at {ALPHA:g} for the measured gap and spread (paired / unpaired).",
+            "",
+            _table(
+                VERDICT_HEADER,
+                [
+                    [
+                        row["schedule"],
+                        _num(row["lr"], "g"),
+                        str(row["n"]),
+                        f"{_pct(row['mean'])} ± {_pts(row['std'])}",
+                        _diff_cell(row),
+                        _num(row["p_holm"], ".3g"),
+                        _num(row["p_wilcoxon"], ".3g"),
+                        _num(row["p_welch_holm"], ".3g"),
+                        _num(row["correlation"], ".2f"),
+                        row["verdict"],
+                        _resolve_cell(row),
+                        _failed_cell(row),
+                    ]
+                    for row in self.verdict_rows()
+                ],
+            ),
+            "",
+        ]
+        if self.baseline is not None:
+            out += [
+                f"## Against the baseline ({self.baseline.name})",
+                "",
+                _table(
+                    ["schedule", "diff (95% CI)", "p (Holm)", "Welch p (Holm)", "r", "verdict"],
+                    [
+                        [
+                            row["schedule"],
+                            _diff_cell(row, key="diff_vs_baseline"),
+                            _num(row["p_holm"], ".3g"),
+                            _num(row["p_welch_holm"], ".3g"),
+                            _num(row["correlation"], ".2f"),
+                            row["verdict"],
+                        ]
+                        for row in self.baseline_rows()
+                    ],
+                ),
+                "",
+            ]
+        out += [
+            f"## Time to {plan.target_acc:g} test accuracy (stage 2)",
+            "",
+            _table(
+                ["schedule", "reached", "median steps", "median seconds"],
+                [
+                    [
+                        row["schedule"],
+                        row["reached_target"],
+                        _num(row["median_steps_to_target"], ".0f"),
+                        _num(row["median_seconds_to_target"], ".1f"),
+                    ]
+                    for row in self.verdict_rows()
+                ],
+            ),
+            "",
+            "## Stage 1: the lr grid",
+            "",
+            f"Mean {'of ' + plan.metric if plan.pick == 'metric' else 'best test accuracy'} over the tuning seeds "
+            "at each lr; the picked lr in bold. An lr where a tuning run collapsed or diverged cannot be picked.",
+            "",
+            _table(["schedule", "lr: score"], [[name, _grid_cell(pick)] for name, pick in self.picks.items()]),
+            "",
+            *(f"![{name}]({name})" for name in FIGURES),
+            "",
+            "Files: results.csv (every run), verdict.csv (stage 2 per schedule), baseline.csv, picks.json, "
+            "study.json (the plan); every run folder holds its metrics.json, TensorBoard curves and .hydra/.",
+            "",
+        ]
+        return "\n".join(out)
+
+    # ------------------------------------------------------------------------------------------ figures
+
+    def plot(self, folder: Path) -> None:
+        figure, axes = _figure()
+        for name, pick in self.picks.items():
+            points = [(float(row["lr"]), row["score"]) for row in pick["grid"] if row["score"] is not None]
+            failed = [float(row["lr"]) for row in pick["grid"] if row["failed"]]
+            line = axes.plot(*zip(*sorted(points), strict=True), marker="o", label=name)[0] if points else None
+            color = line.get_color() if line else None
+            if failed:
+                axes.scatter(failed, [0.1] * len(failed), marker="x", color=color)
+            if pick["lr"] is not None:
+                axes.scatter([float(pick["lr"])], [pick["score"]], marker="*", s=160, color=color, zorder=3)
+        axes.set_xscale("log")
+        axes.set(xlabel="peak lr", ylabel=f"{self.picks and next(iter(self.picks.values()))['rule']} (stage 1 mean)")
+        axes.set_title("lr sensitivity (star: picked; x at 0.1: collapsed or diverged)")
+        _save(figure, axes, folder / FIGURES[0])
+
+        figure, axes = _figure()
+        rows = [row for row in self.verdict_rows() if row["diff_vs_best"] is not None]
+        for index, row in enumerate(rows):
+            low, high = (100 * (row[key] - row["diff_vs_best"]) for key in ("diff_ci_low", "diff_ci_high"))
+            axes.errorbar(
+                [100 * row["diff_vs_best"]], [index], xerr=[[-low], [high]], fmt="o", capsize=4, label=row["schedule"]
+            )
+        axes.axvline(0, color="grey", linewidth=1)
+        axes.set_yticks(range(len(rows)), [row["schedule"] for row in rows])
+        axes.set(xlabel=f"paired difference to {self.best.name if self.best else '-'} (points, 95% CI)")
+        axes.set_title("Paired differences to the best schedule")
+        _save(figure, axes, folder / FIGURES[1])
+
+        figure, axes = _figure()
+        for contestant in self.contestants.values():
+            curves = [
+                [epoch["test_acc"] for epoch in run.metrics.get("history", [])]
+                for seed, run in contestant.runs.items()
+                if seed in contestant.values
+            ]
+            if not curves:
+                continue
+            length = min(len(curve) for curve in curves)
+            epochs = list(range(1, length + 1))
+            means = [statistics.fmean(curve[e] for curve in curves) for e in range(length)]
+            lows = [min(curve[e] for curve in curves) for e in range(length)]
+            highs = [max(curve[e] for curve in curves) for e in range(length)]
+            line = axes.plot(epochs, means, marker="o", label=f"{contestant.name} (lr {contestant.lr:g})")[0]
+            axes.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.2)
+        axes.set(xlabel="epoch", ylabel="test accuracy (mean; band: min to max over seeds)")
+        axes.set_title("Stage 2 test accuracy per epoch")
+        _save(figure, axes, folder / FIGURES[2])
+
+
+STAGE_ORDER = {"tune": 0, "confirm": 1}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _pts(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:+.2f}" if sign else f"{100 * value:.2f}"
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _diff_cell(row: dict[str, Any], key: str = "diff_vs_best") -> str:
+    if row[key] is None:
+        return "-"
+    return (
+        f"{_pts(row[key], sign=True)} ({_pts(row['diff_ci_low'], sign=True)} to {_pts(row['diff_ci_high'], sign=True)})"
+    )
+
+
+def _resolve_cell(row: dict[str, Any]) -> str:
+    paired, welch = row["seeds_to_resolve_paired"], row["seeds_to_resolve_welch"]
+    if paired is None and welch is None:
+        return "-"
+    return f"{paired or '>10000'} / {welch or '>10000'}"
+
+
+def _failed_cell(row: dict[str, Any]) -> str:
+    parts = [f"{row[key]} {key}" for key in ("collapsed", "diverged") if not row[key].startswith("0/")]
+    return ", ".join(parts) or "-"
+
+
+def _seeds_text(comparison: Comparison) -> str:
+    if comparison.seeds_paired is None and comparison.seeds_welch is None:
+        return "no gap measured to size a study for"
+    paired = comparison.seeds_paired or ">10000"
+    welch = comparison.seeds_welch or ">10000"
+    return f"about {paired} seeds (paired) or {welch} (unpaired) would resolve it at {POWER:.0%} power"
+
+
+def _grid_cell(pick: dict[str, Any]) -> str:
+    cells = []
+    for row in sorted(pick["grid"], key=lambda row: float(row["lr"])):
+        if row["failed"]:
+            text = f"{row['lr']}: {row['failed']}/{row['runs']} failed"
+        elif row["score"] is None:
+            text = f"{row['lr']}: -"
+        else:
+            text = f"{row['lr']}: {row['score']:.4f}"
+        cells.append(f"**{text}**" if row["lr"] == pick["lr"] else text)
+    return " · ".join(cells)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Iterable[str] | None = None) -> None:
+    columns = list(columns or (rows[0].keys() if rows else []))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: "" if row.get(key) is None else row[key] for key in columns})
+
+
+def write_study_report(plan: Plan, picks: dict[str, Any], wall_seconds: float) -> StudyReport:
+    folder = Path(plan.dir)
+    report = StudyReport(plan, picks, collect(plan), wall_seconds)
+    _write_csv(folder / "results.csv", report.result_rows(), RESULT_COLUMNS)
+    _write_csv(folder / "verdict.csv", report.verdict_rows())
+    _write_csv(folder / "baseline.csv", report.baseline_rows())
+    report.plot(folder)
+    (folder / "report.md").write_text(report.markdown())
+    return report

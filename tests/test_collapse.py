@@ -1,0 +1,100 @@
+"""Collapse is a result: a run that learns nothing is marked, stopped early, and never averaged as if it learned."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.api_pb2 import Status
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+from src.trainer import at_chance
+from tests.conftest import RAW_NAMES, run_sweep, run_train, write_idx
+
+PLUMBING = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=64")
+
+
+@pytest.fixture(scope="module")
+def random_labels_root(tmp_path_factory) -> Path:
+    """Noise images with labels that do not depend on them, exactly balanced: no model can beat chance on the
+    test set, and any model that answers one class for every image scores exactly 0.10."""
+    root = tmp_path_factory.mktemp("random_labels")
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for train, size in ((True, 512), (False, 1000)):
+        images = rng.integers(0, 255, size=(size, 28, 28)).astype(np.uint8)
+        labels = rng.permutation(np.arange(size) % 10).astype(np.uint8)
+        write_idx(raw / RAW_NAMES[(train, "images")], images)
+        write_idx(raw / RAW_NAMES[(train, "labels")], labels)
+    return root
+
+
+def test_at_chance_needs_both_the_loss_and_the_accuracy_at_chance():
+    chance = math.log(10)
+    assert at_chance({"train_loss": chance, "test_acc": 0.10}, 10)
+    assert at_chance({"train_loss": 40.0, "test_acc": 0.10}, 10)  # a wrecked but finite model
+    assert not at_chance({"train_loss": chance, "test_acc": 0.70}, 10)  # a slow start that already learns
+    assert not at_chance({"train_loss": 1.2, "test_acc": 0.11}, 10)
+
+
+def events(folder: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+@pytest.mark.slow
+def test_a_collapsed_run_is_marked_and_stopped_with_exit_0(random_labels_root, tmp_path):
+    run_dir = tmp_path / "run"
+    done = run_train(
+        f"data.root={random_labels_root}",
+        *PLUMBING,
+        "scheduler=constant",
+        "trainer.epochs=5",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["collapsed"] is True and metrics["collapsed_epoch"] == 1
+    assert metrics["epochs"] == 1 and len(metrics["history"]) == 1  # stopped: four epochs of budget saved
+    assert "run collapsed: epoch 1 ended at chance" in (run_dir / "train.log").read_text()
+    accumulator = events(run_dir)
+    assert [event.value for event in accumulator.Scalars("final/collapsed")] == [1.0]
+    content = accumulator.PluginTagToContent("hparams")
+    end = HParamsPluginData.FromString(content["_hparams_/session_end_info"]).session_end_info
+    assert end.status == Status.STATUS_FAILURE
+
+
+@pytest.mark.slow
+def test_collapse_is_judged_after_the_warmup_and_can_run_on(random_labels_root, tmp_path):
+    run_dir = tmp_path / "run"
+    done = run_train(
+        f"data.root={random_labels_root}",
+        *PLUMBING,
+        "scheduler=cosine_warmup",
+        "scheduler.warmup_epochs=2",  # the rise to the peak ends after epoch 2
+        "trainer.epochs=4",
+        "trainer.stop_on_collapse=false",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["collapsed"] is True
+    assert metrics["collapsed_epoch"] == 3  # the first whole epoch after the warmup
+    assert metrics["epochs"] == 4  # not stopped
+
+
+@pytest.mark.slow
+def test_compare_counts_collapsed_runs_instead_of_averaging_them(random_labels_root, synthetic_root, tmp_path):
+    sweep = run_sweep(tmp_path, "-m", f"data.root={random_labels_root}", *PLUMBING, "trainer.epochs=2", "seed=0,1")
+    with open(sweep / "summary.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["seeds"] == "2" and row["collapsed"] == "2" and row["diverged"] == "0"
+    assert row["test_acc_mean"] == ""  # no ordinary run: no mean
+    assert "2/2 collapsed" in (sweep / "summary.md").read_text()

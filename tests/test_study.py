@@ -1,0 +1,245 @@
+"""src.study: the plan and its checks, the lr pick, a tiny end-to-end study, and a study killed and continued."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from src import REPO_ROOT
+from src.compare import Run
+from src.stats import compare, holm
+from src.study import _merge, lr_grid, main, parse_args, pick_lr, presets
+from src.study_report import FIGURES, RESULT_COLUMNS
+
+PLUMBING = ("trainer.threads=1", "data.batch_size=64", "data.train_size=null")
+TINY = ("study.schedules=[constant,cosine_warmup]", "study.tune.lrs=[0.003,0.1]", "study.tune.seeds=[0,1]")
+
+
+def run_study(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "src.study", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+
+
+def test_the_command_line_splits_into_preset_options_and_run_overrides():
+    preset, options, run = parse_args(
+        ["study=textbook", "study.confirm.seeds=3", "optimizer=adamw", "trainer.epochs=2"]
+    )
+    assert (preset, options, run) == ("textbook", ["confirm.seeds=3"], ["optimizer=adamw", "trainer.epochs=2"])
+    assert _merge(["trainer.epochs=4", "data.train_size=15000"], ["trainer.epochs=2"]) == [
+        "trainer.epochs=2",
+        "data.train_size=15000",
+    ]
+    assert {"quick", "textbook", "zoo"} <= set(presets())
+
+
+def test_the_lr_grid_is_log_spaced_around_its_centre():
+    assert lr_grid(0.1, 3.0, 3) == ["0.0333", "0.1", "0.3"]
+    assert lr_grid(0.1, 2.0, 4) == ["0.0354", "0.0707", "0.141", "0.283"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["study=fast"], "study='fast': allowed are quick, textbook, zoo"),
+        (["study.metric=loss"], "study.metric='loss': allowed are test_acc, tail_test_acc"),
+        (["study.tune.pick=last"], "study.tune.pick='last': allowed are metric, best_test_acc"),
+        (["study.confirm.seeds=1"], "study.confirm.seeds=1: allowed is an integer >= 2"),
+        (["study.schedules=[cosine]"], "a study compares at least two schedules"),
+        (["study.schedules=[cosine,nope*]"], "'nope*' names no schedule"),
+        (["study.baseline=step"], "study.baseline='step': allowed is null or one of the study's schedules"),
+        (["optimizer.lr=0.1"], "the study sets optimizer.lr"),
+        (["-m"], "a study runs its multiruns itself"),
+        (["trainer.epochs=0"], "trainer.epochs=0: allowed is an integer >= 1"),
+        (["study.tune.overrides=['scheduler.warmup_ratio=1.5']"], "schedule constant, tune stage, optimizer.lr="),
+    ],
+)
+def test_bad_input_is_refused_before_any_training(args, message, tmp_path, capsys):
+    assert main([*args, f"output_root={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "studies").exists()
+
+
+def fake_run(lr: float, test_acc: float, best: float | None = None, collapsed: bool = False) -> Run:
+    history = [{"epoch": 1, "step": 10, "test_acc": best or test_acc}, {"epoch": 2, "step": 20, "test_acc": test_acc}]
+    metrics = {"test_acc": test_acc, "best_test_acc": best or test_acc, "collapsed": collapsed, "history": history}
+    return Run(folder=Path("."), hparams={"optimizer.lr": lr}, metrics=metrics)
+
+
+class FakePlan:
+    metric = "test_acc"
+    pick = "metric"
+
+
+def test_pick_takes_the_best_mean_among_lrs_where_nothing_collapsed():
+    runs = [
+        fake_run(0.01, 0.80),
+        fake_run(0.01, 0.82),
+        fake_run(0.1, 0.86),
+        fake_run(0.1, 0.84),
+        fake_run(1.0, 0.90),  # the best single run, but its lr also collapsed once: not eligible
+        fake_run(1.0, 0.10, collapsed=True),
+    ]
+    picked = pick_lr(FakePlan(), runs, ["0.01", "0.1", "1.0"])
+    assert picked["lr"] == "0.1" and picked["score"] == pytest.approx(0.85) and not picked["edge"]
+    assert [row["failed"] for row in picked["grid"]] == [0, 0, 1]
+    by_best = FakePlan()
+    by_best.pick = "best_test_acc"
+    runs = [fake_run(0.01, 0.80, best=0.88), fake_run(0.1, 0.85, best=0.86)]
+    assert pick_lr(by_best, runs, ["0.01", "0.1"])["lr"] == "0.01"  # and at the grid's edge
+    assert pick_lr(by_best, runs, ["0.01", "0.1"])["edge"]
+    assert pick_lr(FakePlan(), [fake_run(0.1, 0.1, collapsed=True)], ["0.1"])["lr"] is None
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, synthetic_root) -> tuple[Path, subprocess.CompletedProcess]:
+    """2 schedules x 2 lrs x 2 seeds x 1 epoch of 8 steps on the synthetic data, then 2 confirm seeds each."""
+    output_root = tmp_path_factory.mktemp("study")
+    done = run_study(
+        *TINY,
+        "study.confirm.seeds=2",
+        f"data.root={synthetic_root}",
+        "trainer.epochs=1",
+        *PLUMBING,
+        f"output_root={output_root}",
+    )
+    assert done.returncode == 0, done.stderr
+    (folder,) = (output_root / "studies").glob("*/*")
+    return folder, done
+
+
+@pytest.mark.slow
+def test_a_tiny_study_picks_each_schedules_best_lr_and_writes_every_file(tiny_study):
+    folder, done = tiny_study
+    for name in ("report.md", "results.csv", "verdict.csv", "baseline.csv", "picks.json", "study.json", *FIGURES):
+        assert (folder / name).is_file(), name
+    results = read_csv(folder / "results.csv")
+    assert list(results[0]) == list(RESULT_COLUMNS)
+    assert len(results) == 2 * 2 * 2 + 2 * 2
+    picks = json.loads((folder / "picks.json").read_text())
+    for schedule in ("constant", "cosine_warmup"):
+        # the right lr, read independently from the tuning runs' own metrics.json
+        means = {}
+        for lr in ("0.003", "0.1"):
+            values = [
+                json.loads((folder / "tune" / schedule / f"lr={lr},seed={seed}" / "metrics.json").read_text())
+                for seed in (0, 1)
+            ]
+            if not any(value["collapsed"] or value["diverged"] for value in values):
+                means[lr] = statistics.fmean(value["test_acc"] for value in values)
+        assert picks[schedule]["lr"] == max(means, key=means.get)
+        confirm = [row for row in results if row["stage"] == "confirm" and row["schedule"] == schedule]
+        assert {row["lr"] for row in confirm} == {picks[schedule]["lr"]}
+        assert sorted(int(row["seed"]) for row in confirm) == [100, 101]  # paired seeds, apart from tuning's
+        for row in confirm:
+            run_dir = folder / row["run_dir"]
+            assert (run_dir / ".hydra" / "config.yaml").is_file() and list(run_dir.glob("events.out.tfevents.*"))
+    verdict = {row["schedule"]: row for row in read_csv(folder / "verdict.csv")}
+    for column in ("schedule", "lr", "n", "mean", "std", "diff_vs_best", "diff_ci_low", "diff_ci_high", "p_holm"):
+        assert column in next(iter(verdict.values()))
+    best = next(row for row in verdict.values() if row["verdict"] == "best")
+    assert best["diff_ci_low"] == "" and best["p_holm"] == ""
+    assert "## Verdict" in (folder / "report.md").read_text() and f"Best: {best['schedule']}" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_verdict_numbers_are_the_confirm_runs_numbers(tiny_study):
+    folder, _ = tiny_study
+    results = read_csv(folder / "results.csv")
+    verdict = {row["schedule"]: row for row in read_csv(folder / "verdict.csv")}
+    ok = {}
+    for schedule in verdict:
+        rows = [r for r in results if r["stage"] == "confirm" and r["schedule"] == schedule]
+        ok[schedule] = {
+            int(r["seed"]): float(r["test_acc"]) for r in rows if r["collapsed"] == r["diverged"] == "False"
+        }
+        if ok[schedule]:
+            assert float(verdict[schedule]["mean"]) == pytest.approx(statistics.fmean(ok[schedule].values()))
+        assert verdict[schedule]["collapsed"] == f"{sum(r['collapsed'] == 'True' for r in rows)}/{len(rows)}"
+    best = next(name for name, row in verdict.items() if row["verdict"] == "best")
+    for name, row in verdict.items():
+        seeds = sorted(ok[best].keys() & ok[name].keys())
+        if name == best or len(seeds) < 2:
+            continue
+        expected = compare([ok[best][s] for s in seeds], [ok[name][s] for s in seeds])
+        assert float(row["diff_vs_best"]) == pytest.approx(expected.diff)
+        assert float(row["p_holm"]) == pytest.approx(holm([expected.p_paired])[0])
+
+
+# ------------------------------------------------------------------------------------------------ kill, continue
+
+
+@pytest.mark.slow
+def test_a_killed_study_continues_without_running_finished_jobs_again(tmp_path, synthetic_root):
+    folder = tmp_path / "study"
+    args = (
+        "study.schedules=[constant,cosine_warmup]",
+        "study.tune.lrs=[0.005]",
+        "study.tune.seeds=[0]",
+        "study.confirm.seeds=2",
+        f"study.dir={folder}",
+        f"data.root={synthetic_root}",
+        "trainer.epochs=3",
+        "trainer.threads=1",
+        "data.batch_size=4",  # 128 steps an epoch: long enough to be stopped inside a job
+        "data.train_size=null",
+        "trainer.stop_on_collapse=false",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "src.study", *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = folder / "tune" / "constant" / "lr=0.005,seed=0"
+    second = folder / "tune" / "cosine_warmup" / "lr=0.005,seed=0"
+    deadline = time.monotonic() + 300
+    while not (second / "last.pt").is_file():  # the first job finished, the second has begun
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert f"python -m src.study study.dir={folder}" in err
+    assert (first / "metrics.json").is_file() and not (second / "metrics.json").exists()
+    finished = (first / "metrics.json").read_bytes(), (first / "metrics.json").stat().st_mtime_ns
+    assert not list((folder / "confirm").glob("*/*/metrics.json")) if (folder / "confirm").exists() else True
+
+    done = run_study(f"study.dir={folder}")  # the folder alone: its saved command
+    assert done.returncode == 0, done.stderr
+    assert ((first / "metrics.json").read_bytes(), (first / "metrics.json").stat().st_mtime_ns) == finished
+    assert "resumed after epoch" in (second / "train.log").read_text()
+    assert len(list(folder.glob("*/*/*/metrics.json"))) == 2 + 2 * 2
+    assert (folder / "report.md").is_file()
+
+    again = run_study(f"study.dir={folder}", "study.confirm.seeds=3")
+    assert again.returncode == 2 and "holds another study" in again.stderr

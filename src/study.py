@@ -219,11 +219,15 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
     would validate it (at the smallest and largest lr of its grid, in both stages)."""
     from src.validation import ConfigError, validate
 
-    owned = [override for override in run_overrides if _key(override) in STUDY_OWNED or _key(override) == "hydra"]
+    owned = [
+        override
+        for override in run_overrides
+        if _key(override) in STUDY_OWNED or _key(override).startswith(("hydra.sweep", "hydra.run", "hydra.mode"))
+    ]
     if owned:
         raise StudyError(
-            f"{' '.join(owned)}: the study sets {', '.join(STUDY_OWNED)} for each job; choose lrs with "
-            "study.tune.lrs or study.tune.centre, seeds with study.tune.seeds and study.confirm.seeds"
+            f"{' '.join(owned)}: the study sets {', '.join(STUDY_OWNED)} and the sweep folders for each job; "
+            "choose lrs with study.tune.lrs or study.tune.centre, seeds with study.tune.seeds and study.confirm.seeds"
         )
     spec = load_spec(preset, options)
     _check_spec(spec)
@@ -245,6 +249,12 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
         except Exception as error:
             raise StudyError(f"schedule {schedule.name} ({' '.join(base)}): {error}") from None
         output_root = cfg.output_root
+        if OmegaConf.select(cfg, "hydra.sweeper.params"):
+            raise StudyError(
+                f"schedule {schedule.name} ({' '.join(base)}): a sweep preset (hydra.sweeper.params "
+                f"{OmegaConf.to_container(cfg.hydra.sweeper.params)}); a study runs its own sweeps, so give a "
+                "single-run preset"
+            )
         if spec.tune.lrs is not None:
             lrs[schedule.name] = [repr(float(lr)) for lr in spec.tune.lrs]
         else:

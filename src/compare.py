@@ -274,7 +274,7 @@ def plot_figures(report: Report, folder: Path) -> list[Path]:
 
     figure, axes = _figure()
     for configuration in report.configurations:
-        curves = [run.scalars("test/acc")[1] for run in configuration.runs]
+        curves = [run.scalars("test/acc")[1] for run in configuration.ok_runs or configuration.runs]
         epochs = max(len(curve) for curve in curves)
         means = [statistics.fmean(c[e] for c in curves if len(c) > e) for e in range(epochs)]
         axes.plot(range(1, epochs + 1), means, marker="o", label=label(configuration, report.keys))

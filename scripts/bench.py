@@ -199,14 +199,17 @@ def train_command(overrides: list[str], output_root: Path, *forced: str) -> list
 
 def timed_process(command: list[str]) -> tuple[float, float, float]:
     """Run `command` from the repository; its launch time (time.time()), wall seconds and peak resident MiB."""
-    launched = time.time()
-    started = time.perf_counter()
-    child = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise subprocess.CalledProcessError(child.returncode, command, stderr=child.stderr.read())
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        launched = time.time()
+        started = time.perf_counter()
+        child = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            errors.seek(0)
+            print(errors.read()[-3000:], file=sys.stderr)
+            raise subprocess.CalledProcessError(child.returncode, command)
     peak = usage.ru_maxrss / 2**20 if sys.platform == "darwin" else usage.ru_maxrss / 1024
     return launched, seconds, peak
 

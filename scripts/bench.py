@@ -1,20 +1,29 @@
-"""`python scripts/bench.py [--repeats N] [--json PATH] [overrides]`: how close an epoch is to the compute floor.
+"""`python scripts/bench.py [--repeats N] [--process-repeats N] [--json PATH] [overrides]`: what a run costs, per
+epoch and as a whole process, against the textbook loop.
 
 In one process, on the real Fashion-MNIST, with the same model, optimizer, batch size and number of steps, it times
 one epoch of:
-  - the reference, the usual textbook loop: torchvision's dataset with ToTensor and Normalize, a shuffling
-    DataLoader (with 4 worker processes and with none), per-step `.item()` metrics, then the test set the same way;
+  - the reference, the usual textbook loop (scripts/textbook_loop.py): torchvision's dataset with ToTensor and
+    Normalize, a shuffling DataLoader (with 4 worker processes and with none), per-step `.item()` metrics, then the
+    test set the same way;
   - the runner: `src.train.run` with `trainer.epochs=1`, exactly what `python -m src.train` does (training,
     evaluation, TensorBoard logging, lr updates, checkpoint), writing into a temporary folder; its time is the
     run's own `wall_seconds` (the epochs, without loading the data or building the model);
   - the floor: the same forward/backward/optimizer steps on batches already in memory, and nothing else.
 The variants take turns within every repeat, so a change in the machine's load hits all of them alike, and the
-medians are compared. Then the real command runs twice in a subprocess: once for the start-up (command to the end
-of the first optimizer step, with where the time goes) and once for the peak resident memory of a default run.
+medians are compared.
+
+Then whole processes, taking turns: `python -m src.train trainer.epochs=2` (through scripts/run_probe.py, which
+stamps the end of each phase: imports, Hydra's compose, the config check, the data, the set-up, the first step,
+each epoch) against `python scripts/textbook_loop.py --epochs 2`. Their ratio is the whole-process ratio, the stamps
+give the start-up split and the first epoch against the second, and the child's rusage its peak memory. Last, a
+4-job sweep (`-m seed=0,1,2,3`, 1 epoch each) in one process gives the per-job overhead: a job's wall time (from
+the end of the previous job) minus its epochs.
 
 Overrides apply to every variant (e.g. `trainer.precision=bf16`, `trainer.threads=1`, `data.train_size=4096`).
-The table goes to stdout and, as JSON, to `--json`; the last line is
-`speedup_vs_reference=<best reference / runner> overhead_vs_floor=<runner / floor>`.
+The tables go to stdout and, as JSON, to `--json`; the last line is `speedup_vs_reference=<best reference /
+runner> overhead_vs_floor=<runner / floor> process_ratio=<runner process / textbook process>
+startup_beyond_torch=<s> job_overhead=<s>`.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import itertools
 import json
 import logging
 import os
@@ -40,10 +50,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch.utils.data import DataLoader, Subset
-from torchvision import transforms
-from torchvision.datasets import FashionMNIST
+from textbook_loop import loaders, one_epoch
 
 from src import REPO_ROOT, data
 from src.device import autocast, configure_threads, maybe_compile, select_device
@@ -54,8 +61,20 @@ from src.validation import ConfigError, validate
 
 REFERENCE_WORKERS = (4, 0)
 DEFAULT_JSON = REPO_ROOT / "outputs" / "bench" / "bench.json"
-# What a top-level import of src.train brings in that its name does not say.
-IMPORT_NOTES = {"src.data": " (torchvision, which imports torch._dynamo)"}
+SCRIPTS = Path(__file__).resolve().parent
+PROCESS_EPOCHS = 2
+SWEEP_SEEDS = (0, 1, 2, 3)
+# The start-up phases run_probe.py stamps, in order, and what each covers.
+STARTUP_PHASES = {
+    "started": "the interpreter's own start",
+    "import torch": "import torch",
+    "imports": "src.train's other imports (Hydra, TensorBoard, the project)",
+    "compose": "Hydra: compose the config, set up the job",
+    "check": "the config check",
+    "data": "the dataset (read and checked, or from memory)",
+    "setup": "model, optimizer, lr driver, TensorBoard writer, first checkpoint",
+    "first step": "the first optimizer step",
+}
 
 
 def with_overrides(overrides: list[str], *forced: str) -> list[str]:
@@ -121,38 +140,21 @@ def reference_epoch(cfg: DictConfig, dataset: data.DeviceData, workers: int) -> 
     """Seconds for one epoch of the textbook loop: PIL images through ToTensor in a DataLoader, `.item()` per step."""
     device = dataset.train_x.device
     root = str(data.locate(cfg.data.root, cfg.data.system_dir, cfg.data.download))
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((dataset.mean,), (dataset.std,))])
-    train_set = FashionMNIST(root, train=True, transform=transform)
-    if cfg.data.train_size is not None:
-        train_set = Subset(train_set, range(cfg.data.train_size))
-    test_set = FashionMNIST(root, train=False, transform=transform)
-    train_loader = DataLoader(train_set, batch_size=cfg.data.batch_size, shuffle=True, num_workers=workers)
-    test_loader = DataLoader(test_set, batch_size=cfg.trainer.eval_batch_size, num_workers=workers)
+    train_loader, test_loader = loaders(
+        root,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.trainer.eval_batch_size,
+        workers=workers,
+        train_size=cfg.data.train_size,
+        mean=dataset.mean,
+        std=dataset.std,
+    )
     torch.manual_seed(cfg.seed)
     model = instantiate(cfg.model).to(device)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     lr_driver = build_lr_driver(cfg, optimizer, len(train_loader))
     started = time.perf_counter()
-    model.train()
-    train_loss = train_correct = 0.0
-    for images, labels in train_loader:
-        images, labels = images.to(device), labels.to(device)
-        optimizer.zero_grad()
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels)
-        loss.backward()
-        optimizer.step()
-        lr_driver.after_step()
-        train_loss += loss.item() * len(labels)
-        train_correct += (logits.argmax(dim=1) == labels).sum().item()
-    model.eval()
-    test_loss = test_correct = 0.0
-    with torch.no_grad():
-        for images, labels in test_loader:
-            images, labels = images.to(device), labels.to(device)
-            logits = model(images)
-            test_loss += F.cross_entropy(logits, labels, reduction="sum").item()
-            test_correct += (logits.argmax(dim=1) == labels).sum().item()
+    one_epoch(model, optimizer, train_loader, test_loader, device, lr_driver.after_step)
     lr_driver.after_epoch()
     return time.perf_counter() - started
 
@@ -195,67 +197,133 @@ def train_command(overrides: list[str], output_root: Path, *forced: str) -> list
     return [sys.executable, "-m", "src.train", *with_overrides(overrides, *forced)]
 
 
-def first_step_seconds(overrides: list[str], batch_size: int) -> tuple[float, dict[str, float]]:
-    """Wall time from launching `python -m src.train` to the end of its first optimizer step, and where it went.
-
-    The run is short (8 batches, so that any schedule fits) and logs every step, so its first `train/lr` point is
-    written right after the first step; the point's own wall-clock stamp in the event file marks the moment. The
-    command runs under `python -X importtime`, whose report gives the time of each top-level import.
-    """
-    with tempfile.TemporaryDirectory(prefix="lrbench-startup-") as folder:
-        command = train_command(
-            overrides,
-            Path(folder),
-            f"data.train_size={8 * batch_size}",
-            "trainer.epochs=1",
-            "trainer.log_every_steps=1",
-        )
+def timed_process(command: list[str]) -> tuple[float, float, float]:
+    """Run `command` from the repository; its launch time (time.time()), wall seconds and peak resident MiB."""
+    with tempfile.TemporaryFile(mode="w+") as errors:
         launched = time.time()
-        completed = subprocess.run(
-            [command[0], "-X", "importtime", *command[1:]], cwd=REPO_ROOT, check=True, capture_output=True, text=True
-        )
-        (metrics,) = Path(folder).rglob("metrics.json")
-        events = EventAccumulator(str(metrics.parent), size_guidance={"scalars": 0})
-        events.Reload()
-        first_step = events.Scalars("train/lr")[0].wall_time - launched
-    imports = top_level_imports(completed.stderr)
-    large = {f"import {name}{IMPORT_NOTES.get(name, '')}": sec for name, sec in imports.items() if sec >= 0.05}
-    breakdown = {
-        **large,
-        "the other imports": sum(imports.values()) - sum(large.values()),
-        "the rest: interpreter, Hydra's compose and job set-up, reading the dataset, model, checkpoint, first step": (
-            first_step - sum(imports.values())
-        ),
-    }
-    return first_step, breakdown
-
-
-def top_level_imports(importtime_report: str) -> dict[str, float]:
-    """Seconds per top-level import (nested imports counted in the first module that needs them), largest first."""
-    seconds = {}
-    for line in importtime_report.splitlines():
-        if not line.startswith("import time:") or "cumulative" in line:
-            continue
-        _, cumulative, name = line[len("import time:") :].split("|")
-        if not name.startswith("  "):  # one space: imported by the program itself, not by another module
-            seconds[name.strip()] = int(cumulative) / 1e6
-    return dict(sorted(seconds.items(), key=lambda item: -item[1]))
-
-
-def default_run_peak_rss_mib(overrides: list[str], epochs: int) -> float:
-    """Peak resident memory (MiB) of `python -m src.train` with the default data, from the child's own rusage."""
-    with tempfile.TemporaryDirectory(prefix="lrbench-memory-") as folder:
-        child = subprocess.Popen(
-            train_command(overrides, Path(folder), f"trainer.epochs={epochs}"),
-            cwd=REPO_ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        started = time.perf_counter()
+        child = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=errors)
         _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
         if child.returncode != 0:
-            raise subprocess.CalledProcessError(child.returncode, child.args)
-        return usage.ru_maxrss / 2**20 if sys.platform == "darwin" else usage.ru_maxrss / 1024
+            errors.seek(0)
+            print(errors.read()[-3000:], file=sys.stderr)
+            raise subprocess.CalledProcessError(child.returncode, command)
+    peak = usage.ru_maxrss / 2**20 if sys.platform == "darwin" else usage.ru_maxrss / 1024
+    return launched, seconds, peak
+
+
+def runner_process(overrides: list[str]) -> dict:
+    """`python -m src.train trainer.epochs=2` as a whole process, through run_probe.py: its wall time, peak memory,
+    the seconds of each start-up phase, of each epoch and of what comes after the last one."""
+    with tempfile.TemporaryDirectory(prefix="lrbench-process-") as folder:
+        command = train_command(overrides, Path(folder), f"trainer.epochs={PROCESS_EPOCHS}")
+        stamps_file = Path(folder) / "stamps.json"
+        launched, seconds, peak = timed_process(
+            [command[0], str(SCRIPTS / "run_probe.py"), str(stamps_file), *command[3:]]
+        )
+        stamps = json.loads(stamps_file.read_text())
+    return {"seconds": seconds, "peak_rss_mib": peak, **phase_seconds(stamps, launched, seconds)}
+
+
+def phase_seconds(stamps: dict, launched: float, seconds: float) -> dict:
+    """run_probe.py's stamps as durations: each start-up phase (torch._dynamo's import on its own, taken out of the
+    phase it happened in), the start-up in all, each epoch, and the end (after the last epoch to the exit)."""
+    previous, phases = launched, {}
+    for name in STARTUP_PHASES:
+        phases[name] = stamps[name] - previous
+        previous = stamps[name]
+    dynamo = stamps.get("dynamo_seconds", 0.0)
+    if stamps.get("dynamo_during") in phases:
+        phases[stamps["dynamo_during"]] -= dynamo
+    edges = [stamps["setup"], *stamps["epochs"]]
+    return {
+        "startup": {**phases, "import torch._dynamo": dynamo},
+        "startup_seconds": stamps["first step"] - launched,
+        "dynamo_imported_during": stamps.get("dynamo_during"),
+        "epoch_seconds": [after - before for before, after in itertools.pairwise(edges)],
+        "after_epochs_seconds": launched + seconds - edges[-1],
+    }
+
+
+def textbook_process(cfg: DictConfig, workers: int) -> dict:
+    """scripts/textbook_loop.py over the same epochs as a whole process: its wall time and peak memory."""
+    command = [
+        sys.executable,
+        str(SCRIPTS / "textbook_loop.py"),
+        f"--root={data.locate(cfg.data.root, cfg.data.system_dir, cfg.data.download)}",
+        f"--epochs={PROCESS_EPOCHS}",
+        f"--workers={workers}",
+        f"--device={select_device(cfg.trainer.device)}",
+        f"--batch-size={cfg.data.batch_size}",
+        f"--eval-batch-size={cfg.trainer.eval_batch_size}",
+    ]
+    if cfg.trainer.threads is not None:
+        command.append(f"--threads={cfg.trainer.threads}")
+    if cfg.data.train_size is not None:
+        command.append(f"--train-size={cfg.data.train_size}")
+    _, seconds, peak = timed_process(command)
+    return {"seconds": seconds, "peak_rss_mib": peak}
+
+
+def measure_processes(cfg: DictConfig, overrides: list[str], repeats: int, workers: int) -> dict:
+    """The runner's and the textbook loop's whole processes, taking turns `repeats` times; medians."""
+    runs: dict[str, list[dict]] = {"runner": [], "textbook": []}
+    for repeat in range(repeats):
+        runs["runner"].append(runner_process(overrides))
+        runs["textbook"].append(textbook_process(cfg, workers))
+        print(
+            f"  process {repeat + 1}/{repeats}  src.train {runs['runner'][-1]['seconds']:6.2f} s  "
+            f"textbook {runs['textbook'][-1]['seconds']:6.2f} s",
+            file=sys.stderr,
+        )
+    runner = runs["runner"]
+    median = statistics.median
+    return {
+        "epochs": PROCESS_EPOCHS,
+        "textbook_workers": workers,
+        "runner_seconds": median(run["seconds"] for run in runner),
+        "textbook_seconds": median(run["seconds"] for run in runs["textbook"]),
+        "ratio": median(run["seconds"] for run in runner) / median(run["seconds"] for run in runs["textbook"]),
+        "runner_peak_rss_mib": max(run["peak_rss_mib"] for run in runner),
+        "textbook_peak_rss_mib": max(run["peak_rss_mib"] for run in runs["textbook"]),
+        "startup_seconds": median(run["startup_seconds"] for run in runner),
+        "startup": {phase: median(run["startup"][phase] for run in runner) for phase in runner[0]["startup"]},
+        "dynamo_imported_during": runner[0]["dynamo_imported_during"],
+        "epoch_seconds": [median(run["epoch_seconds"][i] for run in runner) for i in range(PROCESS_EPOCHS)],
+        "after_epochs_seconds": median(run["after_epochs_seconds"] for run in runner),
+        "runs": {name: [round(run["seconds"], 3) for run in values] for name, values in runs.items()},
+    }
+
+
+def measure_sweep(overrides: list[str]) -> dict:
+    """A 4-job sequential sweep (`-m seed=0,1,2,3`, 1 epoch each) in one process: each job's wall time minus its
+    epochs. A job's wall time runs from the end of the previous job (Hydra's set-up of the next job included) to its
+    metrics.json; the first job's from its folder's creation, so it includes reading the dataset, not the start-up."""
+    with tempfile.TemporaryDirectory(prefix="lrbench-sweep-") as folder:
+        command = train_command(overrides, Path(folder), "trainer.epochs=1", f"seed={','.join(map(str, SWEEP_SEEDS))}")
+        command.insert(3, "-m")  # after `python -m src.train`
+        launched, seconds, _ = timed_process(command)
+        jobs = sorted(
+            Path(folder).glob("sweeps/*/*/*/metrics.json"), key=lambda path: int(path.parent.name.split("_")[0])
+        )
+        ends = [path.stat().st_mtime for path in jobs]
+        epochs = [json.loads(path.read_text())["wall_seconds"] for path in jobs]
+        first_start = (jobs[0].parent / ".hydra" / "config.yaml").stat().st_mtime
+    walls = [ends[0] - first_start] + [after - before for before, after in itertools.pairwise(ends)]
+    overheads = [wall - epoch for wall, epoch in zip(walls, epochs, strict=True)]
+    return {
+        "jobs": len(jobs),
+        "seconds": seconds,
+        "job_wall_seconds": walls,
+        "job_epoch_seconds": epochs,
+        "job_overhead_seconds": overheads,
+        "per_job_overhead": statistics.median(overheads[1:]),
+        "first_job_overhead": overheads[0],
+        "before_first_job": first_start - launched,
+        "after_last_job": launched + seconds - ends[-1],
+    }
 
 
 def measure_epochs(cfg: DictConfig, repeats: int) -> tuple[list[dict], int]:
@@ -307,14 +375,67 @@ def print_table(rows: list[dict]) -> None:
         )
 
 
+def print_processes(processes: dict) -> None:
+    runner, textbook = processes["runner_seconds"], processes["textbook_seconds"]
+    print(
+        f"\nwhole process, {processes['epochs']} epochs: src.train {runner:.2f} s, textbook loop "
+        f"({processes['textbook_workers']} workers) {textbook:.2f} s: ratio {processes['ratio']:.2f}"
+    )
+    startup = processes["startup"]
+    print(
+        f"start-up, command to the end of the first step: {processes['startup_seconds']:.2f} s, "
+        f"{processes['startup_seconds'] - startup['import torch']:.2f} s beyond import torch"
+    )
+    for phase, description in STARTUP_PHASES.items():
+        print(f"  {startup[phase]:6.2f} s  {description}")
+    print(
+        f"  {startup['import torch._dynamo']:6.2f} s  import torch._dynamo (torch.optim imports it; "
+        f"here during: {processes['dynamo_imported_during']})"
+    )
+    epochs = "  ".join(f"{seconds:.2f} s" for seconds in processes["epoch_seconds"])
+    print(
+        f"epochs in that process: {epochs}; after the last epoch to the exit: {processes['after_epochs_seconds']:.2f} s"
+    )
+    print(
+        f"peak resident memory: src.train {processes['runner_peak_rss_mib']:.0f} MiB, "
+        f"textbook loop {processes['textbook_peak_rss_mib']:.0f} MiB"
+    )
+
+
+def print_sweep(sweep: dict) -> None:
+    print(f"\n{sweep['jobs']}-job sweep in one process: {sweep['seconds']:.2f} s")
+    print("  job  wall (s)  epochs (s)  overhead (s)")
+    for number, (wall, epochs, overhead) in enumerate(
+        zip(sweep["job_wall_seconds"], sweep["job_epoch_seconds"], sweep["job_overhead_seconds"], strict=True)
+    ):
+        print(f"  {number:>3}  {wall:8.2f}  {epochs:10.2f}  {overhead:12.2f}")
+    print(
+        f"  per-job overhead (median of jobs 1-{sweep['jobs'] - 1}): {sweep['per_job_overhead']:.2f} s; "
+        f"before the first job {sweep['before_first_job']:.2f} s, after the last {sweep['after_last_job']:.2f} s "
+        "(the sweep's report)"
+    )
+
+
+def rounded(value):
+    """`value` with every float rounded to 3 decimals, for the JSON."""
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item) for item in value]
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every variant, e.g. trainer.threads=1")
     parser.add_argument("--repeats", type=int, default=5, help="epochs timed per variant (median reported); 5")
+    parser.add_argument("--process-repeats", type=int, default=3, help="whole processes timed per side; 3")
+    parser.add_argument("--textbook-workers", type=int, default=0, help="the textbook process's DataLoader workers; 0")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where the table goes; {DEFAULT_JSON}")
-    parser.add_argument("--memory-epochs", type=int, default=2, help="epochs of the peak-memory run; 2")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     # The reference's 4 workers on a machine with fewer cores are the point of the comparison, not a mistake.
@@ -330,18 +451,17 @@ def main() -> None:
     speedup = best_reference["seconds_per_epoch"] / by_name["runner (src.train)"]
     overhead = by_name["runner (src.train)"] / by_name["floor"]
 
-    first_step, breakdown = first_step_seconds(args.overrides, cfg.data.batch_size)
-    peak_rss = default_run_peak_rss_mib(args.overrides, args.memory_epochs)
+    processes = measure_processes(cfg, args.overrides, args.process_repeats, args.textbook_workers)
+    sweep = measure_sweep(args.overrides)
     load_after = os.getloadavg()
 
     print_table(rows)
     print(f"runner/floor = {overhead:.2f}   {best_reference['variant']}/runner = {speedup:.2f}")
-    print(f"start-up, command to the end of the first step: {first_step:.2f} s")
-    for phase, seconds in breakdown.items():
-        print(f"  {seconds:6.2f} s  {phase}")
-    print(f"peak resident memory of python -m src.train ({args.memory_epochs} epochs): {peak_rss:.0f} MiB")
-    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+    print_processes(processes)
+    print_sweep(sweep)
+    print(f"\nload average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
 
+    startup_beyond_torch = processes["startup_seconds"] - processes["startup"]["import torch"]
     report = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -358,14 +478,17 @@ def main() -> None:
         "rows": rows,
         "runner_over_floor": round(overhead, 3),
         "best_reference_over_runner": round(speedup, 3),
-        "startup_seconds": round(first_step, 3),
-        "startup_breakdown_seconds": {phase: round(seconds, 3) for phase, seconds in breakdown.items()},
-        "default_run": {"epochs": args.memory_epochs, "peak_rss_mib": round(peak_rss)},
+        "whole_process": rounded(processes),
+        "startup_beyond_torch_seconds": round(startup_beyond_torch, 3),
+        "sweep": rounded(sweep),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"table written to {args.json}")
-    print(f"speedup_vs_reference={speedup:.2f} overhead_vs_floor={overhead:.2f}")
+    print(
+        f"speedup_vs_reference={speedup:.2f} overhead_vs_floor={overhead:.2f} process_ratio={processes['ratio']:.2f} "
+        f"startup_beyond_torch={startup_beyond_torch:.2f} job_overhead={sweep['per_job_overhead']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 The data is found in this order: an explicit `data.root`; the project's own copy in `data/`; the Debian
 package's files (`dataset-fashion-mnist`), decompressed once into `data/`; torchvision's download.
+The four IDX files on disk are read here directly (a header, then raw bytes), so a run never imports torchvision
+(about 1.5 s, through torch._dynamo) unless it downloads. What was read is kept for the rest of the process, so the
+jobs of an in-process sweep read and check the files once.
 Images stay uint8 on the device; batches are sliced from a seeded on-device permutation and normalised there,
 so no DataLoader and no per-image PIL work sits in the hot path.
 """
@@ -10,16 +13,20 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import math
+import os
 import shutil
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torchvision.datasets import FashionMNIST
 
 from src import REPO_ROOT
+
+log = logging.getLogger(__name__)
 
 PROJECT_DATA_DIR = REPO_ROOT / "data"
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -96,14 +103,21 @@ def _prepare(root: Path, download: bool, origin: str) -> Path:
         return root
     if download:
         try:
-            FashionMNIST(str(root), train=True, download=True)
-            FashionMNIST(str(root), train=False, download=True)
+            _download(root)
         except Exception as error:  # torchvision raises several kinds for a failed download
             raise DatasetNotFoundError(
                 f"Fashion-MNIST is not in {origin} and the download failed ({error}).\n{HOW_TO_GET_IT}"
             ) from None
         return root
     raise DatasetNotFoundError(f"Fashion-MNIST is not in {origin} (download disabled).\n{HOW_TO_GET_IT}")
+
+
+def _download(root: Path) -> None:
+    """torchvision's download into `root/FashionMNIST/raw` (imported here: only a download needs torchvision)."""
+    from torchvision.datasets import FashionMNIST
+
+    FashionMNIST(str(root), train=True, download=True)
+    FashionMNIST(str(root), train=False, download=True)
 
 
 def locate(root: str | None = None, system_dir: str | None = None, download: bool = True) -> Path:
@@ -120,20 +134,37 @@ def locate(root: str | None = None, system_dir: str | None = None, download: boo
     return _prepare(PROJECT_DATA_DIR, download, where)
 
 
-def _idx_problem(path: Path) -> str | None:
-    """What is wrong with one IDX file, or None: its header (ubyte, rank, sizes) must promise exactly its size,
-    and a file with the official item count must carry the official checksum."""
-    expected_items, expected_sha256 = OFFICIAL[path.name]
-    data = path.read_bytes()
+def _read_file(path: Path) -> bytearray:
+    """The whole file in one buffer that tensors can share without a copy."""
+    try:
+        with open(path, "rb") as handle:
+            buffer = bytearray(os.fstat(handle.fileno()).st_size)
+            handle.readinto(buffer)
+    except OSError as error:
+        raise DatasetNotFoundError(
+            f"Fashion-MNIST file {path} could not be read ({error.strerror or error}).\n{HOW_TO_GET_IT}"
+        ) from None
+    return buffer
+
+
+def _idx_sizes(data: bytes | bytearray) -> list[int]:
+    """The sizes in an IDX header (item count first); call only on a file `_idx_problem` accepted."""
+    return [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(data[3])]
+
+
+def _idx_problem(name: str, data: bytes | bytearray) -> str | None:
+    """What is wrong with the IDX file `name` holding `data`, or None: its header (ubyte, rank, sizes) must promise
+    exactly its size, and a file with the official item count must carry the official checksum."""
+    expected_items, expected_sha256 = OFFICIAL[name]
     if len(data) < 4 or data[:3] != b"\x00\x00" + bytes([IDX_UBYTE]):
         return f"{len(data)} bytes that do not start like an IDX ubyte file"
     rank = data[3]
     header = 4 + 4 * rank
     if len(data) < header:
         return f"{len(data)} bytes, shorter than its own header (truncated)"
-    sizes = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank)]
-    if rank < 1 or tuple(sizes[1:]) != ITEM_SHAPES[path.name]:
-        return f"items of shape {tuple(sizes[1:])}, not {ITEM_SHAPES[path.name]}"
+    sizes = _idx_sizes(data)
+    if rank < 1 or tuple(sizes[1:]) != ITEM_SHAPES[name]:
+        return f"items of shape {tuple(sizes[1:])}, not {ITEM_SHAPES[name]}"
     promised = header + math.prod(sizes)
     if len(data) != promised:
         state = "truncated" if len(data) < promised else "with extra bytes at the end"
@@ -143,21 +174,26 @@ def _idx_problem(path: Path) -> str | None:
     return None
 
 
-def _item_count(path: Path) -> int:
-    """The first size in an IDX header: the number of images or labels (read from the header alone)."""
-    with open(path, "rb") as handle:
-        return int.from_bytes(handle.read(8)[4:8], "big")
+def _decode(data: bytearray) -> torch.Tensor:
+    """An accepted IDX ubyte file as a uint8 tensor of its header's shape, sharing `data`'s memory."""
+    sizes = _idx_sizes(data)
+    if math.prod(sizes) == 0:
+        return torch.zeros(sizes, dtype=torch.uint8)
+    return torch.frombuffer(data, dtype=torch.uint8, offset=4 + 4 * len(sizes)).view(sizes)
 
 
-def check_files(root: Path) -> None:
-    """Raise DatasetCorruptError unless the four files are whole IDX files with matching image and label counts.
+def read_checked(root: Path) -> dict[str, torch.Tensor]:
+    """Read the four files of `root/FashionMNIST/raw` once each, check them and decode them: file name to uint8 tensor.
 
-    A subset (e.g. a small synthetic set) passes; a file claiming to be the official one must be it, byte for byte.
+    Raises DatasetCorruptError unless all four are whole IDX files with matching image and label counts, naming
+    every damaged file. A subset (e.g. a small synthetic set) passes; a file claiming to be the official one must be
+    it, byte for byte.
     """
     raw = _raw_dir(root)
-    problems = [f"{name}: {problem}" for name in RAW_FILES if (problem := _idx_problem(raw / name))]
+    contents = {name: _read_file(raw / name) for name in RAW_FILES}
+    problems = [f"{name}: {problem}" for name, data in contents.items() if (problem := _idx_problem(name, data))]
     if not problems:
-        counts = {name: _item_count(raw / name) for name in RAW_FILES}
+        counts = {name: _idx_sizes(data)[0] for name, data in contents.items()}
         for images, labels in (RAW_FILES[:2], RAW_FILES[2:]):
             if counts[images] != counts[labels]:
                 problems.append(f"{images} holds {counts[images]} images but {labels} {counts[labels]} labels")
@@ -167,18 +203,53 @@ def check_files(root: Path) -> None:
             f"Fashion-MNIST in {raw} is damaged:\n{found}\nDelete that folder and run again (or `make setup`) to "
             f"prepare it afresh, or put whole copies of the files there.\n{HOW_TO_GET_IT}"
         )
+    return {name: _decode(data) for name, data in contents.items()}
 
 
-def _read_split(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    split = "train" if train else "test"
-    try:
-        dataset = FashionMNIST(str(root), train=train, download=False)
-    except Exception as error:
-        raise DatasetNotFoundError(
-            f"Fashion-MNIST {split} files in {_raw_dir(root)} could not be read ({error}). "
-            f"Delete that folder and run again to prepare it afresh.\n{HOW_TO_GET_IT}"
-        ) from None
-    return dataset.data, dataset.targets
+def check_files(root: Path) -> None:
+    """Raise DatasetCorruptError (naming each damaged file) unless the four files are whole and consistent."""
+    read_checked(root)
+
+
+# What this process has read: (the files' identity, device) -> (train_x, train_y, test_x, test_y) on that device.
+# Two entries at most, so a sweep over two data folders or two devices does not read on every job, and a long-lived
+# process does not hoard datasets.
+_LOADED: OrderedDict[tuple, tuple[torch.Tensor, ...]] = OrderedDict()
+_LOADED_MAX = 2
+
+
+def _identity(root: Path) -> tuple:
+    """The four files as the file system sees them: a file replaced or rewritten since it was read is read again."""
+    raw = _raw_dir(root).resolve()
+    stats = [(raw / name).stat() for name in RAW_FILES]
+    return (str(raw), *((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for st in stats))
+
+
+def forget_loaded() -> None:
+    """Drop what this process has read, so the next `load` reads the files again."""
+    _LOADED.clear()
+
+
+def _tensors(root: Path, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The whole train and test sets on `device`: read and checked the first time, then from memory."""
+    key = (_identity(root), str(device))
+    if key in _LOADED:
+        _LOADED.move_to_end(key)
+        log.info("Fashion-MNIST from memory (read earlier in this process from %s)", _raw_dir(root))
+        return _LOADED[key]
+    files = read_checked(root)
+    non_blocking = device.type == "cuda"
+    tensors = (
+        files[RAW_FILES[0]].to(device, non_blocking=non_blocking),
+        files[RAW_FILES[1]].long().to(device, non_blocking=non_blocking),
+        files[RAW_FILES[2]].to(device, non_blocking=non_blocking),
+        files[RAW_FILES[3]].long().to(device, non_blocking=non_blocking),
+    )
+    log.info("Fashion-MNIST read from %s", _raw_dir(root))
+    _LOADED[key] = tensors
+    while len(_LOADED) > _LOADED_MAX:
+        _LOADED.popitem(last=False)
+    return tensors
 
 
 @dataclass
@@ -238,19 +309,16 @@ def load(
     mean: float = 0.2860,
     std: float = 0.3530,
 ) -> DeviceData:
-    """Find the data, read it once and move it to `device`; `train_size` keeps the first N training images."""
-    folder = locate(root, system_dir, download)
-    check_files(folder)
-    train_x, train_y = _read_split(folder, train=True)
-    test_x, test_y = _read_split(folder, train=False)
+    """Find the data and put it on `device`, reading the files only the first time this process asks for them;
+    `train_size` keeps the first N training images (a view, no copy)."""
+    train_x, train_y, test_x, test_y = _tensors(locate(root, system_dir, download), device)
     if train_size is not None:
         train_x, train_y = train_x[:train_size], train_y[:train_size]
-    non_blocking = device.type == "cuda"
     return DeviceData(
-        train_x=train_x.to(device, non_blocking=non_blocking),
-        train_y=train_y.to(device, non_blocking=non_blocking),
-        test_x=test_x.to(device, non_blocking=non_blocking),
-        test_y=test_y.to(device, non_blocking=non_blocking),
+        train_x=train_x,
+        train_y=train_y,
+        test_x=test_x,
+        test_y=test_y,
         batch_size=batch_size,
         mean=mean if normalize else 0.0,
         std=std if normalize else 1.0,

@@ -9,6 +9,11 @@ A run started again in a folder holding `last.pt`, or with `resume=<run folder>`
 
 from __future__ import annotations
 
+import gc
+
+if __name__ == "__main__":  # the libraries make a million objects for good: collecting during their import is waste
+    gc.disable()  # (main() freezes them and turns the collector back on)
+
 import json
 import logging
 import shlex
@@ -254,6 +259,9 @@ def main(cfg: DictConfig) -> float | None:
         validate(cfg)
     except ConfigError as error:
         fail(f"invalid configuration:\n{error}")
+    if not gc.isenabled():  # the first job of `python -m src.train`: the libraries are loaded, torch._dynamo too
+        gc.freeze()
+        gc.enable()
     session_dir = Path(HydraConfig.get().runtime.output_dir)
     resume_point = _resume_point(cfg, session_dir)
     run_dir, checkpoint, changed = resume_point or (session_dir, None, [])
@@ -282,3 +290,4 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     main()
+    gc.freeze()  # nor need the exit go through them one by one

@@ -1,4 +1,4 @@
-"""Finding, loading and batching Fashion-MNIST (synthetic files in torchvision's raw format)."""
+"""Finding, reading, loading and batching Fashion-MNIST (synthetic files in torchvision's raw format)."""
 
 import gzip
 
@@ -59,7 +59,7 @@ def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(data, "FashionMNIST", no_network)
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST", no_network)  # the download stays torchvision's
     with pytest.raises(data.DatasetNotFoundError) as error:
         data.locate(root=str(tmp_path / "fresh"), download=True)
     assert "download failed (network unreachable)" in str(error.value)
@@ -88,3 +88,92 @@ def test_inputs_are_normalised_in_batch():
     assert plain.to_input(images).shape == (1, 1, 28, 2)
     assert plain.to_input(images)[0, 0, 0].tolist() == [0.0, 1.0]
     assert normalised.to_input(images)[0, 0, 0].tolist() == [-2.0, 2.0]
+
+
+def torchvision_tensors(root) -> dict[str, torch.Tensor]:
+    from torchvision.datasets import FashionMNIST
+
+    train, test = (FashionMNIST(str(root), train=split, download=False) for split in (True, False))
+    return {"train_x": train.data, "train_y": train.targets, "test_x": test.data, "test_y": test.targets}
+
+
+def assert_same_as_torchvision(root) -> None:
+    loaded = data.load(device=CPU, batch_size=256, root=str(root), download=False)
+    for name, expected in torchvision_tensors(root).items():
+        got = getattr(loaded, name)
+        assert got.dtype == expected.dtype and got.shape == expected.shape, name
+        assert torch.equal(got, expected), name
+
+
+def test_the_direct_reader_returns_what_torchvision_reads(tmp_path):
+    assert_same_as_torchvision(write_fashion_mnist(tmp_path, train_size=300, test_size=70))
+
+
+def test_the_direct_reader_returns_what_torchvision_reads_from_the_real_files():
+    if not (data.PROJECT_DATA_DIR / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip("the real Fashion-MNIST is not prepared in data/")
+    assert_same_as_torchvision(data.PROJECT_DATA_DIR)
+
+
+@pytest.fixture
+def counted_reads(monkeypatch):
+    """The names of the files read from disk, in order, from a process that has read nothing yet."""
+    reads: list[str] = []
+    read_file = data._read_file
+
+    def counting(path):
+        reads.append(path.name)
+        return read_file(path)
+
+    data.forget_loaded()
+    monkeypatch.setattr(data, "_read_file", counting)
+    yield reads
+    data.forget_loaded()
+
+
+def test_a_process_reads_the_files_once_and_serves_later_loads_from_memory(tmp_path, counted_reads):
+    root = str(write_fashion_mnist(tmp_path, train_size=64, test_size=32))
+    first = data.load(device=CPU, batch_size=16, root=root)
+    assert counted_reads == list(RAW_NAMES.values())
+    again = data.load(device=CPU, batch_size=32, root=root, train_size=40, normalize=False)
+    assert len(counted_reads) == 4
+    assert again.train_x.data_ptr() == first.train_x.data_ptr()  # the same memory, the subset a view of it
+    assert again.train_size == 40 and again.steps_per_epoch == 2 and again.mean == 0.0
+    assert torch.equal(again.train_y, first.train_y[:40]) and torch.equal(again.test_x, first.test_x)
+
+    other = write_fashion_mnist(tmp_path / "other", train_size=48, test_size=32)
+    assert data.load(device=CPU, batch_size=16, root=str(other)).train_size == 48
+    assert len(counted_reads) == 8  # another folder is other data
+    data.forget_loaded()
+    data.load(device=CPU, batch_size=16, root=root)
+    assert len(counted_reads) == 12
+
+
+def test_a_file_changed_after_it_was_read_is_read_and_checked_again(tmp_path, counted_reads):
+    root = write_fashion_mnist(tmp_path, train_size=64, test_size=32)
+    data.load(device=CPU, batch_size=16, root=str(root))
+    labels = root / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-3])
+    with pytest.raises(data.DatasetCorruptError) as refused:
+        data.load(device=CPU, batch_size=16, root=str(root))
+    assert "train-labels-idx1-ubyte: 69 bytes where its header promises 72 (truncated)" in str(refused.value)
+
+    write_fashion_mnist(root, train_size=48, test_size=32)  # whole again, and other data
+    assert data.load(device=CPU, batch_size=16, root=str(root)).train_size == 48
+
+
+def test_an_unreadable_file_is_named(tmp_path, monkeypatch):
+    root = write_fashion_mnist(tmp_path, train_size=64, test_size=32)
+    images = root / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
+    data.forget_loaded()
+    real_open = open
+
+    def refusing_open(path, *args, **kwargs):
+        if str(path) == str(images):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(data, "open", refusing_open, raising=False)
+    with pytest.raises(data.DatasetNotFoundError) as refused:
+        data.load(device=CPU, batch_size=16, root=str(root))
+    assert f"{images} could not be read (Permission denied)" in str(refused.value)

@@ -1,15 +1,21 @@
 """The speed options work: bf16 autocast trains and logs, compile is in place, bad values stop the run, threads are
-shared among parallel jobs, batches are the same whichever way they are gathered, and (where CUDA exists) the step
-loop never waits for the device. How fast any of it is, is measured by scripts/bench.py, not here."""
+shared among parallel jobs, batches are the same whichever way they are gathered, freed CPU memory is reused without
+page faults, and (where CUDA exists) the step loop never waits for the device. How fast any of it is, is measured by
+scripts/bench.py, not here."""
 
+import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src import data
+from src import REPO_ROOT, data
 from src.device import autocast, available_cores, configure_threads, maybe_compile, speed_problems
 from src.models import LeNet
 from src.schedules import build_lr_driver
@@ -135,6 +141,45 @@ def test_batches_are_the_rows_of_the_permutation(synthetic_root):
     labels = torch.cat([labels for _, labels in batches])
     assert torch.equal(images, dataset.train_x[order].float().unsqueeze(1) / 255.0)
     assert torch.equal(labels, dataset.train_y[order])
+
+
+PAGE_FAULTS_OF_STEP_LIKE_WORK = textwrap.dedent(
+    """
+    import json, resource, torch
+    from src.device import select_device
+
+    def faults_of_a_step():
+        # Three 8 MiB blocks alive at once and written, then freed: a training step's activations.
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        blocks = [torch.ones(2**21) for _ in range(3)]
+        del blocks
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    torch.set_num_threads(1)
+    default = [faults_of_a_step() for _ in range(6)]
+    select_device("cpu")
+    kept = [faults_of_a_step() for _ in range(8)]
+    print(json.dumps({"default": default, "kept": kept}))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or "glibc" not in (os.confstr("CS_GNU_LIBC_VERSION") or ""),
+    reason="the allocator setting is glibc's",
+)
+def test_on_the_cpu_freed_step_memory_is_reused_instead_of_faulted_in_again():
+    done = subprocess.run(
+        [sys.executable, "-c", PAGE_FAULTS_OF_STEP_LIKE_WORK], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    faults = json.loads(done.stdout)
+    one_block = 2**21 * 4 // os.sysconf("SC_PAGE_SIZE")
+    # glibc's defaults hand the blocks back to the system at every free, so every step touches fresh pages ...
+    assert min(faults["default"][-3:]) >= one_block
+    # ... a CPU run keeps them: once warmed up, a step faults in nothing.
+    assert sum(faults["kept"][-4:]) < one_block // 4
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="counting host syncs needs CUDA")

@@ -28,6 +28,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from src import REPO_ROOT, checkpointing, data
 from src.callbacks import job_folder_name
 from src.device import available_cores, configure_threads, maybe_compile, select_device
+from src.lr_from import lr_record, take_lr_from
 from src.optimizers import build_optimizer
 from src.schedules import build_lr_driver
 from src.tracking import Tracker, run_hparams, write_json
@@ -225,13 +226,14 @@ def run(
         )
     finally:
         tracker.close()
-    write_json(run_dir / "metrics.json", {**result.summary(), "overrides": overrides})
+    write_json(run_dir / "metrics.json", {**result.summary(), **lr_record(cfg), "overrides": overrides})
     return result
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
+        take_lr_from(cfg, _task_overrides())  # lr_from=<lr_find folder>: optimizer.lr becomes its suggestion
         validate(cfg)
     except ConfigError as error:
         fail(f"invalid configuration:\n{error}")

@@ -230,6 +230,17 @@ def run(
     return result
 
 
+WORST_OBJECTIVE = 0.0
+
+
+def objective(summary: dict[str, Any]) -> float:
+    """What a sweeper (Optuna) maximises: the final test accuracy, and the worst value for a run that diverged or
+    collapsed, so such a trial ranks last instead of stopping the study."""
+    if summary.get("diverged") or summary.get("collapsed") or summary.get("test_acc") is None:
+        return WORST_OBJECTIVE
+    return float(summary["test_acc"])
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
@@ -256,7 +267,7 @@ def main(cfg: DictConfig) -> float | None:
         )
     summary = result.summary()
     log.info("done: test_acc %s after %d epochs in %.1f s", summary["test_acc"], result.epochs, result.wall_seconds)
-    return summary["test_acc"]
+    return objective(summary)
 
 
 if __name__ == "__main__":

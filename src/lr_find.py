@@ -107,7 +107,7 @@ def settings_problems(settings: Mapping[str, Any]) -> list[str]:
     if not (isinstance(steps, int) and not isinstance(steps, bool) and MIN_STEPS <= steps <= MAX_STEPS):
         problems.append(
             f"lr_find.num_steps={steps!r}: allowed is an integer {MIN_STEPS}..{MAX_STEPS} (too few steps leave no "
-            "curve to read; 100 is the default)"
+            "curve to read; 300 is the default)"
         )
     if settings.get("mode") not in RAMPS:
         problems.append(f"lr_find.mode={settings.get('mode')!r}: allowed is one of {', '.join(RAMPS)}")
@@ -195,7 +195,7 @@ def find_lr(cfg: DictConfig, dataset: data.DeviceData, *, progress: bool | None 
     settings = cfg.lr_find
     lrs = ramp(settings.min_lr, settings.max_lr, settings.num_steps, settings.mode)
     device = dataset.train_x.device
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []  # manual_seed seeds them all
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(cfg.seed)
         model = instantiate(cfg.model).to(device)
@@ -381,10 +381,11 @@ def main(cfg: DictConfig) -> float:
 def lr_find_arguments(argv: list[str]) -> list[str]:
     """`argv` without the sweep report hook of conf/config.yaml, which reports on trained runs (a range test
     multirun, e.g. `-m optimizer=sgd,adam`, leaves one test folder per job and no report)."""
-    hooks = OmegaConf.select(OmegaConf.load(REPO_ROOT / "conf" / "config.yaml"), "hydra.callbacks", default={})
+    hooks = OmegaConf.select(OmegaConf.load(REPO_ROOT / "conf" / "config.yaml"), "hydra.callbacks", default=None)
     given = {argument.split("=", 1)[0].lstrip("+~") for argument in argv}
-    removed = [f"~hydra.callbacks.{name}" for name in hooks or {} if name == "sweep_summary"]
-    return argv + [item for item in removed if item.lstrip("~") not in given]
+    if hooks and "sweep_summary" in hooks and "hydra.callbacks.sweep_summary" not in given:
+        return [*argv, "~hydra.callbacks.sweep_summary"]
+    return argv
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 reading a finished test's suggestion back (`read_suggestion`, `lr_from=`).
 
 The suggestions read the smoothed curve, as fastai's `lr_find` does:
-- `steepest`: the lr where the smoothed loss falls fastest per step of the ramp (per unit of log lr for `exp`);
+- `min_div10`: the lr of the lowest smoothed loss, divided by 10 (the default suggestion, conf/lr_find.yaml);
 - `valley`: fastai's rule, the middle of the longest stretch over which the smoothed loss keeps falling;
-- `min_div10`: the lr of the lowest smoothed loss, divided by 10.
+- `steepest`: the lr where the smoothed loss falls fastest per step of the ramp (per unit of log lr for `exp`).
 The first tenth of the curve (where the smoothing has seen few batches) is left out, and so are the last five points
 of a test stopped early (the blow-up). Every suggestion lies inside the swept range and is rounded to 3 significant
 digits, so `optimizer.lr=<printed value>` and `lr_from=<folder>` train with the very same lr.
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 RAMPS = ("exp", "linear")
-RULES = ("valley", "steepest", "min_div10")
+RULES = ("min_div10", "valley", "steepest")
 SUGGESTIONS_FILE = "suggestions.json"
 # The fewest points the suggestions read, once the curve's ends are left out.
 MIN_POINTS = 5
@@ -32,12 +32,15 @@ WHAT_RULES_DO = {
     "min_div10": "the lr of the lowest smoothed loss, divided by 10",
 }
 WHY_RULES = {
-    "valley": (
-        "it sits well inside the falling part of the curve, away from both the flat start and the blow-up, and a "
-        "single noisy batch barely moves it (fastai's default)"
+    "min_div10": (
+        "past the lowest smoothed loss a larger lr stops helping, and a decade below it leaves room for the whole "
+        "schedule; on the default LeNet it moved least between seeds (docs/lr_find.md)"
     ),
-    "steepest": "the loss falls fastest there; it follows the noise of a few batches more than the valley does",
-    "min_div10": "a cautious lr a decade below the best loss the ramp saw; the most conservative of the three",
+    "valley": (
+        "it sits inside the longest falling stretch, away from the flat start and the blow-up (fastai's default); "
+        "on a curve with a long plateau the stretch starts early and the valley lands low"
+    ),
+    "steepest": "the loss falls fastest there; a few noisy batches can move it by a decade",
 }
 
 
@@ -158,11 +161,11 @@ def suggest(lrs: Sequence[float], smoothed: Sequence[float], *, stopped_early: b
     minimum = inside(xs[lowest] / 10)
     clamped = " (raised to the ramp's start)" if minimum > _rounded(xs[lowest] / 10) else ""
     return {
-        "valley": Suggestion("valley", inside(xs[valley]), f"falling stretch {xs[first]:.3g} .. {xs[last]:.3g}"),
-        "steepest": Suggestion("steepest", inside(xs[steep]), f"smoothed loss {ys[steep]:.4g}"),
         "min_div10": Suggestion(
             "min_div10", minimum, f"lowest smoothed loss {ys[lowest]:.4g} at lr {xs[lowest]:.3g}{clamped}"
         ),
+        "valley": Suggestion("valley", inside(xs[valley]), f"falling stretch {xs[first]:.3g} .. {xs[last]:.3g}"),
+        "steepest": Suggestion("steepest", inside(xs[steep]), f"smoothed loss {ys[steep]:.4g}"),
     }
 
 

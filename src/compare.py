@@ -113,7 +113,10 @@ def load_run(folder: Path) -> Run | None:
     metrics = json.loads(metrics_path.read_text())
     cfg = OmegaConf.to_container(OmegaConf.load(config_path), resolve=False)
     choices = OmegaConf.to_container(OmegaConf.load(hydra_path).hydra.runtime.choices, resolve=False)
-    return Run(folder=folder, hparams=run_hparams(cfg, choices), metrics=metrics)
+    hparams = run_hparams(cfg, choices)
+    if metrics.get("peak_lr") is not None:  # the lr trained with: lr_from= sets it after .hydra/ was written
+        hparams["optimizer.lr"] = metrics["peak_lr"]
+    return Run(folder=folder, hparams=hparams, metrics=metrics)
 
 
 def find_runs(folder: Path) -> list[Run]:

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure  # the object API renders to files (Agg) wi
 from omegaconf import DictConfig, OmegaConf
 
 from src import REPO_ROOT
+from src.lr_from import take_lr_from
 from src.schedules import schedule_curves
 from src.train import fail  # also registers the resolvers the configs use
 from src.validation import FASHION_MNIST_TRAIN_SIZE, ConfigError, validate
@@ -79,6 +80,7 @@ def describe(cfg: DictConfig) -> str:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
+        take_lr_from(cfg, HydraConfig.get().overrides.task)  # the lr a run with lr_from= would train with
         validate(cfg)
     except ConfigError as error:
         fail(f"invalid configuration:\n{error}")

@@ -40,7 +40,15 @@ STAGES = ("tune", "confirm")
 METRICS = ("test_acc", TAIL_METRIC)
 PICK_RULES = ("metric", "best_test_acc")
 # Keys a study sets for each job itself; the command line may not set them.
-STUDY_OWNED = ("optimizer.lr", "seed", "labels.stage", "labels.schedule", "checkpoint.skip_finished", "resume")
+STUDY_OWNED = (
+    "optimizer.lr",
+    "lr_from",
+    "seed",
+    "labels.stage",
+    "labels.schedule",
+    "checkpoint.skip_finished",
+    "resume",
+)
 JOB_FOLDER = "lr=${optimizer.lr},seed=${seed}"
 EXIT_BAD_INPUT = 2
 
@@ -199,6 +207,8 @@ def _check_spec(spec: DictConfig) -> None:
             problems.append(f"study.tune.factor={tune.factor!r}: allowed is a number > 1")
         if tune.centre is not None and not (isinstance(tune.centre, int | float) and tune.centre > 0):
             problems.append(f"study.tune.centre={tune.centre!r}: allowed is null or a number > 0")
+        if tune.centre is not None and tune.centre_from is not None:
+            problems.append("study.tune.centre and study.tune.centre_from are both given: keep one")
     elif not (len(tune.lrs) >= 1 and all(_positive_number(lr) for lr in tune.lrs)):
         problems.append(f"study.tune.lrs={list(tune.lrs)!r}: allowed is null or a list of numbers > 0")
     seeds = list(tune.seeds) if tune.seeds is not None else None
@@ -227,7 +237,8 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
     if owned:
         raise StudyError(
             f"{' '.join(owned)}: the study sets {', '.join(STUDY_OWNED)} and the sweep folders for each job; "
-            "choose lrs with study.tune.lrs or study.tune.centre, seeds with study.tune.seeds and study.confirm.seeds"
+            "choose lrs with study.tune.lrs, study.tune.centre or study.tune.centre_from=<lr_find folder>, seeds "
+            "with study.tune.seeds and study.confirm.seeds"
         )
     spec = load_spec(preset, options)
     _check_spec(spec)
@@ -238,6 +249,14 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
     run_overrides = _merge([str(item) for item in spec.run], run_overrides)
     tune_overrides = [str(item) for item in spec.tune.overrides]
     tune_seeds = [int(seed) for seed in spec.tune.seeds]
+    centre = spec.tune.centre
+    if spec.tune.centre_from is not None and spec.tune.lrs is None:
+        from src.lr_suggest import SuggestionError, read_suggestion
+
+        try:
+            centre = read_suggestion(spec.tune.centre_from)
+        except SuggestionError as error:
+            raise StudyError(f"study.tune.centre_from={spec.tune.centre_from!r}: {error}") from None
     confirm_seeds = list(range(spec.confirm.first_seed, spec.confirm.first_seed + spec.confirm.seeds))
     lrs: dict[str, list[str]] = {}
     problems: list[str] = []
@@ -258,8 +277,8 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
         if spec.tune.lrs is not None:
             lrs[schedule.name] = [repr(float(lr)) for lr in spec.tune.lrs]
         else:
-            centre = spec.tune.centre if spec.tune.centre is not None else float(cfg.optimizer.lr)
-            lrs[schedule.name] = lr_grid(centre, spec.tune.factor, spec.tune.points)
+            around = centre if centre is not None else float(cfg.optimizer.lr)
+            lrs[schedule.name] = lr_grid(around, spec.tune.factor, spec.tune.points)
         grid = sorted({float(lr) for lr in lrs[schedule.name]})
         for stage in STAGES:
             stage_base = _merge(base, tune_overrides) if stage == "tune" else base

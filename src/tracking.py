@@ -33,7 +33,7 @@ FINAL_METRICS = ("test_acc", "best_test_acc", "test_loss", "train_loss", "diverg
 FINAL_TAGS = tuple(f"final/{name}" for name in FINAL_METRICS)
 # Config groups whose every key is a hyperparameter, and single keys that are too.
 HPARAM_GROUPS = ("scheduler", "optimizer")
-HPARAM_KEYS = ("data.batch_size", "data.train_size", "trainer.epochs", "seed")
+HPARAM_KEYS = ("data.batch_size", "data.train_size", "trainer.epochs", "seed", "lr_from")
 # Set only where a study set them (src.study): the stage and the schedule's name in the study.
 LABEL_KEYS = ("labels.stage", "labels.schedule")
 # The HParams dashboard lists hyperparameters that differ between runs first, then by name; these are marked as

@@ -34,6 +34,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from src import REPO_ROOT, checkpointing, data
 from src.callbacks import job_folder_name
 from src.device import available_cores, configure_threads, maybe_compile, select_device
+from src.lr_from import lr_record, take_lr_from
 from src.optimizers import build_optimizer
 from src.schedules import build_lr_driver
 from src.tracking import Tracker, run_hparams, write_json
@@ -249,13 +250,25 @@ def run(
         )
     finally:
         tracker.close()
-    write_json(run_dir / "metrics.json", {**result.summary(), "overrides": overrides})
+    write_json(run_dir / "metrics.json", {**result.summary(), **lr_record(cfg), "overrides": overrides})
     return result
 
 
+WORST_OBJECTIVE = 0.0
+
+
+def objective(summary: dict[str, Any]) -> float:
+    """What a sweeper (Optuna) maximises: the final test accuracy, and the worst value for a run that diverged or
+    collapsed, so such a trial ranks last instead of stopping the study."""
+    if summary.get("diverged") or summary.get("collapsed") or summary.get("test_acc") is None:
+        return WORST_OBJECTIVE
+    return float(summary["test_acc"])
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float:
     try:
+        take_lr_from(cfg, _task_overrides())  # lr_from=<lr_find folder>: optimizer.lr becomes its suggestion
         validate(cfg)
     except ConfigError as error:
         fail(f"invalid configuration:\n{error}")
@@ -268,7 +281,7 @@ def main(cfg: DictConfig) -> float | None:
     # the checkpoint's config was found equal to this one above: the recorded result is this run's
     if checkpoint is not None and cfg.checkpoint.skip_finished and (recorded := _finished(run_dir, cfg)):
         log.info("already finished, not run again: %s (test_acc %s)", run_dir, recorded.get("test_acc"))
-        return recorded.get("test_acc")
+        return objective(recorded)
     if run_dir != session_dir:
         _continue_in(run_dir, session_dir, Path(cfg.output_root).resolve())
     for line in changed:
@@ -285,7 +298,7 @@ def main(cfg: DictConfig) -> float | None:
         )
     summary = result.summary()
     log.info("done: test_acc %s after %d epochs in %.1f s", summary["test_acc"], result.epochs, result.wall_seconds)
-    return summary["test_acc"]
+    return objective(summary)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,7 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
         "a number with 0 <= warmup_ratio < 1",
     ),
     ("resume", _optional(_text), f"null or the folder of an earlier run (holding {LAST})"),
+    ("lr_from", _optional(_text), "null or the folder of an lr range test (python -m src.lr_find)"),
     ("checkpoint.keep_best", lambda v: isinstance(v, bool), "true or false"),
     ("checkpoint.force_resume", lambda v: isinstance(v, bool), "true or false"),
     ("checkpoint.skip_finished", lambda v: isinstance(v, bool), "true or false"),

@@ -17,7 +17,7 @@ import pytest
 from src import REPO_ROOT
 from src.compare import Run
 from src.stats import compare, holm
-from src.study import _merge, lr_grid, main, parse_args, pick_lr, presets
+from src.study import StudyError, _merge, lr_grid, main, parse_args, pick_lr, presets
 from src.study_report import FIGURES, RESULT_COLUMNS
 
 PLUMBING = ("trainer.threads=1", "data.batch_size=64", "data.train_size=null")
@@ -243,3 +243,13 @@ def test_a_killed_study_continues_without_running_finished_jobs_again(tmp_path, 
 
     again = run_study(f"study.dir={folder}", "study.confirm.seeds=3")
     assert again.returncode == 2 and "holds another study" in again.stderr
+
+
+def test_the_grid_can_centre_on_an_lr_range_test(tmp_path):
+    from src.study import make_plan
+
+    (tmp_path / "suggestions.json").write_text(json.dumps({"lr": 0.2}))
+    plan = make_plan("quick", ["schedules=[constant,cosine]", f"tune.centre_from={tmp_path}"], [])
+    assert plan.lrs == {"constant": lr_grid(0.2, 3.0, 4), "cosine": lr_grid(0.2, 3.0, 4)}
+    with pytest.raises(StudyError, match="centre_from=.*does not exist; give the folder of a finished"):
+        make_plan("quick", ["schedules=[constant,cosine]", f"tune.centre_from={tmp_path / 'none'}"], [])

@@ -1,0 +1,393 @@
+"""`python -m src.lr_find [run overrides]`: the LR range test (Smith 2017) for the run those overrides describe.
+
+The same model, optimizer, data, batch size, seed, precision and device as `python -m src.train [run overrides]`;
+the schedule is replaced by a ramp: from a fresh model (the run's initial weights), the lr rises from
+`lr_find.min_lr` to `lr_find.max_lr` over `lr_find.num_steps` steps, exponentially (or linearly), one batch per step
+in the run's batch order. The loss is smoothed by a bias-corrected moving average and the test stops once the smoothed
+loss exceeds `lr_find.stop_factor` times its best. Settings: conf/lr_find.yaml; the rules: src/lr_suggest.py.
+
+Nothing leaks into what follows: the test builds its own model and optimizer and draws its batches from its own
+generator, inside `torch.random.fork_rng`, so a run started afterwards (even in this process) sees the same weights,
+batches and RNG streams as without it.
+
+Written into `${output_root}/lr_find/<date>/<time>/`: lr_find.csv (step, lr, raw and smoothed loss), lr_find.png
+(loss against lr on a log axis, the suggestions marked), the curve in TensorBoard (scalars against the step, and the
+figure), and suggestions.json, which `python -m src.train lr_from=<folder>` and `read_suggestion` read.
+Exit status 2 for a bad config or a test that yields no curve (a loss not finite from the first step, a blow-up
+after a handful of steps), with a message and no traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import shlex
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from src import REPO_ROOT, data
+from src.device import autocast, configure_threads, select_device
+from src.lr_suggest import (
+    RAMPS,
+    RULES,
+    SUGGESTIONS_FILE,
+    WHAT_RULES_DO,
+    Smoother,
+    Suggestion,
+    SuggestionError,
+    ramp,
+    read_suggestion,
+    should_stop,
+    suggest,
+    suggestions_record,
+    window,
+)
+from src.optimizers import build_optimizer
+from src.tracking import write_json
+from src.train import fail  # also registers the resolvers the configs use
+from src.validation import ConfigError, validate
+
+__all__ = ["Curve", "RangeTestError", "find_lr", "range_test", "read_suggestion", "settings_problems"]
+
+log = logging.getLogger("src.lr_find")
+MIN_STEPS = 20
+MAX_STEPS = 1_000_000
+CSV_FILE, PNG_FILE = "lr_find.csv", "lr_find.png"
+
+
+class RangeTestError(RuntimeError):
+    """The test yields no curve to read; the message says why and what to change."""
+
+
+@dataclass
+class Curve:
+    """One range test: the lr, raw loss and smoothed loss of each step taken, and why it ended early (if it did)."""
+
+    planned: list[float]
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    smoothed: list[float] = field(default_factory=list)
+    stop: str | None = None
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.stop is not None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def settings_problems(settings: Mapping[str, Any]) -> list[str]:
+    """Every problem of the `lr_find` keys, each naming the key, its value and what is allowed."""
+    problems = []
+    min_lr, max_lr = settings.get("min_lr"), settings.get("max_lr")
+    for key, value in (("min_lr", min_lr), ("max_lr", max_lr)):
+        if not (_is_number(value) and value > 0):
+            problems.append(f"lr_find.{key}={value!r}: allowed is a number > 0")
+    if _is_number(min_lr) and _is_number(max_lr) and 0 < max_lr <= min_lr:
+        problems.append(
+            f"lr_find.min_lr={min_lr!r}, lr_find.max_lr={max_lr!r}: allowed is min_lr < max_lr (the ramp rises)"
+        )
+    steps = settings.get("num_steps")
+    if not (isinstance(steps, int) and not isinstance(steps, bool) and MIN_STEPS <= steps <= MAX_STEPS):
+        problems.append(
+            f"lr_find.num_steps={steps!r}: allowed is an integer {MIN_STEPS}..{MAX_STEPS} (too few steps leave no "
+            "curve to read; 300 is the default)"
+        )
+    if settings.get("mode") not in RAMPS:
+        problems.append(f"lr_find.mode={settings.get('mode')!r}: allowed is one of {', '.join(RAMPS)}")
+    beta = settings.get("smooth")
+    if not (_is_number(beta) and 0 <= beta < 1):
+        problems.append(f"lr_find.smooth={beta!r}: allowed is a number with 0 <= smooth < 1 (0.98 is fastai's)")
+    factor = settings.get("stop_factor")
+    if factor is not None and not (_is_number(factor) and factor > 1):
+        problems.append(f"lr_find.stop_factor={factor!r}: allowed is null (never stop early) or a number > 1")
+    if settings.get("suggestion") not in RULES:
+        problems.append(f"lr_find.suggestion={settings.get('suggestion')!r}: allowed is one of {', '.join(RULES)}")
+    return problems
+
+
+def endless_batches(dataset: data.DeviceData, order: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Epochs of shuffled batches back to back: a ramp longer than an epoch goes on into the next."""
+    while True:
+        yield from dataset.train_batches(order)
+
+
+def range_test(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    lrs: Sequence[float],
+    *,
+    beta: float = 0.98,
+    stop_factor: float | None = 4.0,
+    precision: str = "fp32",
+    progress: bool = True,
+) -> Curve:
+    """Train `model` one batch per lr of `lrs`, recording each batch's loss (before its update) and the smoothed loss.
+
+    Stops when the smoothed loss exceeds `stop_factor` times its best or the loss is not finite; raises
+    RangeTestError when the very first loss is not finite (nothing to learn from: the data or the model is broken).
+    """
+    curve = Curve(planned=list(lrs))
+    smoother = Smoother(beta)
+    best = math.inf
+    model.train()
+    bar = tqdm(total=len(lrs), desc="lr range test", disable=not progress, leave=False)
+    try:
+        for step, (lr, (inputs, labels)) in enumerate(zip(lrs, batches, strict=False)):  # batches never end
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast(inputs.device, precision):
+                loss = F.cross_entropy(model(inputs), labels)
+            value = loss.item()
+            if not math.isfinite(value):
+                if step == 0:
+                    raise RangeTestError(
+                        f"the loss is {value} at the first step, before any update (lr {lr:.3g}): the model or the "
+                        "data give a non-finite loss whatever the lr. Check data.mean, data.std and trainer.precision."
+                    )
+                curve.stop = f"the loss was {value} at step {step} (lr {lr:.3g})"
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            smoothed = smoother(value)
+            best = min(best, smoothed)
+            curve.lrs.append(lr)
+            curve.losses.append(value)
+            curve.smoothed.append(smoothed)
+            bar.update()
+            bar.set_postfix(lr=f"{lr:.3g}", loss=f"{smoothed:.4f}")
+            if should_stop(smoothed, best, stop_factor):
+                curve.stop = (
+                    f"the smoothed loss {smoothed:.4g} exceeded {stop_factor:g}x its best ({best:.4g}) at step {step} "
+                    f"(lr {lr:.3g})"
+                )
+                break
+    finally:
+        bar.close()
+    return curve
+
+
+def find_lr(cfg: DictConfig, dataset: data.DeviceData, *, progress: bool | None = None) -> Curve:
+    """The range test of the run `cfg` describes, on `dataset` (already on its device), with `cfg.lr_find`'s ramp.
+
+    The model starts from the run's initial weights (`torch.manual_seed(seed)`, as `src.train` does) and the batches
+    come in the run's order (a generator seeded with `seed`), all inside `fork_rng`: the global CPU and CUDA RNG
+    states are restored on the way out, and the model and optimizer are the test's own.
+    """
+    settings = cfg.lr_find
+    lrs = ramp(settings.min_lr, settings.max_lr, settings.num_steps, settings.mode)
+    device = dataset.train_x.device
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []  # manual_seed seeds them all
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(cfg.seed)
+        model = instantiate(cfg.model).to(device)
+        optimizer = build_optimizer(cfg.optimizer, model.parameters())
+        order = torch.Generator(device=device).manual_seed(cfg.seed)
+        return range_test(
+            model,
+            optimizer,
+            endless_batches(dataset, order),
+            lrs,
+            beta=settings.smooth,
+            stop_factor=settings.stop_factor,
+            precision=cfg.trainer.precision,
+            progress=cfg.trainer.progress if progress is None else progress,
+        )
+
+
+def write_csv(path: Path, curve: Curve) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "lr", "loss", "smoothed_loss"])
+        for step, row in enumerate(zip(curve.lrs, curve.losses, curve.smoothed, strict=True)):
+            writer.writerow([step, *(repr(value) for value in row)])
+
+
+def draw(curve: Curve, suggestions: Mapping[str, Suggestion], chosen: str | None, title: str):
+    """The loss against lr on a log axis, raw (faint) and smoothed, the suggestions as vertical lines."""
+    from matplotlib.figure import Figure  # only this path plots; the object API needs no display
+
+    figure = Figure(figsize=(7, 4.2), layout="constrained")
+    axes = figure.subplots()
+    axes.plot(curve.lrs, curve.losses, color="0.7", linewidth=0.8, label="loss (each batch)")
+    axes.plot(curve.lrs, curve.smoothed, color="tab:blue", linewidth=1.8, label="smoothed loss")
+    colours = {"valley": "tab:green", "steepest": "tab:orange", "min_div10": "tab:purple"}
+    for name, suggestion in suggestions.items():
+        mark = " (suggestion)" if name == chosen else ""
+        axes.axvline(
+            suggestion.lr,
+            color=colours.get(name, "tab:red"),
+            linestyle="-" if name == chosen else "--",
+            linewidth=2.0 if name == chosen else 1.2,
+            label=f"{name} {suggestion.lr:g}{mark}",
+        )
+    axes.set_xscale("log")
+    # The y range of the curve the suggestions read (and its start): neither a raw spike nor the blow-up flattens it.
+    kept = [curve.smoothed[i] for i in window(len(curve.smoothed), curve.stopped_early)] or curve.smoothed
+    top, bottom = max(curve.smoothed[0], *kept), min(min(kept), min(curve.losses))
+    margin = max(top - bottom, 0.05)
+    axes.set_ylim(bottom - 0.1 * margin, top + 0.3 * margin)
+    axes.set_xlabel("learning rate (log scale)")
+    axes.set_ylabel("training loss")
+    axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=8)
+    return figure
+
+
+def write_tensorboard(folder: Path, curve: Curve, figure, report: str) -> None:
+    """The curve as scalars against the step (on an exp ramp the step axis is the log-lr axis; `lr_find/lr` maps
+    it), both losses on one chart, the figure as an image and the report as text."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    writer = SummaryWriter(log_dir=str(folder))
+    try:
+        writer.add_custom_scalars(
+            {"lr range test": {"loss against step": ["Multiline", ["^lr_find/(loss|smoothed_loss)$"]]}}
+        )
+        for step, (lr, loss, smoothed) in enumerate(zip(curve.lrs, curve.losses, curve.smoothed, strict=True)):
+            writer.add_scalar("lr_find/lr", lr, step)
+            writer.add_scalar("lr_find/loss", loss, step)
+            writer.add_scalar("lr_find/smoothed_loss", smoothed, step)
+        if figure is not None:
+            canvas = FigureCanvasAgg(figure)
+            canvas.draw()
+            writer.add_image("lr_find/curve", np.asarray(canvas.buffer_rgba())[..., :3], 0, dataformats="HWC")
+        writer.add_text("lr_find/suggestions", "    " + report.replace("\n", "\n    "), 0)
+    finally:
+        writer.close()
+
+
+def _choices() -> Mapping[str, Any]:
+    return HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+
+
+def _task_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def train_command(overrides: Sequence[str], extra: str) -> str:
+    """`python -m src.train` with the run overrides this test was given (not its own, nor an lr), plus `extra`."""
+    kept = [
+        item
+        for item in overrides
+        if not item.lstrip("+~").startswith(("lr_find.", "lr_find=", "optimizer.lr=", "lr_from="))
+    ]
+    return shlex.join(["python", "-m", "src.train", *kept, extra])
+
+
+def report_lines(
+    curve: Curve, suggestions: Mapping[str, Suggestion], chosen: str, folder: Path, overrides: Sequence[str]
+) -> list[str]:
+    ended = f"stopped at step {len(curve.lrs) - 1}: {curve.stop}" if curve.stop else "ran the whole ramp"
+    lines = [
+        f"LR range test: {len(curve.lrs)} of {len(curve.planned)} steps, lr {curve.planned[0]:.3g} -> "
+        f"{curve.planned[-1]:.3g}; {ended}",
+    ]
+    for name, suggestion in suggestions.items():
+        mark = "  <- suggestion" if name == chosen else ""
+        lines.append(f"  {name:<10} {suggestion.lr:<10g} {WHAT_RULES_DO[name]} ({suggestion.detail}){mark}")
+    lr = suggestions[chosen].lr
+    lines += [
+        f"suggestion: {chosen} (lr_find.suggestion), because {suggestions_record(suggestions, chosen)['why']}",
+        f"use it:  {train_command(overrides, f'optimizer.lr={lr:g}')}",
+        f"     or: {train_command(overrides, f'lr_from={folder}')}",
+        f"files:   {folder}",
+    ]
+    return lines
+
+
+def title(cfg: DictConfig) -> str:
+    choices = _choices()
+    return (
+        f"LR range test: {choices.get('model', 'model')}, {choices.get('optimizer', 'optimizer')}, "
+        f"batch {cfg.data.batch_size}, seed {cfg.seed}, {cfg.lr_find.mode} ramp over {cfg.lr_find.num_steps} steps"
+    )
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="lr_find")
+def main(cfg: DictConfig) -> float:
+    problems = settings_problems(cfg.lr_find)
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        problems = error.problems + problems
+    if problems:
+        fail(f"invalid configuration:\n{ConfigError(problems)}")
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    configure_threads(cfg.trainer.threads)
+    device = select_device(cfg.trainer.device)
+    try:
+        dataset = data.load(device=device, **OmegaConf.to_container(cfg.data))
+    except data.DatasetNotFoundError as error:
+        fail(str(error))
+    log.info("lr range test folder: %s (%d training images, device %s)", folder, dataset.train_size, device)
+    try:
+        with logging_redirect_tqdm():
+            curve = find_lr(cfg, dataset)
+    except RangeTestError as error:
+        fail(f"lr range test: {error}")
+    write_csv(folder / CSV_FILE, curve)
+    try:
+        suggestions = suggest(curve.lrs, curve.smoothed, stopped_early=curve.stopped_early)
+    except SuggestionError as error:
+        write_tensorboard(folder, curve, None, curve.stop or "")
+        fail(
+            f"lr range test: no suggestion, {error}; the test {curve.stop or 'ended'}. lr_find.min_lr="
+            f"{cfg.lr_find.min_lr:g} is already too large for this run, or the ramp too steep: lower lr_find.min_lr "
+            f"or raise lr_find.num_steps. The curve is in {folder / CSV_FILE}."
+        )
+    chosen = cfg.lr_find.suggestion
+    overrides = _task_overrides()
+    lines = report_lines(curve, suggestions, chosen, folder, overrides)
+    figure = draw(curve, suggestions, chosen, title(cfg))
+    figure.savefig(folder / PNG_FILE, dpi=120)
+    write_tensorboard(folder, curve, figure, "\n".join(lines))
+    write_json(
+        folder / SUGGESTIONS_FILE,
+        {
+            **suggestions_record(suggestions, chosen),
+            "command": train_command(overrides, f"optimizer.lr={suggestions[chosen].lr:g}"),
+            "settings": OmegaConf.to_container(cfg.lr_find),
+            "steps_run": len(curve.lrs),
+            "stop": curve.stop,
+            "optimizer": _choices().get("optimizer"),
+            "overrides": overrides,
+        },
+    )
+    log.info("\n".join(lines))
+    return suggestions[chosen].lr
+
+
+def lr_find_arguments(argv: list[str]) -> list[str]:
+    """`argv` without the sweep report hook of conf/config.yaml, which reports on trained runs (a range test
+    multirun, e.g. `-m optimizer=sgd,adam`, leaves one test folder per job and no report)."""
+    hooks = OmegaConf.select(OmegaConf.load(REPO_ROOT / "conf" / "config.yaml"), "hydra.callbacks", default=None)
+    given = {argument.split("=", 1)[0].lstrip("+~") for argument in argv}
+    if hooks and "sweep_summary" in hooks and "hydra.callbacks.sweep_summary" not in given:
+        return [*argv, "~hydra.callbacks.sweep_summary"]
+    return argv
+
+
+if __name__ == "__main__":
+    sys.argv[1:] = lr_find_arguments(sys.argv[1:])
+    main()

@@ -251,5 +251,5 @@ def test_the_grid_can_centre_on_an_lr_range_test(tmp_path):
     (tmp_path / "suggestions.json").write_text(json.dumps({"lr": 0.2}))
     plan = make_plan("quick", ["schedules=[constant,cosine]", f"tune.centre_from={tmp_path}"], [])
     assert plan.lrs == {"constant": lr_grid(0.2, 3.0, 4), "cosine": lr_grid(0.2, 3.0, 4)}
-    with pytest.raises(StudyError, match="centre_from=.*does not exist; give the folder of a finished"):
+    with pytest.raises(StudyError, match=r"centre_from=.*does not exist; give the folder of a finished"):
         make_plan("quick", ["schedules=[constant,cosine]", f"tune.centre_from={tmp_path / 'none'}"], [])

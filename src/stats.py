@@ -34,8 +34,12 @@ class Comparison:
     seeds_welch: int | None  # seeds per schedule for Welch's test at the same power
 
 
-def compare(reference: Sequence[float], other: Sequence[float], confidence: float = 0.95) -> Comparison:
-    """`other` against `reference`, both listed in the same seed order (entry i of each is seed i's result)."""
+def compare(
+    reference: Sequence[float], other: Sequence[float], confidence: float = 0.95, alpha: float = ALPHA
+) -> Comparison:
+    """`other` against `reference`, both listed in the same seed order (entry i of each is seed i's result).
+
+    `alpha` is the level the seed counts are sized for (e.g. 0.05 divided by the number of comparisons made)."""
     if len(reference) != len(other):
         raise ValueError(f"paired samples differ in length: {len(reference)} and {len(other)}")
     n = len(reference)
@@ -67,8 +71,8 @@ def compare(reference: Sequence[float], other: Sequence[float], confidence: floa
         p_wilcoxon=p_wilcoxon,
         p_welch=p_welch,
         correlation=correlation,
-        seeds_paired=seeds_needed(diff, sd_paired, paired=True),
-        seeds_welch=seeds_needed(diff, sd_pooled, paired=False),
+        seeds_paired=seeds_needed(diff, sd_paired, paired=True, alpha=alpha),
+        seeds_welch=seeds_needed(diff, sd_pooled, paired=False, alpha=alpha),
     )
 
 

@@ -83,12 +83,12 @@ class Contestant:
         return ", ".join(parts)
 
 
-def paired(reference: Contestant, other: Contestant) -> Comparison | None:
+def paired(reference: Contestant, other: Contestant, alpha: float = ALPHA) -> Comparison | None:
     """`other` against `reference` over the seeds where both runs are ok; None with fewer than two."""
     seeds = sorted(reference.values.keys() & other.values.keys())
     if len(seeds) < 2:
         return None
-    return compare([reference.values[s] for s in seeds], [other.values[s] for s in seeds])
+    return compare([reference.values[s] for s in seeds], [other.values[s] for s in seeds], alpha=alpha)
 
 
 def _median(values: Iterable[float | None]) -> float | None:
@@ -120,7 +120,9 @@ class StudyReport:
         if reference is None:
             return {}
         others = [c for c in self.contestants.values() if c is not reference and c.values]
-        comparisons = {c.name: paired(reference, c) for c in others}
+        # seed counts are sized for ALPHA / m (Bonferroni), which Holm's correction over m comparisons meets
+        alpha = ALPHA / max(1, len(others))
+        comparisons = {c.name: paired(reference, c, alpha) for c in others}
         p_holm = holm([comparison.p_paired if comparison else None for comparison in comparisons.values()])
         welch_holm = holm([comparison.p_welch if comparison else None for comparison in comparisons.values()])
         rows = {}
@@ -140,7 +142,10 @@ class StudyReport:
 
     def verdict_rows(self) -> list[dict[str, Any]]:
         rows = []
-        for contestant in sorted(self.contestants.values(), key=lambda c: -(c.mean if c.mean is not None else -1)):
+        ranked = sorted(
+            self.contestants.values(), key=lambda c: (c is not self.best, -(c.mean if c.mean is not None else -1))
+        )
+        for contestant in ranked:
             row = self.verdict.get(contestant.name, {})
             comparison: Comparison | None = row.get("comparison")
             target = [run for run in contestant.runs.values()]
@@ -204,7 +209,7 @@ class StudyReport:
                     "p_welch": comparison.p_welch if comparison else None,
                     "p_welch_holm": row["p_welch_holm"],
                     "correlation": comparison.correlation if comparison else None,
-                    "verdict": ("better" if better else "worse") if row["resolved"] else "not resolved",
+                    "verdict": _baseline_word(comparison, row["resolved"], better),
                 }
             )
         return rows
@@ -243,7 +248,7 @@ class StudyReport:
             return "No verdict: no schedule has a finished confirm run."
         best = self.best
         lines = [
-            f"Best: {best.name} at lr {best.lr:g}, {metric} {_pct(best.mean)} ± {_pts(best.std)} "
+            f"Best: {best.name} at lr {best.lr:g}, {metric} {_pct(best.mean)} ± {_pct(best.std)} "
             f"over {len(best.values)} seeds."
         ]
         tied = self.not_worse()[1:]
@@ -266,7 +271,9 @@ class StudyReport:
                 lines.append(f"- {name}: {gap}: resolved, worse.")
             else:
                 need = _seeds_text(comparison)
-                lines.append(f"- {name}: {gap}: not resolved; {need}.")
+                unadjusted = comparison.ci_high is not None and comparison.ci_high < 0
+                why = " after Holm's correction (the interval is not corrected)" if unadjusted else ""
+                lines.append(f"- {name}: {gap}: not resolved{why}; {need}.")
         flagged = [c for c in self.contestants.values() if c.failures()]
         for contestant in flagged:
             lines.append(
@@ -304,7 +311,8 @@ class StudyReport:
             "seeds where both runs are ok. p (Holm): paired t-test, Holm-adjusted across the comparisons. Welch: "
             "the unpaired view of the same runs. r: correlation of the two schedules' results across seeds; "
             "pairing narrows the interval only where r > 0. Seeds to resolve: seeds per schedule that would give "
-            f"{POWER:.0%} power at {ALPHA:g} for the measured gap and spread (paired / unpaired).",
+            f"{POWER:.0%} power for the measured gap and spread (paired / unpaired), at {ALPHA:g} divided by the "
+            "number of comparisons (so that Holm's correction is met). The 95% intervals are not corrected.",
             "",
             _table(
                 VERDICT_HEADER,
@@ -313,7 +321,7 @@ class StudyReport:
                         row["schedule"],
                         _num(row["lr"], "g"),
                         str(row["n"]),
-                        f"{_pct(row['mean'])} ± {_pts(row['std'])}",
+                        f"{_pct(row['mean'])} ± {_pct(row['std'])}",
                         _diff_cell(row),
                         _num(row["p_holm"], ".3g"),
                         _num(row["p_wilcoxon"], ".3g"),
@@ -434,6 +442,12 @@ class StudyReport:
 STAGE_ORDER = {"tune": 0, "confirm": 1}
 
 
+def _baseline_word(comparison: Comparison | None, resolved: bool, better: bool) -> str:
+    if comparison is None:
+        return "not compared (fewer than 2 shared seeds)"
+    return ("better" if better else "worse") if resolved else "not resolved"
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -473,7 +487,10 @@ def _seeds_text(comparison: Comparison) -> str:
         return "no gap measured to size a study for"
     paired = comparison.seeds_paired or ">10000"
     welch = comparison.seeds_welch or ">10000"
-    return f"about {paired} seeds (paired) or {welch} (unpaired) would resolve it at {POWER:.0%} power"
+    return (
+        f"about {paired} seeds (paired) or {welch} (unpaired) would resolve it at {POWER:.0%} power, at 0.05 "
+        "divided by the number of comparisons"
+    )
 
 
 def _grid_cell(pick: dict[str, Any]) -> str:

@@ -433,7 +433,7 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every variant, e.g. trainer.threads=1")
     parser.add_argument("--repeats", type=int, default=5, help="epochs timed per variant (median reported); 5")
-    parser.add_argument("--process-repeats", type=int, default=3, help="whole processes timed per side; 3")
+    parser.add_argument("--process-repeats", type=int, default=5, help="whole processes timed per side; 5")
     parser.add_argument("--textbook-workers", type=int, default=0, help="the textbook process's DataLoader workers; 0")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where the table goes; {DEFAULT_JSON}")
     args = parser.parse_args()

@@ -198,20 +198,42 @@ def train_command(overrides: list[str], output_root: Path, *forced: str) -> list
 
 
 def timed_process(command: list[str]) -> tuple[float, float, float]:
-    """Run `command` from the repository; its launch time (time.time()), wall seconds and peak resident MiB."""
+    """Run `command` from the repository; its launch time (time.time()), wall seconds and peak resident MiB.
+
+    The peak is the child's own VmHWM, polled while it runs: its rusage `ru_maxrss` would start from this (large)
+    process's high-water mark, which a child inherits through fork and exec.
+    """
     with tempfile.TemporaryFile(mode="w+") as errors:
         launched = time.time()
         started = time.perf_counter()
         child = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=errors)
-        _, status, usage = os.wait4(child.pid, 0)
+        peak_kib = 0
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            peak_kib = max(peak_kib, high_water_kib(child.pid))
+            time.sleep(0.01)
         seconds = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
         if child.returncode != 0:
             errors.seek(0)
             print(errors.read()[-3000:], file=sys.stderr)
             raise subprocess.CalledProcessError(child.returncode, command)
-    peak = usage.ru_maxrss / 2**20 if sys.platform == "darwin" else usage.ru_maxrss / 1024
-    return launched, seconds, peak
+    if not peak_kib:  # no /proc: the rusage figure, an upper bound
+        peak_kib = usage.ru_maxrss / 1024 if sys.platform == "darwin" else usage.ru_maxrss
+    return launched, seconds, peak_kib / 1024
+
+
+def high_water_kib(pid: int) -> int:
+    """A running process's peak resident memory so far (VmHWM, KiB), 0 where /proc cannot tell."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def runner_process(overrides: list[str]) -> dict:
@@ -433,7 +455,7 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every variant, e.g. trainer.threads=1")
     parser.add_argument("--repeats", type=int, default=5, help="epochs timed per variant (median reported); 5")
-    parser.add_argument("--process-repeats", type=int, default=3, help="whole processes timed per side; 3")
+    parser.add_argument("--process-repeats", type=int, default=5, help="whole processes timed per side; 5")
     parser.add_argument("--textbook-workers", type=int, default=0, help="the textbook process's DataLoader workers; 0")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where the table goes; {DEFAULT_JSON}")
     args = parser.parse_args()

@@ -215,7 +215,7 @@ def timed_process(command: list[str]) -> tuple[float, float, float]:
                     break
                 peak_kib = max(peak_kib, high_water_kib(child.pid))
                 time.sleep(0.01)
-        except BaseException:  # the bench stopped (Ctrl-C, SIGTERM): leave no child running
+        except BaseException:  # the bench stopped (Ctrl-C): leave no child running
             child.kill()
             child.wait()
             raise

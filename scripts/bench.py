@@ -208,12 +208,17 @@ def timed_process(command: list[str]) -> tuple[float, float, float]:
         started = time.perf_counter()
         child = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=errors)
         peak_kib = 0
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                break
-            peak_kib = max(peak_kib, high_water_kib(child.pid))
-            time.sleep(0.01)
+        try:
+            while True:
+                pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+                if pid:
+                    break
+                peak_kib = max(peak_kib, high_water_kib(child.pid))
+                time.sleep(0.01)
+        except BaseException:  # the bench stopped (Ctrl-C): leave no child running
+            child.kill()
+            child.wait()
+            raise
         seconds = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
         if child.returncode != 0:

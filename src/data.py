@@ -139,7 +139,7 @@ def _read_file(path: Path) -> bytearray:
     try:
         with open(path, "rb") as handle:
             buffer = bytearray(os.fstat(handle.fileno()).st_size)
-            handle.readinto(buffer)
+            del buffer[handle.readinto(buffer) :]  # a file cut short meanwhile is checked for what it holds
     except OSError as error:
         raise DatasetNotFoundError(
             f"Fashion-MNIST file {path} could not be read ({error.strerror or error}).\n{HOW_TO_GET_IT}"

@@ -13,7 +13,7 @@ help:
 	@echo "make train   train the default experiment; ARGS=\"scheduler=cosine optimizer.lr=0.1\" for overrides"
 	@echo "make test    lint and the whole test suite (what CI runs)"
 	@echo "make board   TensorBoard on outputs/ at http://127.0.0.1:$(PORT) (PORT=... to change)"
-	@echo "make bench   the speed benchmark (scripts/bench.py)"
+	@echo "make bench   the speed benchmark: epochs, whole processes, start-up, sweep jobs (scripts/bench.py)"
 	@echo "make preview the lr curve of a run as CSV + PNG, no training; ARGS=\"scheduler=one_cycle\" (outputs/previews/)"
 	@echo "make plot    every schedule of conf/scheduler/ on one figure (docs/figures/schedules.png); ARGS=\"cosine step\""
 
@@ -61,6 +61,7 @@ preview: $(STAMP)
 plot: $(STAMP)
 	$(PYTHON) scripts/plot_schedules.py $(ARGS)
 
-# ARGS="--repeats 3 trainer.threads=1" passes options and overrides; writes outputs/bench/bench.json (docs/speed.md).
+# ARGS="--repeats 3 --process-repeats 3 trainer.threads=1" passes options and overrides; epochs, whole processes,
+# start-up and a sweep's per-job overhead; writes outputs/bench/bench.json (docs/speed.md).
 bench: setup
 	$(PYTHON) scripts/bench.py $(ARGS)

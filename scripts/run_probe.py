@@ -16,6 +16,7 @@ STAMPS: dict = {"started": time.time()}
 
 import atexit  # noqa: E402  (the stamps above must come first)
 import builtins  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import runpy  # noqa: E402
 import sys  # noqa: E402
@@ -70,6 +71,8 @@ def _write(path: str) -> None:
 def main() -> None:
     out, overrides = sys.argv[1], sys.argv[2:]
     builtins.__import__ = _timed_import
+    # As `python -m src.train` does before its imports; src.train's own __main__ block turns the collector back on.
+    gc.disable()
     import torch  # noqa: F401
 
     STAMPS["import torch"] = time.time()

@@ -2,9 +2,9 @@
 
 The data is found in this order: an explicit `data.root`; the project's own copy in `data/`; the Debian
 package's files (`dataset-fashion-mnist`), decompressed once into `data/`; torchvision's download.
-The four IDX files on disk are read here directly (a header, then raw bytes), so a run never imports torchvision
-(about 1.5 s, through torch._dynamo) unless it downloads. What was read is kept for the rest of the process, so the
-jobs of an in-process sweep read and check the files once.
+The four IDX files on disk are read here directly (a header, then raw bytes): importing torchvision cost more than
+reading them, so a run imports it only to download. What was read is kept for the rest of the process, so the jobs
+of an in-process sweep read and check the files once.
 Images stay uint8 on the device; batches are sliced from a seeded on-device permutation and normalised there,
 so no DataLoader and no per-image PIL work sits in the hot path.
 """
@@ -139,7 +139,7 @@ def _read_file(path: Path) -> bytearray:
     try:
         with open(path, "rb") as handle:
             buffer = bytearray(os.fstat(handle.fileno()).st_size)
-            handle.readinto(buffer)
+            del buffer[handle.readinto(buffer) :]  # a file cut short meanwhile is checked for what it holds
     except OSError as error:
         raise DatasetNotFoundError(
             f"Fashion-MNIST file {path} could not be read ({error.strerror or error}).\n{HOW_TO_GET_IT}"

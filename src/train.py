@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 
 if __name__ == "__main__":  # the libraries make a million objects for good: collecting during their import is waste
-    gc.disable()  # (main() freezes them and turns the collector back on)
+    gc.disable()
 
 import json
 import logging
@@ -40,6 +40,10 @@ from src.schedules import build_lr_driver
 from src.tracking import Tracker, run_hparams, write_json
 from src.trainer import Interrupted, RunResult, Trainer
 from src.validation import ConfigError, validate
+
+if __name__ == "__main__":  # what is loaded stays: later collections (and the exit) skip it
+    gc.freeze()
+    gc.enable()
 
 log = logging.getLogger("src.train")
 OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)
@@ -272,9 +276,6 @@ def main(cfg: DictConfig) -> float:
         validate(cfg)
     except ConfigError as error:
         fail(f"invalid configuration:\n{error}")
-    if not gc.isenabled():  # the first job of `python -m src.train`: the libraries are loaded, torch._dynamo too
-        gc.freeze()
-        gc.enable()
     session_dir = Path(HydraConfig.get().runtime.output_dir)
     resume_point = _resume_point(cfg, session_dir)
     run_dir, checkpoint, changed = resume_point or (session_dir, None, [])
@@ -303,4 +304,4 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     main()
-    gc.freeze()  # nor need the exit go through them one by one
+    gc.freeze()  # nor need the exit go through the run's own objects one by one

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from src import REPO_ROOT
 from src.compare import TAIL_METRIC, Run, find_runs
+from src.tracking import write_json
 
 log = logging.getLogger("src.study")
 CONF_DIR = REPO_ROOT / "conf"
@@ -459,7 +460,7 @@ def run_study(plan: Plan) -> dict[str, Any]:
             launcher.run("tune", schedule, plan.lrs[schedule.name], plan.tune_seeds)
             runs = find_runs(stage_dir(plan, "tune", schedule.name))
             picks[schedule.name] = pick_lr(plan, runs, plan.lrs[schedule.name])
-            _write_json(picks_path, picks)
+            write_json(picks_path, picks)
             picked = picks[schedule.name]
             if picked["lr"] is None:
                 tqdm.write(f"{schedule.name}: every lr of the grid collapsed or diverged; it has no confirm stage")
@@ -471,12 +472,6 @@ def run_study(plan: Plan) -> dict[str, Any]:
                 launcher.run("confirm", schedule, [picks[schedule.name]["lr"]], plan.confirm_seeds)
         bar.total = bar.n = count_finished(plan)  # stages of schedules with no lr picked do not run
     return picks
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2) + "\n")
-    partial.replace(path)
 
 
 def resolve(argv: list[str]) -> Plan:
@@ -516,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     folder = Path(plan.dir)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_json(folder / STUDY_FILE, {**asdict(plan)})
+    write_json(folder / STUDY_FILE, asdict(plan))
     total = sum(plan.jobs.values())
     print(f"study {plan.preset}: {len(plan.schedules)} schedules, {total} jobs, folder {folder}")
     started = time.perf_counter()

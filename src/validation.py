@@ -140,9 +140,17 @@ def _one_per_key(problems: list[str]) -> list[str]:
 
 @cache
 def _group_defaults(group: str, choice: str) -> dict[str, Any]:
-    """The values `conf/<group>/<choice>.yaml` gives its keys (unresolved), or {} when there is no such file."""
+    """The values `conf/<group>/<choice>.yaml` gives its keys (unresolved), those of the files its defaults list
+    extends (`shared/warmup@_here_`) included, or {} when there is no such file."""
     path = CONF_DIR / group / f"{choice}.yaml"
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    own = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    values: dict[str, Any] = {}
+    for entry in own.pop("defaults", []):
+        if entry != "_self_":
+            values.update(_group_defaults(group, entry.removesuffix("@_here_")))
+    return {**values, **own}
 
 
 def _kind(value: Any) -> str | None:

@@ -1,16 +1,17 @@
 """Every config in conf/ composes with Hydra and builds the objects a run uses."""
 
+import inspect
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
 from src import REPO_ROOT
 from src.optimizers import build_optimizer
-from src.schedules import build_lr_driver
+from src.schedules import Timeline, build_lr_driver
 from src.validation import validate
 
 CONF = REPO_ROOT / "conf"
@@ -63,6 +64,36 @@ def test_every_scheduler_builds_a_driver_with_finite_lrs(compose_cfg, scheduler,
     driver = build_lr_driver(cfg, optimizer, steps_per_epoch=5)
     assert math.isfinite(driver.lr) and driver.lr >= 0
     assert optimizer.param_groups[0]["lr"] == driver.lr
+
+
+SHARED_SCHEDULER_KEYS = {
+    key for name in ("warmup", "length") for key in OmegaConf.load(CONF / "scheduler" / "shared" / f"{name}.yaml")
+}
+
+
+@pytest.mark.parametrize("scheduler", options("scheduler"))
+def test_every_schedule_default_lives_in_its_yaml_alone(compose_cfg, scheduler):
+    """A factory's keywords are exactly its file's own keys, none with a Python default that could drift from
+    the YAML; the file states only what differs from conf/scheduler/shared/."""
+    own = OmegaConf.load(CONF / "scheduler" / f"{scheduler}.yaml")
+    assert own.defaults[0] == "shared/warmup@_here_" and own.defaults[-1] == "_self_"
+    composed = compose_cfg([f"scheduler={scheduler}"]).scheduler
+    factory = inspect.signature(get_method(composed._target_))
+    keywords = {name: p for name, p in factory.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert [name for name, p in keywords.items() if p.default is not inspect.Parameter.empty] == []
+    assert set(keywords) == set(composed) - SHARED_SCHEDULER_KEYS - {"_target_", "_partial_"}
+    shared = OmegaConf.merge(
+        *(OmegaConf.load(CONF / "scheduler" / "shared" / f"{name}.yaml") for name in ("warmup", "length"))
+    )
+    restated = [key for key in set(own) & SHARED_SCHEDULER_KEYS if own[key] == shared[key]]
+    assert restated == [], f"{scheduler}.yaml restates shared defaults"
+
+
+def test_the_shared_warmup_keys_have_no_python_default():
+    warmup = inspect.signature(Timeline.warmup).parameters
+    shared = set(OmegaConf.load(CONF / "scheduler" / "shared" / "warmup.yaml"))
+    assert shared <= set(warmup)
+    assert all(warmup[key].default is inspect.Parameter.empty for key in shared)
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))

@@ -5,6 +5,9 @@ optimizer's base lr). The keys every config shares (`interval`, `warmup_ratio`, 
 `warmup_start_factor`, `warmup_shape`) are handled once, by `Timeline.with_warmup`, so every schedule has a
 warmup variant. Each parameter is checked here, so a bad value stops the run before training with a message
 that names the key, the value and what is allowed.
+
+The factories have no defaults: a key's default lives in its YAML file alone (the common keys in
+conf/scheduler/shared/), and tests/test_configs.py checks that each factory's keywords are its file's keys.
 """
 
 from __future__ import annotations
@@ -70,19 +73,19 @@ def constant(timeline: Timeline, **common) -> Schedule:
     return timeline.with_warmup(lambda length: Constant(1.0), **common)
 
 
-def linear(timeline: Timeline, final_lr: float = 0.0, **common) -> Schedule:
+def linear(timeline: Timeline, *, final_lr: float, **common) -> Schedule:
     """Straight line from the base lr down to `final_lr` at the end of the schedule (BERT / HF "linear")."""
     floor = _floor(timeline, final_lr)
     return timeline.with_warmup(lambda length: Linear(length, floor), **common)
 
 
-def cosine(timeline: Timeline, final_lr: float = 0.0, **common) -> Schedule:
+def cosine(timeline: Timeline, *, final_lr: float, **common) -> Schedule:
     """Half cosine from the base lr down to `final_lr` at the end of the schedule, then flat."""
     floor = _floor(timeline, final_lr)
     return timeline.with_warmup(lambda length: Cosine(length, floor), **common)
 
 
-def polynomial(timeline: Timeline, power: float = 2.0, final_lr: float = 0.0, **common) -> Schedule:
+def polynomial(timeline: Timeline, *, power: float, final_lr: float, **common) -> Schedule:
     """`(1 - t/T) ** power` from the base lr down to `final_lr` (power 1 is linear)."""
     _require(power > 0, "power", power, "power > 0")
     floor = _floor(timeline, final_lr)
@@ -91,11 +94,12 @@ def polynomial(timeline: Timeline, power: float = 2.0, final_lr: float = 0.0, **
 
 def exponential(
     timeline: Timeline,
-    gamma: float = 0.95,
-    min_lr: float = 0.0,
-    staircase: bool = False,
-    period_steps: int | None = None,
-    period_epochs: float | None = None,
+    *,
+    gamma: float,
+    min_lr: float,
+    staircase: bool,
+    period_steps: int | None,
+    period_epochs: float | None,
     **common,
 ) -> Schedule:
     """Multiply by `gamma` once per period (default: every update), never below `min_lr`."""
@@ -105,14 +109,14 @@ def exponential(
     return timeline.with_warmup(lambda length: decay, **common)
 
 
-def factor(timeline: Timeline, factor: float = 0.999, stop_factor_lr: float = 1e-5, **common) -> Schedule:
+def factor(timeline: Timeline, *, factor: float, stop_factor_lr: float, **common) -> Schedule:
     """The classic FactorScheduler: multiply by `factor` every update, down to `stop_factor_lr`."""
     _require(0 < factor <= 1, "factor", factor, "0 < factor <= 1")
     decay = Exponential(float(factor), floor=_floor(timeline, stop_factor_lr, "stop_factor_lr"))
     return timeline.with_warmup(lambda length: decay, **common)
 
 
-def step(timeline: Timeline, step_size: float = 3, gamma: float = 0.1, **common) -> Schedule:
+def step(timeline: Timeline, *, step_size: float, gamma: float, **common) -> Schedule:
     """Multiply by `gamma` every `step_size` epochs from the start of the run (torch's StepLR)."""
     _require(step_size > 0, "step_size", step_size, "step_size > 0 (epochs)")
     size = max(1, timeline.updates(epochs=step_size))
@@ -126,7 +130,7 @@ def step(timeline: Timeline, step_size: float = 3, gamma: float = 0.1, **common)
     return timeline.with_warmup(make, **common)
 
 
-def multistep(timeline: Timeline, milestones: Sequence[float] = (5, 8), gamma: float = 0.1, **common) -> Schedule:
+def multistep(timeline: Timeline, *, milestones: Sequence[float], gamma: float, **common) -> Schedule:
     """Multiply by `gamma` at each of the `milestones` (epochs from the start of the run; torch's MultiStepLR).
 
     A milestone inside the warmup takes effect when the warmup ends.
@@ -138,9 +142,7 @@ def multistep(timeline: Timeline, milestones: Sequence[float] = (5, 8), gamma: f
     return timeline.with_warmup(lambda length: Piecewise(boundaries, values, offset=span - length), **common)
 
 
-def piecewise(
-    timeline: Timeline, boundaries: Sequence[float] = (5, 8), values: Sequence[float] = (1.0, 0.1, 0.01), **common
-) -> Schedule:
+def piecewise(timeline: Timeline, *, boundaries: Sequence[float], values: Sequence[float], **common) -> Schedule:
     """`values[i]` times the base lr between the boundaries (epochs): any staircase, given point by point."""
     updates = timeline.epoch_updates("boundaries", list(boundaries))
     values = [float(value) for value in values]
@@ -155,7 +157,7 @@ def piecewise(
 
 
 def inverse_sqrt(
-    timeline: Timeline, timescale_steps: int | None = None, timescale_epochs: float | None = None, **common
+    timeline: Timeline, *, timescale_steps: int | None, timescale_epochs: float | None, **common
 ) -> Schedule:
     """`sqrt(tau / (t + tau))` after the warmup; tau defaults to the warmup length, or 1 update without one.
 
@@ -174,7 +176,7 @@ def warmup_inverse(timeline: Timeline, **common) -> Schedule:
     return timeline.with_warmup(lambda length: InversePower(warmup, 1.0), **common)
 
 
-def noam(timeline: Timeline, d_model: int = 512, factor: float = 1.0, **common) -> Schedule:
+def noam(timeline: Timeline, *, d_model: int, factor: float, **common) -> Schedule:
     """The Transformer's schedule: `factor * d_model**-0.5 * min(s**-0.5, s * W**-1.5)` with s = t + 1.
 
     The lr is absolute (optimizer.lr is not used); its warmup W is part of the formula and comes from the
@@ -191,11 +193,7 @@ def noam(timeline: Timeline, d_model: int = 512, factor: float = 1.0, **common) 
 
 
 def warmup_stable_decay(
-    timeline: Timeline,
-    decay_ratio: float = 0.1,
-    decay_shape: str = "linear",
-    final_lr: float = 0.0,
-    **common,
+    timeline: Timeline, *, decay_ratio: float, decay_shape: str, final_lr: float, **common
 ) -> Schedule:
     """WSD: warmup, a plateau at the base lr, then a decay over the last `decay_ratio` of the schedule."""
     _require(0 < decay_ratio <= 1, "decay_ratio", decay_ratio, "0 < decay_ratio <= 1")
@@ -221,12 +219,13 @@ def warmup_stable_decay(
 
 def cosine_restarts(
     timeline: Timeline,
-    cycle_steps: int | None = None,
-    cycle_epochs: float | None = 2,
-    cycle_mult: float = 1.0,
-    cycle_decay: float = 1.0,
-    cycle_warmup_ratio: float = 0.0,
-    final_lr: float = 0.0,
+    *,
+    cycle_steps: int | None,
+    cycle_epochs: float | None,
+    cycle_mult: float,
+    cycle_decay: float,
+    cycle_warmup_ratio: float,
+    final_lr: float,
     **common,
 ) -> Schedule:
     """SGDR: cosine cycles to `final_lr`, each `cycle_mult` times longer, with peaks scaled by `cycle_decay`."""
@@ -241,15 +240,16 @@ def cosine_restarts(
 
 def one_cycle(
     timeline: Timeline,
-    max_lr: float | None = None,
-    pct_start: float = 0.3,
-    div_factor: float = 25.0,
-    final_div_factor: float = 1e4,
-    anneal_strategy: str = "cos",
-    three_phase: bool = False,
-    cycle_momentum: bool = True,
-    base_momentum: float = 0.85,
-    max_momentum: float = 0.95,
+    *,
+    max_lr: float | None,
+    pct_start: float,
+    div_factor: float,
+    final_div_factor: float,
+    anneal_strategy: str,
+    three_phase: bool,
+    cycle_momentum: bool,
+    base_momentum: float,
+    max_momentum: float,
     **common,
 ) -> Schedule:
     """torch's OneCycleLR over the schedule: from max_lr/div_factor up to `max_lr`, then down to
@@ -290,17 +290,18 @@ def one_cycle(
 
 def cyclic(
     timeline: Timeline,
-    min_lr: float | None = None,
-    max_lr: float | None = None,
-    up_steps: int | None = None,
-    up_epochs: float | None = 2,
-    down_steps: int | None = None,
-    down_epochs: float | None = None,
-    mode: str = "triangular",
-    gamma: float = 1.0,
-    cycle_momentum: bool = False,
-    base_momentum: float = 0.8,
-    max_momentum: float = 0.9,
+    *,
+    min_lr: float | None,
+    max_lr: float | None,
+    up_steps: int | None,
+    up_epochs: float | None,
+    down_steps: int | None,
+    down_epochs: float | None,
+    mode: str,
+    gamma: float,
+    cycle_momentum: bool,
+    base_momentum: float,
+    max_momentum: float,
     **common,
 ) -> Schedule:
     """torch's CyclicLR: triangles between `min_lr` (torch's base_lr) and `max_lr`."""
@@ -331,13 +332,14 @@ def cyclic(
 
 def reduce_on_plateau(
     timeline: Timeline,
-    monitor: str = "test_loss",
-    mode: str = "min",
-    factor: float = 0.1,
-    patience: int = 2,
-    cooldown: int = 0,
-    threshold: float = 1e-4,
-    min_lr: float = 0.0,
+    *,
+    monitor: str,
+    mode: str,
+    factor: float,
+    patience: int,
+    cooldown: int,
+    threshold: float,
+    min_lr: float,
     **common,
 ) -> Schedule:
     """Cut the lr by `factor` when `monitor` has not improved for more than `patience` epochs (checked once per

@@ -85,9 +85,9 @@ class Timeline:
 
     def warmup_length(
         self,
-        warmup_ratio: float = 0.0,
-        warmup_steps: int | None = None,
-        warmup_epochs: float | None = None,
+        warmup_ratio: float,
+        warmup_steps: int | None,
+        warmup_epochs: float | None,
         span: int | None = None,
     ) -> int:
         """Warmup updates: `warmup_steps`, else `warmup_epochs`, else ceil(span * warmup_ratio) (HF's rule).
@@ -122,15 +122,17 @@ class Timeline:
     def warmup(
         self,
         *,
-        interval: str = "step",
-        warmup_ratio: float = 0.0,
-        warmup_steps: int | None = None,
-        warmup_epochs: float | None = None,
-        warmup_start_factor: float | None = None,
-        warmup_shape: str = "linear",
+        interval: str,
+        warmup_ratio: float,
+        warmup_steps: int | None,
+        warmup_epochs: float | None,
+        warmup_start_factor: float | None,
+        warmup_shape: str,
         span: int | None = None,
     ) -> WarmupPlan:
         """Check the common keys every scheduler config carries and resolve the warmup they describe.
+
+        Their defaults live in conf/scheduler/shared/warmup.yaml, which every scheduler config extends.
 
         The default start factor is 1 / (W + 1): updates 0..W then run at 1/(W+1), 2/(W+1), ..., 1, so the
         first update is never wasted at lr 0. `interval` is checked here because every scheduler config has it.

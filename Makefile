@@ -7,7 +7,7 @@ DATA_STAMP := data/FashionMNIST/raw/t10k-labels-idx1-ubyte
 ARGS ?=
 PORT ?= 6006
 
-.PHONY: help setup train test lint format board bench preview plot
+.PHONY: help setup train test lint format board bench preview plot docs
 help:
 	@echo "make setup   create .venv, install the pinned dependencies, prepare Fashion-MNIST (idempotent)"
 	@echo "make train   train the default experiment; ARGS=\"scheduler=cosine optimizer.lr=0.1\" for overrides"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench   the speed benchmark: epochs, whole processes, start-up, sweep jobs (scripts/bench.py)"
 	@echo "make preview the lr curve of a run as CSV + PNG, no training; ARGS=\"scheduler=one_cycle\" (outputs/previews/)"
 	@echo "make plot    every schedule of conf/scheduler/ on one figure (docs/figures/schedules.png); ARGS=\"cosine step\""
+	@echo "make docs    the schedule table of docs/schedules.md, from conf/scheduler/"
 
 setup: $(STAMP) $(DATA_STAMP)
 
@@ -60,6 +61,9 @@ preview: $(STAMP)
 
 plot: $(STAMP)
 	$(PYTHON) scripts/plot_schedules.py $(ARGS)
+
+docs: $(STAMP)
+	$(PYTHON) scripts/schedule_table.py
 
 # ARGS="--repeats 3 --process-repeats 3 trainer.threads=1" passes options and overrides; epochs, whole processes,
 # start-up and a sweep's per-job overhead; writes outputs/bench/bench.json (docs/speed.md).

@@ -2,8 +2,14 @@
 
 Numbers come from each run's metrics.json, curves from its TensorBoard event files, and what the run was from its
 `.hydra/` files (the same flat hyperparameters the HParams dashboard shows). Runs that differ only in their seed
-form one configuration: one row with mean ± std over them and their count. Written into the folder: summary.md,
-summary.csv, lr_curves.png, test_acc.png and final_acc_vs_warmup.png; the table is also printed.
+form one configuration: one row with mean ± std over them and their count (one run per seed: a repeat of a seed
+is a duplicate, the newest counts). Written into the folder (or `--out`): summary.md, summary.csv, lr_curves.png,
+test_acc.png and final_acc_vs_warmup.png; the table is also printed.
+
+A run folder that cannot be read (damaged metrics.json or `.hydra/`) is skipped and named in the report and on
+stderr; unfinished runs and sweep jobs refused before training (failed.json) are listed, never averaged. A folder
+that cannot hold the report gets it written to outputs/compare/<its name>-<time> instead (exit 0); exit 3 when
+nowhere could, 2 when there is nothing to report.
 """
 
 from __future__ import annotations
@@ -16,14 +22,18 @@ import math
 import statistics
 import sys
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import yaml
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.callbacks import DEFAULT_TARGET_ACC
@@ -39,19 +49,44 @@ FIGURES = ("lr_curves.png", "test_acc.png", "final_acc_vs_warmup.png")
 TAIL_METRIC = "tail_test_acc"
 TAIL_FRACTION = 0.1
 OUTCOMES = ("collapsed", "diverged")
+# The files a run leaves in its folder: last.pt from before its first epoch, metrics.json at its end, failed.json
+# when a sweep refused its config. A folder with none of them (only `.hydra/`) never began training.
+RUN_FILES = ("metrics.json", "last.pt", "failed.json")
+# The numbers of metrics.json the report averages: each a number, or null.
+METRIC_NAMES = ("test_acc", "best_test_acc", "train_loss", "wall_seconds")
+# Where the report goes when the compared folder cannot hold it: <this folder>/<compared folder's name>-<time>,
+# relative to the current directory (the repository's outputs/ when run from its root).
+FALLBACK_ROOT = Path("outputs") / "compare"
 
 
 class NoRunsError(RuntimeError):
-    """The folder holds no finished run (no metrics.json next to a .hydra/ folder)."""
+    """The folder holds nothing to report: no finished, unfinished or failed run (damaged ones are only skipped)."""
+
+
+class DamagedRunError(ValueError):
+    """A run folder whose metrics.json, failed.json or `.hydra/` record cannot be read; the message names the file."""
+
+
+class ReportNotWrittenError(OSError):
+    """Neither the asked-for folder nor the fallback could hold the report; `report` is still there to print."""
+
+    def __init__(self, report: Report, failures: list[tuple[Path, OSError]]):
+        self.report, self.failures = report, failures
+        where = "; ".join(f"{folder}: {_os_reason(error)}" for folder, error in failures)
+        super().__init__(f"cannot write the report ({where})")
 
 
 @dataclass
 class Run:
-    """One finished (or diverged) run: its folder, flat hyperparameters and metrics.json."""
+    """One finished (or diverged, or collapsed) run: its folder, flat hyperparameters and metrics.json.
+
+    `modified` is metrics.json's modification time: of two runs of one configuration and seed the newer counts.
+    """
 
     folder: Path
     hparams: dict[str, Any]
     metrics: dict[str, Any]
+    modified: float = 0.0
 
     @cached_property
     def _events(self) -> EventAccumulator:
@@ -101,28 +136,212 @@ class Run:
         return None
 
 
-def load_run(folder: Path) -> Run | None:
-    """The run in `folder`, or None when it has no metrics.json or no `.hydra/` record of its config."""
-    metrics_path, config_path, hydra_path = (
-        folder / "metrics.json",
-        folder / ".hydra" / "config.yaml",
-        folder / ".hydra" / "hydra.yaml",
-    )
-    if not (metrics_path.is_file() and config_path.is_file() and hydra_path.is_file()):
-        return None
-    metrics = json.loads(metrics_path.read_text())
-    cfg = OmegaConf.to_container(OmegaConf.load(config_path), resolve=False)
-    choices = OmegaConf.to_container(OmegaConf.load(hydra_path).hydra.runtime.choices, resolve=False)
-    hparams = run_hparams(cfg, choices)
+@dataclass
+class Unfinished:
+    """A run that has not ended: last.pt without metrics.json, or metrics.json with fewer epochs than planned."""
+
+    folder: Path
+    hparams: dict[str, Any]
+    reason: str
+
+
+@dataclass
+class FailedJob:
+    """A sweep job refused before training (its failed.json): listed with its overrides and reason, never averaged."""
+
+    folder: Path
+    status: int
+    reason: str
+    overrides: list[str]
+    hparams: dict[str, Any] | None  # None when its `.hydra/` record is missing or damaged: then it has no row
+
+
+@dataclass
+class Skipped:
+    """A run folder left out of the report because a file it needs cannot be read."""
+
+    folder: Path
+    reason: str
+
+
+@dataclass
+class Scan:
+    """What the run folders below a folder came to."""
+
+    runs: list[Run] = field(default_factory=list)
+    unfinished: list[Unfinished] = field(default_factory=list)
+    failed: list[FailedJob] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def _os_reason(error: Exception) -> str:
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return kinds.get(type(value), "a number")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DamagedRunError(f"{path.name} cannot be read: {_os_reason(error)}") from error
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise DamagedRunError(f"{path.name} is not valid JSON ({error})") from error
+
+
+def _check_metrics(metrics: Any) -> None:
+    """Refuse a metrics.json the report cannot use: not an object, no history, a number that is not a number."""
+    if not isinstance(metrics, dict):
+        raise DamagedRunError(f"metrics.json holds {_json_kind(metrics)}, not an object")
+    for name in (*METRIC_NAMES, "peak_lr"):
+        if metrics.get(name) is not None and not _is_number(metrics[name]):
+            raise DamagedRunError(f"metrics.json: {name} is {_json_kind(metrics[name])}, not a number or null")
+    history = metrics.get("history")
+    if not isinstance(history, list):
+        raise DamagedRunError("metrics.json has no history (a list of epochs)")
+    for index, epoch in enumerate(history):
+        if not (isinstance(epoch, dict) and _is_number(epoch.get("test_acc")) and _is_number(epoch.get("step"))):
+            raise DamagedRunError(f"metrics.json: history[{index}] has no numeric test_acc and step")
+    seconds = metrics.get("epoch_seconds", [])
+    if not (isinstance(seconds, list) and all(_is_number(value) for value in seconds)):
+        raise DamagedRunError("metrics.json: epoch_seconds is not a list of numbers")
+
+
+def _yaml_reason(error: Exception) -> str:
+    """One line: `line 3: expected ...` for a YAML syntax error (its own text quotes the path, twice)."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        return f"line {error.problem_mark.line + 1}: {error.problem}"
+    return " ".join(str(error).split())
+
+
+def _read_hydra(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's config and its flat hyperparameters, from `.hydra/config.yaml` and `.hydra/hydra.yaml`."""
+    record: dict[str, dict[str, Any]] = {}
+    for name in ("config.yaml", "hydra.yaml"):
+        path = folder / ".hydra" / name
+        try:
+            loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        except FileNotFoundError as error:
+            raise DamagedRunError(f".hydra/{name} is missing") from error
+        except (OSError, UnicodeDecodeError) as error:
+            raise DamagedRunError(f".hydra/{name} cannot be read: {_os_reason(error)}") from error
+        except (yaml.YAMLError, OmegaConfBaseException) as error:
+            raise DamagedRunError(f".hydra/{name} is not valid YAML ({_yaml_reason(error)})") from error
+        if not isinstance(loaded, dict):
+            raise DamagedRunError(f".hydra/{name} holds {_json_kind(loaded)}, not a mapping")
+        record[name] = loaded
+    cfg = record["config.yaml"]
+    choices = ((record["hydra.yaml"].get("hydra") or {}).get("runtime") or {}).get("choices")
+    if not isinstance(choices, dict):
+        raise DamagedRunError(".hydra/hydra.yaml has no hydra.runtime.choices (which config file each group took)")
+    try:
+        return cfg, run_hparams(cfg, choices)
+    except (AttributeError, TypeError) as error:
+        raise DamagedRunError(f".hydra/config.yaml does not have the shape of a run's config ({error})") from error
+
+
+def _run_from_metrics(folder: Path, hparams: dict[str, Any]) -> Run:
+    path = folder / "metrics.json"
+    metrics = _read_json(path)
+    _check_metrics(metrics)
     if metrics.get("peak_lr") is not None:  # the lr trained with: lr_from= sets it after .hydra/ was written
         hparams["optimizer.lr"] = metrics["peak_lr"]
-    return Run(folder=folder, hparams=hparams, metrics=metrics)
+    return Run(folder=folder, hparams=hparams, metrics=metrics, modified=path.stat().st_mtime)
+
+
+def _read_failed_job(folder: Path) -> FailedJob:
+    payload = _read_json(folder / "failed.json")
+    if not (isinstance(payload, dict) and payload.get("failed") is True):
+        raise DamagedRunError('failed.json is not {"failed": true, "status": ..., "reason": ..., "overrides": [...]}')
+    status, reason, overrides = payload.get("status"), payload.get("reason"), payload.get("overrides", [])
+    if not (isinstance(status, int) and not isinstance(status, bool) and isinstance(reason, str)):
+        raise DamagedRunError("failed.json needs an integer status and a reason string")
+    if not (isinstance(overrides, list) and all(isinstance(override, str) for override in overrides)):
+        raise DamagedRunError("failed.json: overrides is not a list of strings")
+    try:
+        _, hparams = _read_hydra(folder)
+    except DamagedRunError:
+        hparams = None  # still a failed job, just without a configuration to count it in
+    return FailedJob(folder=folder, status=status, reason=reason, overrides=overrides, hparams=hparams)
+
+
+def _newest_file(folder: Path, names: Iterable[str]) -> str | None:
+    times = {name: (folder / name).stat().st_mtime for name in names if (folder / name).exists()}
+    return max(times, key=times.__getitem__) if times else None
+
+
+def read_run_folder(folder: Path) -> Run | Unfinished | FailedJob:
+    """What the run in `folder` came to; DamagedRunError (naming the file) when a file it needs cannot be read.
+
+    failed.json counts unless the job trained after it was written (a newer last.pt or metrics.json). A run is
+    unfinished while it has last.pt but no metrics.json, or a metrics.json with fewer epochs than its config's
+    trainer.epochs that neither diverged nor collapsed (both stop a run early, and are results).
+    """
+    if _newest_file(folder, RUN_FILES) == "failed.json":
+        return _read_failed_job(folder)
+    cfg, hparams = _read_hydra(folder)
+    metrics_path = folder / "metrics.json"
+    if not (metrics_path.exists() or metrics_path.is_symlink()):  # a dangling link is a damaged metrics.json
+        if not (folder / "last.pt").exists():
+            raise DamagedRunError("neither metrics.json nor last.pt can be found (a link to nothing?)")
+        return Unfinished(folder, hparams, "last.pt but no metrics.json: stopped, or still running")
+    run = _run_from_metrics(folder, hparams)
+    planned = (cfg.get("trainer") or {}).get("epochs")
+    done = run.metrics.get("epochs")
+    done = done if _is_number(done) else len(run.metrics["history"])
+    if run.outcome == "ok" and _is_number(planned) and done < planned:
+        return Unfinished(folder, hparams, f"metrics.json has {done} of the {planned} epochs")
+    return run
+
+
+def load_run(folder: Path) -> Run | None:
+    """The run in `folder` (finished or not), or None when it has no metrics.json or no `.hydra/` record of its
+    config; DamagedRunError when one of them cannot be read."""
+    if not all((folder / name).is_file() for name in ("metrics.json", ".hydra/config.yaml", ".hydra/hydra.yaml")):
+        return None
+    _, hparams = _read_hydra(folder)
+    return _run_from_metrics(folder, hparams)
 
 
 def find_runs(folder: Path) -> list[Run]:
-    """Every run below `folder`, in folder order."""
-    runs = [load_run(path.parent) for path in sorted(Path(folder).rglob("metrics.json"))]
+    """Every run with a metrics.json below `folder`, in folder order; DamagedRunError, naming the folder and the
+    file, when one cannot be read (`scan_runs` skips such runs instead)."""
+    runs = []
+    for path in sorted(Path(folder).rglob("metrics.json")):
+        try:
+            runs.append(load_run(path.parent))
+        except DamagedRunError as error:
+            raise DamagedRunError(f"{path.parent}: {error}") from error
     return [run for run in runs if run is not None]
+
+
+def scan_runs(folder: Path) -> Scan:
+    """Every run folder below `folder` (one holding metrics.json, last.pt or failed.json), in folder order, sorted
+    into finished runs, unfinished runs, failed jobs and folders skipped because a file cannot be read."""
+    scan = Scan()
+    folders = sorted({path.parent for name in RUN_FILES for path in Path(folder).rglob(name)})
+    for run_folder in folders:
+        try:
+            found = read_run_folder(run_folder)
+        except DamagedRunError as error:
+            scan.skipped.append(Skipped(run_folder, str(error)))
+            continue
+        if isinstance(found, FailedJob):
+            scan.failed.append(found)
+        elif isinstance(found, Unfinished):
+            scan.unfinished.append(found)
+        else:
+            scan.runs.append(found)
+    return scan
 
 
 def _mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
@@ -133,12 +352,25 @@ def _mean_std(values: Iterable[float | None]) -> tuple[float | None, float | Non
     return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else None
 
 
+def _seed(hparams: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(repr(hparams.get(key)) for key in REPLICA_KEYS)
+
+
 @dataclass
 class Configuration:
-    """Runs sharing every hyperparameter but the seed."""
+    """Runs sharing every hyperparameter but the seed.
+
+    `runs` holds one finished run per seed: the same configuration and seed computes the same run again (bit for bit
+    on the CPU), so a repeat is no new evidence. The newest one counts (the latest metrics.json; on a tie the last
+    folder in path order) and the older ones are set aside in `duplicates`. Unfinished runs and failed jobs of the
+    configuration are listed with it, never averaged.
+    """
 
     hparams: dict[str, Any]
     runs: list[Run] = field(default_factory=list)
+    duplicates: list[Run] = field(default_factory=list)
+    unfinished: list[Unfinished] = field(default_factory=list)
+    failed: list[FailedJob] = field(default_factory=list)
 
     @property
     def ok_runs(self) -> list[Run]:
@@ -153,14 +385,43 @@ class Configuration:
         counts = {outcome: sum(run.outcome == outcome for run in self.runs) for outcome in OUTCOMES}
         return ", ".join(f"{count}/{len(self.runs)} {outcome}" for outcome, count in counts.items() if count)
 
+    def set_aside_duplicates(self) -> None:
+        """Keep the newest finished run of each seed in `runs`, the older ones in `duplicates`."""
+        by_seed: dict[tuple[str, ...], list[Run]] = {}
+        for run in [*self.runs, *self.duplicates]:
+            by_seed.setdefault(_seed(run.hparams), []).append(run)
+        self.runs, self.duplicates = [], []
+        for same_seed in by_seed.values():
+            *older, newest = sorted(same_seed, key=lambda run: (run.modified, str(run.folder)))
+            self.runs.append(newest)
+            self.duplicates += older
 
-def group_runs(runs: list[Run]) -> list[Configuration]:
-    """Runs grouped into configurations, in order of first appearance."""
+    def counted_instead_of(self, duplicate: Run) -> Run:
+        """The run of the duplicate's seed that counts."""
+        return next(run for run in self.runs if _seed(run.hparams) == _seed(duplicate.hparams))
+
+
+def group_runs(
+    runs: list[Run], unfinished: Iterable[Unfinished] = (), failed: Iterable[FailedJob] = ()
+) -> list[Configuration]:
+    """Runs grouped into configurations, in order of first appearance, one counted run per seed (Configuration);
+    unfinished runs and failed jobs (those with a readable `.hydra/`) join their configuration's lists."""
     groups: dict[tuple, Configuration] = {}
-    for run in runs:
-        shared = {key: value for key, value in run.hparams.items() if key not in REPLICA_KEYS}
+
+    def configuration(hparams: dict[str, Any]) -> Configuration:
+        shared = {key: value for key, value in hparams.items() if key not in REPLICA_KEYS}
         identity = tuple(sorted((key, repr(value)) for key, value in shared.items()))
-        groups.setdefault(identity, Configuration(hparams=shared)).runs.append(run)
+        return groups.setdefault(identity, Configuration(hparams=shared))
+
+    for run in runs:
+        configuration(run.hparams).runs.append(run)
+    for item in unfinished:
+        configuration(item.hparams).unfinished.append(item)
+    for job in failed:
+        if job.hparams is not None:
+            configuration(job.hparams).failed.append(job)
+    for group in groups.values():
+        group.set_aside_duplicates()
     return list(groups.values())
 
 
@@ -197,50 +458,65 @@ def label(configuration: Configuration, keys: list[str]) -> str:
 
 @dataclass
 class Report:
-    """The comparison table: one row per configuration, sorted by mean final test accuracy (best first)."""
+    """The comparison table: one row per configuration, sorted by mean final test accuracy (best first), and the
+    lists of what was not averaged: failed jobs, unfinished runs, duplicate seeds and skipped (damaged) folders."""
 
     configurations: list[Configuration]
     keys: list[str]
     target_acc: float
+    folder: Path | None = None  # the compared folder: listed folders are shown relative to it
+    unfinished: list[Unfinished] = field(default_factory=list)
+    failed: list[FailedJob] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    written_to: Path | None = None  # where write_report wrote the files
+    unwritable: list[tuple[Path, OSError]] = field(default_factory=list)  # where it could not, and why
+
+    def _row(self, configuration: Configuration) -> dict[str, Any]:
+        steps = [run.steps_to(self.target_acc) for run in configuration.runs]
+        row: dict[str, Any] = {"schedule": configuration.hparams.get("scheduler")}
+        row.update({key: configuration.hparams.get(key) for key in self.keys})
+        row["seeds"] = len(configuration.runs)
+        row["runs"] = len(configuration.runs) + len(configuration.duplicates)
+        row["duplicates"] = len(configuration.duplicates)
+        row["unfinished"] = len(configuration.unfinished)
+        row["failed_jobs"] = len(configuration.failed)
+        row["diverged"] = sum(run.outcome == "diverged" for run in configuration.runs)
+        row["collapsed"] = sum(run.outcome == "collapsed" for run in configuration.runs)
+        for name in ("test_acc", TAIL_METRIC, "best_test_acc", "train_loss", "wall_seconds"):
+            row[f"{name}_mean"], row[f"{name}_std"] = configuration.stat(name)
+        row["steps_to_target_mean"], row["steps_to_target_std"] = _mean_std(steps)
+        row["reached_target"] = sum(step is not None for step in steps)
+        return row
 
     def rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for configuration in self.configurations:
-            steps = [run.steps_to(self.target_acc) for run in configuration.runs]
-            row: dict[str, Any] = {"schedule": configuration.hparams.get("scheduler")}
-            row.update({key: configuration.hparams.get(key) for key in self.keys})
-            row["seeds"] = len(configuration.runs)
-            row["diverged"] = sum(run.outcome == "diverged" for run in configuration.runs)
-            row["collapsed"] = sum(run.outcome == "collapsed" for run in configuration.runs)
-            for name in ("test_acc", TAIL_METRIC, "best_test_acc", "train_loss", "wall_seconds"):
-                row[f"{name}_mean"], row[f"{name}_std"] = configuration.stat(name)
-            row["steps_to_target_mean"], row["steps_to_target_std"] = _mean_std(steps)
-            row["reached_target"] = sum(step is not None for step in steps)
-            rows.append(row)
+        rows = [self._row(configuration) for configuration in self.configurations]
         return sorted(
             rows, key=lambda row: -1.0 if row["test_acc_mean"] is None else row["test_acc_mean"], reverse=True
         )
 
     def write_csv(self, path: Path) -> None:
-        rows = self.rows()
+        fields = list(self._row(Configuration(hparams={})))
         with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
-            for row in rows:
+            for row in self.rows():
                 writer.writerow({key: "" if value is None else value for key, value in row.items()})
 
     def markdown(self) -> str:
+        """The table, then the lists of failed jobs, unfinished runs, duplicate seeds and skipped folders."""
+        rows = self.rows()
+        left_out = any(row["unfinished"] or row["failed_jobs"] for row in rows)
         target = f"steps to {self.target_acc:g} acc"
         header = ["schedule", *self.keys, "seeds", "final test acc", "last 10% test acc", "best test acc"]
-        header += ["final train loss", target, "wall s", "failed"]
+        header += ["final train loss", target, "wall s", "failed", *(["left out"] if left_out else [])]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for row in self.rows():
-            reached = row["reached_target"]
+        for row in rows:
+            reached, seeds = row["reached_target"], row["seeds"]
             steps = _cell(row["steps_to_target_mean"], row["steps_to_target_std"], ".0f")
-            if reached < row["seeds"]:
-                steps = f"{steps} ({reached}/{row['seeds']} reached)" if reached else f"never (0/{row['seeds']})"
+            if seeds and reached < seeds:
+                steps = f"{steps} ({reached}/{seeds} reached)" if reached else f"never (0/{seeds})"
             cells = [str(row["schedule"]), *("-" if row[key] is None else str(row[key]) for key in self.keys)]
-            cells.append(str(row["seeds"]))
+            cells.append(f"{seeds} (+{_count(row['duplicates'], 'duplicate')})" if row["duplicates"] else str(seeds))
             cells += [
                 _cell(row["test_acc_mean"], row["test_acc_std"], ".4f"),
                 _cell(row[f"{TAIL_METRIC}_mean"], row[f"{TAIL_METRIC}_std"], ".4f"),
@@ -250,8 +526,49 @@ class Report:
                 _cell(row["wall_seconds_mean"], row["wall_seconds_std"], ".1f"),
                 _failed_cell(row),
             ]
+            if left_out:
+                parts = [f"{row['unfinished']} unfinished" if row["unfinished"] else ""]
+                parts.append(_count(row["failed_jobs"], "failed job") if row["failed_jobs"] else "")
+                cells.append(", ".join(part for part in parts if part) or "-")
             lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        if not rows:
+            lines.append("| " + " | ".join(["(no configuration)", *["-"] * (len(header) - 1)]) + " |")
+        return "\n".join(lines + self._sections())
+
+    def _where(self, folder: Path) -> str:
+        """A listed folder, relative to the compared one when it is inside it."""
+        if self.folder is not None and folder.is_relative_to(self.folder) and folder != self.folder:
+            return f"`{folder.relative_to(self.folder)}`"
+        return f"`{folder}`"
+
+    def _sections(self) -> list[str]:
+        lines: list[str] = []
+        if self.failed:
+            lines += ["", "## Failed jobs (refused before training, never averaged)", ""]
+            for job in self.failed:
+                reason = " ".join(job.reason.split())
+                overrides = " ".join(job.overrides) or "(none)"
+                lines.append(f"- {self._where(job.folder)} (exit {job.status}): {reason} Overrides: `{overrides}`")
+        if self.unfinished:
+            lines += ["", "## Unfinished runs (not averaged)", ""]
+            lines += [f"- {self._where(item.folder)}: {item.reason}" for item in self.unfinished]
+        duplicates = [(c, run) for c in self.configurations for run in c.duplicates]
+        if duplicates:
+            lines += ["", "## Duplicate seeds (the same configuration and seed again: the newest run counts)", ""]
+            for configuration, run in duplicates:
+                seed = " ".join(f"{key}={run.hparams.get(key)}" for key in REPLICA_KEYS)
+                counted = self._where(configuration.counted_instead_of(run).folder)
+                lines.append(
+                    f"- {label(configuration, self.keys)} {seed}: {counted} counts, {self._where(run.folder)} not"
+                )
+        if self.skipped:
+            lines += ["", "## Skipped runs (a file cannot be read)", ""]
+            lines += [f"- {self._where(item.folder)}: {item.reason}" for item in self.skipped]
+        return lines
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _failed_cell(row: dict[str, Any]) -> str:
@@ -265,29 +582,31 @@ def _cell(mean: float | None, std: float | None, spec: str) -> str:
     return f"{mean:{spec}} ± {std:{spec}}" if std is not None else f"{mean:{spec}}"
 
 
-def plot_figures(report: Report, folder: Path) -> list[Path]:
-    """lr curves and test accuracy per epoch overlaid (one line per configuration), final accuracy vs warmup."""
+def plot_figures(report: Report, folder: Path, names: tuple[str, str, str] = FIGURES) -> list[Path]:
+    """lr curves and test accuracy per epoch overlaid (one line per configuration with a finished run), final
+    accuracy vs warmup; into `folder` under `names`."""
     written = []
+    configurations = [configuration for configuration in report.configurations if configuration.runs]
     figure, axes = _figure()
-    for configuration in report.configurations:
+    for configuration in configurations:
         steps, lrs = configuration.runs[0].scalars("train/lr")
         axes.plot(steps, lrs, label=label(configuration, report.keys))
     axes.set(xlabel="optimizer step", ylabel="learning rate", title="Learning rate schedules")
-    written.append(_save(figure, axes, folder / FIGURES[0]))
+    written.append(_save(figure, axes, folder / names[0]))
 
     figure, axes = _figure()
-    for configuration in report.configurations:
+    for configuration in configurations:
         curves = [run.scalars("test/acc")[1] for run in configuration.ok_runs or configuration.runs]
         epochs = max(len(curve) for curve in curves)
         means = [statistics.fmean(c[e] for c in curves if len(c) > e) for e in range(epochs)]
         axes.plot(range(1, epochs + 1), means, marker="o", label=label(configuration, report.keys))
     axes.set(xlabel="epoch", ylabel="test accuracy (mean over seeds)", title="Test accuracy per epoch")
-    written.append(_save(figure, axes, folder / FIGURES[1]))
+    written.append(_save(figure, axes, folder / names[1]))
 
     figure, axes = _figure()
     series_keys = [key for key in report.keys if key != WARMUP_KEY]
     series: dict[str, list[tuple[float, float, float]]] = {}
-    for configuration in report.configurations:
+    for configuration in configurations:
         warmup = configuration.hparams.get(WARMUP_KEY)
         mean, std = configuration.stat("test_acc")
         if isinstance(warmup, int | float) and mean is not None:
@@ -296,7 +615,7 @@ def plot_figures(report: Report, folder: Path) -> list[Path]:
         warmups, means, stds = zip(*sorted(points), strict=True)
         axes.errorbar(warmups, means, yerr=stds, marker="o", capsize=4, label=name)
     axes.set(xlabel="warmup ratio", ylabel="final test accuracy (mean ± std over seeds)", title="Accuracy vs warmup")
-    written.append(_save(figure, axes, folder / FIGURES[2]))
+    written.append(_save(figure, axes, folder / names[2]))
     return written
 
 
@@ -316,29 +635,86 @@ def _save(figure: Figure, axes: Any, path: Path) -> Path:
     return path
 
 
-def write_report(folder: Path, target_acc: float = DEFAULT_TARGET_ACC) -> Report:
-    """Build the report of the runs below `folder` and write its files there."""
+def build_report(folder: Path, target_acc: float = DEFAULT_TARGET_ACC) -> Report:
+    """The report of the run folders below `folder`; NoRunsError when there is nothing but damaged ones."""
     folder = Path(folder)
-    runs = find_runs(folder)
-    if not runs:
-        raise NoRunsError(f"no runs under {folder} (a run folder holds metrics.json and .hydra/)")
-    configurations = group_runs(runs)
-    report = Report(configurations, varying_keys(configurations), target_acc)
-    markdown = report.markdown()
-    title = f"# {len(runs)} runs, {len(configurations)} configurations in {folder}\n\n"
-    notes = (
-        f"\n\nMean ± sample std over the seeds that neither diverged nor collapsed; `seeds` counts every run, "
-        "`failed` the runs left out of the means: diverged (NaN/inf loss, stopped with the epochs it finished) or "
-        "collapsed (a whole epoch after the warmup at chance). Last 10% test acc is the mean test accuracy over the "
-        f"last tenth of the epochs (at least one). Steps to {target_acc:g} accuracy are the optimizer steps done at "
-        "the end of the first epoch whose test accuracy reached it.\n\n"
-        + "\n".join(f"![{name}]({name})" for name in FIGURES)
-        + "\n"
+    scan = scan_runs(folder)
+    if not (scan.runs or scan.unfinished or scan.failed):
+        skipped = "".join(f"; skipped {item.folder}: {item.reason}" for item in scan.skipped)
+        raise NoRunsError(f"no runs under {folder} (a run folder holds metrics.json, last.pt or failed.json){skipped}")
+    configurations = group_runs(scan.runs, scan.unfinished, scan.failed)
+    return Report(
+        configurations,
+        varying_keys(configurations),
+        target_acc,
+        folder=folder,
+        unfinished=scan.unfinished,
+        failed=scan.failed,
+        skipped=scan.skipped,
     )
-    (folder / "summary.md").write_text(title + markdown + notes)
-    report.write_csv(folder / "summary.csv")
-    plot_figures(report, folder)
-    return report
+
+
+def fallback_folder(folder: Path) -> Path:
+    """Where the report of `folder` goes when `folder` cannot hold it."""
+    return (FALLBACK_ROOT / f"{Path(folder).resolve().name}-{datetime.now():%Y-%m-%d_%H-%M-%S}").absolute()
+
+
+def write_report(folder: Path, target_acc: float = DEFAULT_TARGET_ACC, out: Path | None = None) -> Report:
+    """Build the report of the runs below `folder` and write its files there, or into `out` when given.
+
+    When `folder` cannot hold them (read-only, full, a name taken by a folder) they go to `fallback_folder(folder)`
+    instead; `Report.written_to` says where they went, `Report.unwritable` where they could not and why. An `out`
+    that cannot hold them is not replaced. ReportNotWrittenError (holding the report) when nowhere could.
+    """
+    folder = Path(folder)
+    report = build_report(folder, target_acc)
+    for target in [Path(out)] if out is not None else [folder, fallback_folder(folder)]:
+        try:
+            _write_files(report, target)
+        except OSError as error:
+            report.unwritable.append((target, error))
+            continue
+        report.written_to = target
+        return report
+    raise ReportNotWrittenError(report, report.unwritable)
+
+
+def _write_files(report: Report, target: Path) -> None:
+    """summary.md, summary.csv and the figures, each written aside first: a failure leaves the folder as it was."""
+    created = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    names = ("summary.md", "summary.csv", *FIGURES)
+    partials = [target / f"{Path(name).stem}.partial{Path(name).suffix}" for name in names]
+    try:
+        partials[0].write_text(_summary(report))
+        report.write_csv(partials[1])
+        plot_figures(report, target, (partials[2].name, partials[3].name, partials[4].name))
+        for partial, name in zip(partials, names, strict=True):
+            partial.replace(target / name)
+    except OSError:
+        for partial in partials:
+            with suppress(OSError):
+                partial.unlink(missing_ok=True)
+        if created:
+            with suppress(OSError):
+                target.rmdir()
+        raise
+
+
+def _summary(report: Report) -> str:
+    """summary.md: a title, the table and its lists, what the numbers mean, the figures."""
+    counted = sum(len(configuration.runs) for configuration in report.configurations)
+    title = f"# {counted} runs, {len(report.configurations)} configurations in {report.folder}\n\n"
+    notes = (
+        f"\n\nMean ± sample std over the seeds that neither diverged nor collapsed; `seeds` counts the finished runs, "
+        "one per seed (a second run of a configuration and seed is a duplicate: the newest counts), `failed` the "
+        "runs left out of the means: diverged (NaN/inf loss, stopped with the epochs it finished) or collapsed (a "
+        "whole epoch after the warmup at chance). Unfinished runs and failed jobs are listed, never averaged. Last "
+        f"10% test acc is the mean test accuracy over the last tenth of the epochs (at least one). Steps to "
+        f"{report.target_acc:g} accuracy are the optimizer steps done at the end of the first epoch whose test "
+        "accuracy reached it.\n\n" + "\n".join(f"![{name}]({name})" for name in FIGURES) + "\n"
+    )
+    return title + report.markdown() + notes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,6 +722,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", type=Path, help="a sweep folder, or outputs/ for every run")
     parser.add_argument(
         "--target-acc", type=float, default=DEFAULT_TARGET_ACC, help="test accuracy whose first epoch is reported"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the report into this folder (made if missing) instead of the compared one",
     )
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
@@ -358,13 +740,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lrbench: --target-acc={args.target_acc}: allowed is a number with 0 < target <= 1", file=sys.stderr)
         return 2
     try:
-        report = write_report(args.folder, args.target_acc)
+        report = write_report(args.folder, args.target_acc, args.out)
     except NoRunsError as error:
         print(f"lrbench: {error}", file=sys.stderr)
         return 2
+    except ReportNotWrittenError as error:
+        print(error.report.markdown())
+        _print_problems(error.report)
+        print("lrbench: the report above was written nowhere; give a writable folder with --out", file=sys.stderr)
+        return 3
     print(report.markdown())
-    print(f"\nwrote summary.md, summary.csv, {', '.join(FIGURES)} into {args.folder}")
+    _print_problems(report)
+    if report.unwritable:
+        print(f"lrbench: wrote the report into {report.written_to} instead", file=sys.stderr)
+    print(f"\nwrote summary.md, summary.csv, {', '.join(FIGURES)} into {report.written_to}")
     return 0
+
+
+def _print_problems(report: Report) -> None:
+    """The skipped run folders and the folders the report could not be written into, on stderr."""
+    for item in report.skipped:
+        print(f"lrbench: skipped {item.folder}: {item.reason}", file=sys.stderr)
+    for target, error in report.unwritable:
+        print(f"lrbench: cannot write the report into {target}: {_os_reason(error)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

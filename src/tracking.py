@@ -12,6 +12,7 @@ so runs selected in TensorBoard overlay on one lr, one train-loss and one test-a
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -139,7 +140,7 @@ class Tracker:
         failure in the dashboard's status column."""
         step = int(summary.get("steps") or 0)
         for name, tag in zip(FINAL_METRICS, FINAL_TAGS, strict=True):
-            if summary.get(name) is not None:
+            if summary.get(name) is not None and math.isfinite(summary[name]):
                 self.writer.add_scalar(tag, float(summary[name]), step)
         failed = summary.get("diverged") or summary.get("collapsed")
         status = Status.STATUS_FAILURE if failed else Status.STATUS_SUCCESS
@@ -149,12 +150,25 @@ class Tracker:
         self.writer.close()
 
 
+def _finite_or_none(value: Any) -> Any:
+    """`value` with every NaN or infinite float (at any depth of dicts, lists and tuples) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write aside and rename, so a reader never sees half a file."""
+    """Write aside and rename, so a reader never sees half a file. A non-finite number is written as null:
+    NaN and Infinity are not JSON, and strict parsers refuse a file holding them."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
+    text = json.dumps(_finite_or_none(payload), indent=2, allow_nan=False)
     with open(partial, "w") as handle:
-        json.dump(payload, handle, indent=2)
+        handle.write(text)
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())

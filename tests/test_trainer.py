@@ -1,11 +1,13 @@
 """A whole run in-process on synthetic data: what it logs, what it writes, and that it learns."""
 
 import json
+import logging
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.schedules import lr_curve
+from src.tracking import write_json
 from src.train import run
 
 
@@ -86,3 +88,45 @@ def test_same_seed_same_numbers(synthetic_run):
     _, _, other = synthetic_run("seed=8")
     assert first.history == second.history
     assert first.history != other.history
+
+
+def strict_json(path):
+    """metrics.json as a strict parser reads it: NaN and Infinity are not JSON."""
+
+    def refuse(constant):
+        raise ValueError(f"{path} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_write_json_turns_non_finite_numbers_into_null(tmp_path):
+    payload = {"nan": float("nan"), "list": [float("inf"), 1.5], "nested": {"low": float("-inf"), "n": 3}}
+    write_json(tmp_path / "out.json", payload)
+    assert strict_json(tmp_path / "out.json") == {"nan": None, "list": [None, 1.5], "nested": {"low": None, "n": 3}}
+
+
+@pytest.mark.parametrize(
+    ("breaking", "found"),
+    [
+        (["optimizer.lr=1e30"], "the test loss is not finite after step 0 (epoch 1)"),  # huge weights: NaN logits
+        (["optimizer.lr=100", "optimizer.weight_decay=1e38"], "the weights are not finite after step 0 (epoch 1)"),
+    ],
+    ids=["test-loss", "weights"],
+)
+def test_a_model_broken_by_the_last_update_makes_the_run_diverged_at_that_epoch(synthetic_run, caplog, breaking, found):
+    # One step in the run: its loss (of the initial weights) is finite, the update it makes is not.
+    with caplog.at_level(logging.WARNING, logger="src.trainer"):
+        _, run_dir, result = synthetic_run(
+            "scheduler=constant", "optimizer.momentum=0", "data.train_size=64", "trainer.epochs=1", *breaking
+        )
+    assert f"run diverged: {found}" in caplog.text
+    assert result.diverged and result.diverged_step == 0 and result.diverged_epoch == 1
+    metrics = strict_json(run_dir / "metrics.json")
+    assert metrics["diverged"] is True and metrics["diverged_step"] == 0 and metrics["diverged_epoch"] == 1
+    assert metrics["epochs"] == 0 and metrics["history"] == [] and metrics["test_loss"] is None
+    # TensorBoard: the step's lr and loss are there, no epoch point of broken weights, and the session failed
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert [point.step for point in events.Scalars("train/lr")] == [0]
+    assert "test/loss" not in events.Tags()["scalars"] and "final/test_loss" not in events.Tags()["scalars"]
+    assert [(point.step, point.value) for point in events.Scalars("final/diverged")] == [(0, 1.0)]

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams.api_pb2 import Status
@@ -109,7 +110,8 @@ class Tracker:
     """One TensorBoard writer per run folder; close it (in a `finally`) so the last points reach the disk.
 
     With `hparams`, the run opens an HParams session at once (so a run still training, or one that crashed,
-    is listed), and `finish` closes it with the final metrics.
+    is listed), and `finish` closes it with the final metrics. The session also records `threads`, the torch
+    threads the run computes with: runs on different counts differ in the last digits.
     """
 
     def __init__(self, run_dir: Path, flush_secs: int = 30, hparams: Mapping[str, Any] | None = None):
@@ -117,7 +119,8 @@ class Tracker:
         self.writer = SummaryWriter(log_dir=str(self.run_dir), flush_secs=flush_secs)
         self.writer.add_custom_scalars(COMPARE_LAYOUT)
         if hparams is not None:
-            experiment, session_start, _ = hparams_summaries(dict(hparams), dict.fromkeys(FINAL_TAGS, 0.0))
+            hparams = {**hparams, "threads": torch.get_num_threads()}
+            experiment, session_start, _ = hparams_summaries(hparams, dict.fromkeys(FINAL_TAGS, 0.0))
             self.writer.file_writer.add_summary(_lead_first(experiment))
             self.writer.file_writer.add_summary(session_start)
 

@@ -40,6 +40,9 @@ class RunResult:
     diverged_epoch: int | None = None
     collapsed: bool = False
     collapsed_epoch: int | None = None
+    # torch's intra-op threads: sums split over another number of threads round differently, so bit-exact
+    # repeats need the same count (a resumed run records the count of its last session).
+    threads: int | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     # Training seconds done at the end of each epoch (kept apart from `history`, which repeats exactly).
     epoch_seconds: list[float] = field(default_factory=list)
@@ -60,6 +63,7 @@ class RunResult:
             "diverged_epoch": self.diverged_epoch,
             "collapsed": self.collapsed,
             "collapsed_epoch": self.collapsed_epoch,
+            "threads": self.threads,
             "history": self.history,
             "epoch_seconds": self.epoch_seconds,
         }
@@ -187,6 +191,15 @@ class Trainer:
         if result.diverged or (result.collapsed and self.stop_on_collapse):
             return result  # it ended early, as a result; a resume has nothing left to do
         earlier_seconds = result.wall_seconds
+        threads = torch.get_num_threads()
+        if result.threads is not None and result.threads != threads:
+            log.warning(
+                "the run continues on %d threads after %d: its numbers can differ in the last digits from a run "
+                "that never stopped",
+                threads,
+                result.threads,
+            )
+        result.threads = threads
         started = time.perf_counter()
         try:
             for epoch in range(result.epochs, self.epochs):

@@ -5,7 +5,9 @@ import logging
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from src.device import available_cores
 from src.schedules import lr_curve
 from src.tracking import write_json
 from src.train import run
@@ -130,3 +132,13 @@ def test_a_model_broken_by_the_last_update_makes_the_run_diverged_at_that_epoch(
     assert [point.step for point in events.Scalars("train/lr")] == [0]
     assert "test/loss" not in events.Tags()["scalars"] and "final/test_loss" not in events.Tags()["scalars"]
     assert [(point.step, point.value) for point in events.Scalars("final/diverged")] == [(0, 1.0)]
+
+
+def test_the_thread_count_used_is_recorded_in_metrics_and_hparams(synthetic_run):
+    # trainer.threads=null takes every core this process may use: the count itself is what a repeat needs
+    _, run_dir, _ = synthetic_run("trainer.threads=null", "trainer.epochs=1")
+    assert json.loads((run_dir / "metrics.json").read_text())["threads"] == available_cores()
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    assert HParamsPluginData.FromString(start).session_start_info.hparams["threads"].number_value == available_cores()

@@ -305,9 +305,9 @@ def _schedule_problems(cfg: DictConfig) -> tuple[list[str], float]:
     return [], peak_lr
 
 
-def sampled_updates(total: int) -> list[int]:
-    """Every update of a run of `total` updates, or MAX_SCHEDULE_POINTS evenly spread ones and the last."""
-    stride = max(1, total // MAX_SCHEDULE_POINTS)
+def sampled_updates(total: int, max_points: int = MAX_SCHEDULE_POINTS) -> list[int]:
+    """Every update of a run of `total` updates, or about `max_points` evenly spread ones and the last."""
+    stride = max(1, total // max_points)
     return [*range(0, total, stride), total - 1] if total > 0 else []
 
 

@@ -29,7 +29,14 @@ from src.lr_from import take_lr_from
 from src.optimizers import build_optimizer
 from src.schedules import build_lr_driver, schedule_curves
 from src.train import fail  # also registers the resolvers the configs use
-from src.validation import FASHION_MNIST_TRAIN_SIZE, MAX_SCHEDULE_POINTS, ConfigError, sampled_updates, validate
+from src.validation import (
+    FASHION_MNIST_TRAIN_SIZE,
+    MAX_SCHEDULE_POINTS,
+    ConfigError,
+    override_key_problem,
+    sampled_updates,
+    validate,
+)
 
 log = logging.getLogger("src.preview")
 PREVIEW_DIR = "${output_root}/previews/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}"
@@ -158,5 +165,7 @@ def preview_arguments(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+    if key_problem := override_key_problem(sys.argv[1:]):  # a mistyped group, before Hydra suggests a `+`
+        fail(key_problem)
     sys.argv[1:] = preview_arguments(sys.argv[1:])
     main()

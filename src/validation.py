@@ -12,7 +12,10 @@ Every problem is collected, so one message lists them all, each with the key, th
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import math
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -21,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -330,6 +335,56 @@ def _first_step_problems(cfg: DictConfig, lr: float) -> list[str]:
             f"{lr:g} fails ({error}); allowed is a smaller lr, whose step stays within float32 ({FLOAT32_MAX:.8g})"
         ]
     return []
+
+
+def _config_names(config_name: str) -> tuple[list[str], list[str]]:
+    """The groups the defaults list of `conf/<config_name>.yaml` chooses from, and its top-level keys, following
+    defaults entries that name another config file (lr_find.yaml builds on config.yaml)."""
+    path = CONF_DIR / f"{config_name}.yaml"
+    if not path.is_file():
+        return [], []
+    content = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    groups, keys = [], [str(key) for key in content if key != "defaults"]
+    for entry in content.get("defaults", []):
+        if isinstance(entry, dict):
+            groups += [str(group).split()[-1].split("@")[0] for group in entry]  # `optional experiment`
+        elif entry != "_self_":
+            more_groups, more_keys = _config_names(str(entry))
+            groups, keys = groups + more_groups, keys + more_keys
+    return groups, keys
+
+
+def override_key_problem(argv: list[str], config_name: str = "config") -> str | None:
+    """A command-line override whose key starts with a name the config does not have but is close to one it has
+    (`schedular=cosine`): the message with the likely name and the groups. Hydra refuses such a key too, but
+    suggests adding it with `+`, which validation then refuses. None when every key is known or not close to
+    one, when the arguments do not parse (Hydra says why), and for `+key=` additions.
+
+    Run before Hydra composes anything: its error comes before the task function could check.
+    """
+    parser = get_args_parser()
+    parser.exit_on_error = False
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except (argparse.ArgumentError, HydraException):
+        return None
+    if unknown:
+        return None
+    groups, keys = _config_names(args.config_name or config_name)
+    known = {*groups, *keys, *(path.name for path in CONF_DIR.iterdir() if path.is_dir()), "hydra"}
+    for override in overrides:
+        if override.is_add() or override.is_force_add():
+            continue
+        key = override.key_or_group
+        first = re.split(r"[./]", key, maxsplit=1)[0]
+        if first in known or not (close := difflib.get_close_matches(first, sorted(known), n=1)):
+            continue
+        return (
+            f"unknown key '{key}': did you mean '{close[0]}{key[len(first) :]}'? The groups are: "
+            f"{', '.join(sorted(set(groups)))}; the other top-level keys: {', '.join(sorted(set(keys) - {'hydra'}))}"
+        )
+    return None
 
 
 def output_folder_problem(folder: Path) -> str | None:

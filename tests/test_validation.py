@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from src.validation import ConfigError, validate
+from src.validation import ConfigError, override_key_problem, validate
 from tests.conftest import CONF_DIR, run_train
 
 
@@ -125,6 +125,36 @@ def test_a_key_added_with_plus_is_an_unknown_key_listing_the_known_ones(compose_
 def test_a_typo_without_plus_is_refused_by_hydra_naming_the_key(compose_cfg):
     with pytest.raises(HydraException, match=r"Could not override 'scheduler.warmup_ration'"):
         compose_cfg(["scheduler.warmup_ration=0.1"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "scheduler=cosine,step", "seed=1,2"],
+        ["--multirun", "--cfg", "job", "trainer.epochs=3"],
+        ["--info", "all"],
+        ["+scheduler.warmup_ration=0.1"],  # an addition: validation names it with the group's keys
+        ["++labels.stage=tune"],
+        ["~hydra.callbacks.sweep_summary", "~labels.stage"],
+        ["hydra.run.dir=/tmp/x", "hydra/launcher=basic", "hydra.job.chdir=false"],
+        ["+experiment@_global_=textbook_sqrt", "experiment=textbook_cosine"],
+        ["lr=0.1", "epochs=3"],  # unknown, and close to nothing: Hydra's own message
+        ["optimizer.lr=[0.1"],  # does not parse: Hydra's own message
+    ],
+)
+def test_override_keys_that_are_known_added_or_not_close_to_a_name_pass_on_to_hydra(argv):
+    assert override_key_problem(argv) is None
+
+
+def test_a_key_close_to_a_known_one_is_named_with_the_likely_one():
+    assert override_key_problem(["seed=1", "tranier.epochs=3"]).startswith(
+        "unknown key 'tranier.epochs': did you mean 'trainer.epochs'? The groups are: data, experiment, model,"
+    )
+    assert override_key_problem(["~schedular"]).startswith("unknown key 'schedular': did you mean 'scheduler'?")
+    assert override_key_problem(["lr_fnd.min_lr=1e-4"], config_name="lr_find").startswith(
+        "unknown key 'lr_fnd.min_lr': did you mean 'lr_find.min_lr'?"
+    )
+    assert override_key_problem(["lr_find.min_lr=1e-4"], config_name="lr_find") is None
 
 
 # ------------------------------------------------------------------------------------------------------ the fuzz

@@ -4,13 +4,17 @@ import json
 import logging
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from src.data import load
 from src.device import available_cores
-from src.schedules import lr_curve
-from src.tracking import write_json
+from src.models import LeNet
+from src.schedules import build_lr_driver, lr_curve
+from src.tracking import Tracker, write_json
 from src.train import run
+from src.trainer import Trainer
 
 
 def scalars(run_dir, tag):
@@ -142,3 +146,43 @@ def test_the_thread_count_used_is_recorded_in_metrics_and_hparams(synthetic_run)
     events.Reload()
     start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     assert HParamsPluginData.FromString(start).session_start_info.hparams["threads"].number_value == available_cores()
+
+
+def test_a_run_continued_on_another_thread_count_says_its_digits_may_differ(compose_cfg, synthetic_root, caplog):
+    cfg = compose_cfg(["scheduler=constant"])
+    dataset = load(device=torch.device("cpu"), batch_size=256, root=str(synthetic_root), train_size=256)
+
+    def trainer(epochs: int, folder) -> Trainer:
+        torch.manual_seed(0)
+        model = LeNet()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        driver = build_lr_driver(cfg, optimizer, dataset.steps_per_epoch)
+        tracker = Tracker(folder)
+        return Trainer(
+            model,
+            optimizer,
+            driver,
+            dataset,
+            tracker,
+            epochs=epochs,
+            data_seed=0,
+            progress=False,
+            stop_on_collapse=False,
+        )
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        first = trainer(1, cfg.output_root + "/first")
+        first.fit()
+        first.tracker.close()
+        torch.set_num_threads(2)
+        second = trainer(2, cfg.output_root + "/second")
+        second.load_state_dict(first.state_dict())
+        with caplog.at_level(logging.WARNING, logger="src.trainer"):
+            result = second.fit()
+        second.tracker.close()
+    finally:
+        torch.set_num_threads(before)
+    assert result.threads == 2 and result.epochs == 2
+    assert "the run continues on 2 threads after 1: its numbers can differ in the last digits" in caplog.text

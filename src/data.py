@@ -2,7 +2,11 @@
 
 The data is found in this order: an explicit `data.root`; the project's own copy in `data/`; the Debian
 package's files (`dataset-fashion-mnist`), decompressed once into `data/`; torchvision's download.
-The four IDX files on disk are read here directly (a header, then raw bytes): importing torchvision cost more than
+`.gz` files are decompressed once next to them, and read compressed where that folder cannot be written (a
+read-only dataset folder needs no writable copy). Every read error is a DatasetNotFoundError (or the
+DatasetCorruptError it has) naming the file and the cause, so it is never taken for a run folder that cannot be
+written.
+The four IDX files are read here directly (a header, then raw bytes): importing torchvision cost more than
 reading them, so a run imports it only to download. What was read is kept for the rest of the process, so the jobs
 of an in-process sweep read and check the files once.
 Images stay uint8 on the device; batches are sliced from a seeded on-device permutation and normalised there,
@@ -11,12 +15,13 @@ so no DataLoader and no per-image PIL work sits in the hot path.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import logging
 import math
 import os
-import shutil
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,37 +74,59 @@ def _raw_dir(root: Path) -> Path:
     return root / "FashionMNIST" / "raw"
 
 
-def _has_raw(root: Path) -> bool:
-    return all((_raw_dir(root) / name).is_file() for name in RAW_FILES)
+def _sources(root: Path) -> dict[str, Path] | None:
+    """Where each of the four files is below `root`: uncompressed in `FashionMNIST/raw/`, else its `.gz` there or in
+    `root` itself; None when any is missing. Anything of that name counts (a folder, a dangling link), so reading it
+    names it instead of calling the dataset missing."""
+    raw = _raw_dir(root)
+    found = {}
+    for name in RAW_FILES:
+        candidates = (raw / name, raw / f"{name}.gz", root / f"{name}.gz")
+        found[name] = next((path for path in candidates if os.path.lexists(path)), None)
+    return found if all(found.values()) else None
 
 
-def _gz_files_in(folder: Path) -> dict[str, Path] | None:
-    """The four `.gz` files in `folder` (or its FashionMNIST/raw), or None when any is missing."""
-    for candidate in (folder, _raw_dir(folder)):
-        found = {name: candidate / f"{name}.gz" for name in RAW_FILES}
-        if all(path.is_file() for path in found.values()):
-            return found
-    return None
+def _where(sources: dict[str, Path]) -> str:
+    """The folder (or folders) the four files are read from, for messages."""
+    return " and ".join(sorted({str(path.parent) for path in sources.values()}))
 
 
-def _decompress(gz_files: dict[str, Path], root: Path) -> None:
-    """Decompress into `root/FashionMNIST/raw`, each file written aside and renamed so none is half-written."""
+def _decompress(sources: dict[str, Path], root: Path) -> bool:
+    """Write the `.gz` files of `sources` uncompressed into `root/FashionMNIST/raw`, each aside and renamed so
+    none is half-written; later reads skip the decompression. True when `root` then holds all four uncompressed.
+
+    A read error names the `.gz` file (DatasetNotFoundError). A folder that cannot be written (read-only, full)
+    is no error: False, and the `.gz` files are read directly instead.
+    """
     target = _raw_dir(root)
-    target.mkdir(parents=True, exist_ok=True)
-    for name, source in gz_files.items():
+    for name, source in sources.items():
+        if source == target / name:
+            continue
+        if source.suffix != ".gz":
+            return False  # an uncompressed file elsewhere is read where it is
+        content = _read_file(source)
         partial = target / f"{name}.partial"
-        with gzip.open(source, "rb") as src, open(partial, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        partial.replace(target / name)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as handle:
+                handle.write(content)
+            partial.replace(target / name)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            log.info(
+                "reading the .gz files of Fashion-MNIST directly: %s (%s)", error.filename or target, error.strerror
+            )
+            return False
+    return True
 
 
 def _prepare(root: Path, download: bool, origin: str) -> Path:
-    """Make `root/FashionMNIST/raw` hold the uncompressed files, from `.gz` files there or a download."""
-    if _has_raw(root):
-        return root
-    gz_files = _gz_files_in(root)
-    if gz_files is not None:
-        _decompress(gz_files, root)
+    """The folder to read the four files from: `root`, holding them uncompressed or as `.gz` files (uncompressed
+    into its `FashionMNIST/raw/` where it can be written), or a download into it."""
+    sources = _sources(root)
+    if sources is not None:
+        _decompress(sources, root)
         return root
     if download:
         try:
@@ -121,29 +148,49 @@ def _download(root: Path) -> None:
 
 
 def locate(root: str | None = None, system_dir: str | None = None, download: bool = True) -> Path:
-    """Return a folder whose `FashionMNIST/raw/` holds the four uncompressed files, preparing it if needed."""
+    """Return a folder holding the four files (see `_sources`), preparing it if needed.
+
+    Any error of the file system while looking or reading is a DatasetNotFoundError naming the file and the cause.
+    """
+    try:
+        return _locate(root, system_dir, download)
+    except OSError as error:
+        raise _unreadable(Path(error.filename or root or PROJECT_DATA_DIR), error) from None
+
+
+def _locate(root: str | None, system_dir: str | None, download: bool) -> Path:
     if root is not None:
         explicit = Path(root).expanduser().resolve()
         return _prepare(explicit, download, f"data.root={explicit}")
-    if _has_raw(PROJECT_DATA_DIR):
-        return PROJECT_DATA_DIR
-    if system_dir is not None and _gz_files_in(Path(system_dir)) is not None:
-        _decompress(_gz_files_in(Path(system_dir)), PROJECT_DATA_DIR)
-        return PROJECT_DATA_DIR
+    project = _sources(PROJECT_DATA_DIR)
+    if project is None and system_dir is not None and (system := _sources(Path(system_dir))) is not None:
+        return PROJECT_DATA_DIR if _decompress(system, PROJECT_DATA_DIR) else Path(system_dir)
     where = f"{PROJECT_DATA_DIR}" + (f" nor in {system_dir}" if system_dir else "")
     return _prepare(PROJECT_DATA_DIR, download, where)
 
 
+def _unreadable(path: Path, error: OSError) -> DatasetNotFoundError:
+    return DatasetNotFoundError(
+        f"Fashion-MNIST file {path} could not be read ({error.strerror or error}).\n{HOW_TO_GET_IT}"
+    )
+
+
 def _read_file(path: Path) -> bytearray:
-    """The whole file in one buffer that tensors can share without a copy."""
+    """The whole file (uncompressed, for a `.gz` file) in one buffer that tensors can share without a copy."""
     try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                return bytearray(handle.read())
         with open(path, "rb") as handle:
             buffer = bytearray(os.fstat(handle.fileno()).st_size)
             del buffer[handle.readinto(buffer) :]  # a file cut short meanwhile is checked for what it holds
-    except OSError as error:
-        raise DatasetNotFoundError(
-            f"Fashion-MNIST file {path} could not be read ({error.strerror or error}).\n{HOW_TO_GET_IT}"
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:  # BadGzipFile is an OSError: caught first
+        raise DatasetCorruptError(
+            f"Fashion-MNIST file {path} is not a whole gzip file ({error}). Delete it and put a whole copy "
+            f"there.\n{HOW_TO_GET_IT}"
         ) from None
+    except OSError as error:
+        raise _unreadable(path, error) from None
     return buffer
 
 
@@ -183,15 +230,20 @@ def _decode(data: bytearray) -> torch.Tensor:
 
 
 def read_checked(root: Path) -> dict[str, torch.Tensor]:
-    """Read the four files of `root/FashionMNIST/raw` once each, check them and decode them: file name to uint8 tensor.
+    """Read the four files below `root` (see `_sources`) once each, check them and decode them: file name to uint8
+    tensor.
 
     Raises DatasetCorruptError unless all four are whole IDX files with matching image and label counts, naming
     every damaged file. A subset (e.g. a small synthetic set) passes; a file claiming to be the official one must be
     it, byte for byte.
     """
-    raw = _raw_dir(root)
-    contents = {name: _read_file(raw / name) for name in RAW_FILES}
-    problems = [f"{name}: {problem}" for name, data in contents.items() if (problem := _idx_problem(name, data))]
+    sources = _sources(root)
+    if sources is None:
+        raise DatasetNotFoundError(f"Fashion-MNIST is no longer in {root}.\n{HOW_TO_GET_IT}")
+    contents = {name: _read_file(path) for name, path in sources.items()}
+    problems = [
+        f"{sources[name].name}: {problem}" for name, data in contents.items() if (problem := _idx_problem(name, data))
+    ]
     if not problems:
         counts = {name: _idx_sizes(data)[0] for name, data in contents.items()}
         for images, labels in (RAW_FILES[:2], RAW_FILES[2:]):
@@ -200,8 +252,8 @@ def read_checked(root: Path) -> dict[str, torch.Tensor]:
     if problems:
         found = "\n".join(f"  - {problem}" for problem in problems)
         raise DatasetCorruptError(
-            f"Fashion-MNIST in {raw} is damaged:\n{found}\nDelete that folder and run again (or `make setup`) to "
-            f"prepare it afresh, or put whole copies of the files there.\n{HOW_TO_GET_IT}"
+            f"Fashion-MNIST in {_where(sources)} is damaged:\n{found}\nDelete that folder and run again (or "
+            f"`make setup`) to prepare it afresh, or put whole copies of the files there.\n{HOW_TO_GET_IT}"
         )
     return {name: _decode(data) for name, data in contents.items()}
 
@@ -220,9 +272,17 @@ _LOADED_MAX = 2
 
 def _identity(root: Path) -> tuple:
     """The four files as the file system sees them: a file replaced or rewritten since it was read is read again."""
-    raw = _raw_dir(root).resolve()
-    stats = [(raw / name).stat() for name in RAW_FILES]
-    return (str(raw), *((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) for st in stats))
+    sources = _sources(root)
+    if sources is None:
+        raise DatasetNotFoundError(f"Fashion-MNIST is no longer in {root}.\n{HOW_TO_GET_IT}")
+    identity = []
+    for path in sources.values():
+        try:
+            st = path.stat()
+        except OSError as error:
+            raise _unreadable(path, error) from None
+        identity.append((str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(identity)
 
 
 def forget_loaded() -> None:
@@ -235,7 +295,7 @@ def _tensors(root: Path, device: torch.device) -> tuple[torch.Tensor, ...]:
     key = (_identity(root), str(device))
     if key in _LOADED:
         _LOADED.move_to_end(key)
-        log.info("Fashion-MNIST from memory (read earlier in this process from %s)", _raw_dir(root))
+        log.info("Fashion-MNIST from memory (read earlier in this process from %s)", _where(_sources(root) or {}))
         return _LOADED[key]
     files = read_checked(root)
     non_blocking = device.type == "cuda"
@@ -245,7 +305,7 @@ def _tensors(root: Path, device: torch.device) -> tuple[torch.Tensor, ...]:
         files[RAW_FILES[2]].to(device, non_blocking=non_blocking),
         files[RAW_FILES[3]].long().to(device, non_blocking=non_blocking),
     )
-    log.info("Fashion-MNIST read from %s", _raw_dir(root))
+    log.info("Fashion-MNIST read from %s", _where(_sources(root) or {}))
     _LOADED[key] = tensors
     while len(_LOADED) > _LOADED_MAX:
         _LOADED.popitem(last=False)
@@ -327,4 +387,4 @@ def load(
 
 if __name__ == "__main__":
     # `python -m src.data` prepares the dataset (what `make setup` runs) and says where it is.
-    print(f"Fashion-MNIST ready in {_raw_dir(locate(system_dir=DEBIAN_DIR))}")
+    print(f"Fashion-MNIST ready in {_where(_sources(locate(system_dir=DEBIAN_DIR)) or {})}")

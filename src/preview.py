@@ -5,6 +5,8 @@ The same configs and overrides as `python -m src.train` (`scheduler=one_cycle op
 the very `build_lr_driver` the trainer uses, so the preview is the trained curve; the dataset is not read (the
 steps per epoch follow from `data.train_size` and `data.batch_size`). Each preview writes `lr.csv` (step, epoch,
 lr, and momentum where the optimizer has one) and `lr.png` into `${output_root}/previews/<date>/<time>/`.
+A run of more than MAX_SCHEDULE_POINTS steps is sampled, at the evenly spread steps validation checks (and the
+last): the preview stays bounded in time and size whatever the run's length, and says how many rows it wrote.
 Exit status 2 for a bad config, with the same message as a training run.
 """
 
@@ -17,15 +19,24 @@ import sys
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure  # the object API renders to files (Agg) with no display and no pyplot state
 from omegaconf import DictConfig, OmegaConf
 
 from src import REPO_ROOT
 from src.lr_from import take_lr_from
-from src.schedules import schedule_curves
+from src.optimizers import build_optimizer
+from src.schedules import build_lr_driver, schedule_curves
 from src.train import fail  # also registers the resolvers the configs use
-from src.validation import FASHION_MNIST_TRAIN_SIZE, ConfigError, validate
+from src.validation import (
+    FASHION_MNIST_TRAIN_SIZE,
+    MAX_SCHEDULE_POINTS,
+    ConfigError,
+    override_key_problem,
+    sampled_updates,
+    validate,
+)
 
 log = logging.getLogger("src.preview")
 PREVIEW_DIR = "${output_root}/previews/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}"
@@ -36,34 +47,73 @@ def planned_steps_per_epoch(cfg: DictConfig) -> int:
     return math.ceil((cfg.data.train_size or FASHION_MNIST_TRAIN_SIZE) / cfg.data.batch_size)
 
 
-def write_csv(path: Path, curves: dict[str, list[float]], steps_per_epoch: int) -> None:
-    """One row per optimizer step: step (0-based), epoch (fractional), lr, and momentum when present."""
+def previewed_curves(
+    cfg: DictConfig, steps_per_epoch: int, max_points: int = MAX_SCHEDULE_POINTS
+) -> tuple[list[int], dict[str, list[float]]]:
+    """The optimizer steps shown and their lr (and momentum): every step of a run of up to `max_points` steps,
+    through `schedule_curves`; beyond, the steps of `sampled_updates`.
+
+    A sampled step's values come from the driver the trainer would build, without stepping through the rest:
+    LambdaLR sets the lr of update t to base_lr * schedule(t), and a schedule that moves the momentum gives it as
+    `schedule.momentum(t)` (None: the optimizer's own).
+    """
+    total = int(cfg.trainer.epochs) * steps_per_epoch
+    if total <= max_points:
+        return list(range(total)), schedule_curves(cfg, steps_per_epoch)
+    optimizer = build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
+    group = optimizer.param_groups[0]
+    own_momentum = group["betas"][0] if "betas" in group else group.get("momentum")
+    driver = build_lr_driver(cfg, optimizer, steps_per_epoch)
+    (base_lr,) = driver.scheduler.base_lrs
+    momentum_at = getattr(driver.schedule, "momentum", lambda t: None)
+    steps = sampled_updates(total, max_points)
+    updates = [step // steps_per_epoch if driver.interval == "epoch" else step for step in steps]
+    curves = {"lr": [base_lr * driver.schedule(t) for t in updates]}
+    if own_momentum is not None:
+        curves["momentum"] = [value if (value := momentum_at(t)) is not None else own_momentum for t in updates]
+    return steps, curves
+
+
+def write_csv(path: Path, curves: dict[str, list[float]], steps_per_epoch: int, steps: list[int] | None = None) -> None:
+    """One row per optimizer step in `steps` (default: every step): step (0-based), epoch (fractional), lr, and
+    momentum when present."""
     names = list(curves)
+    steps = range(len(curves["lr"])) if steps is None else steps
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["step", "epoch", *names])
-        for step, values in enumerate(zip(*(curves[name] for name in names), strict=True)):
+        for step, *values in zip(steps, *(curves[name] for name in names), strict=True):
             writer.writerow([step, f"{step / steps_per_epoch:.6g}", *(repr(value) for value in values)])
 
 
-def draw(axes, lrs: list[float], steps_per_epoch: int, label: str | None = None) -> None:
-    """The lr against epochs (a step is 1/steps_per_epoch of one), drawn as the stairs the optimizer sees."""
-    epochs = [step / steps_per_epoch for step in range(len(lrs) + 1)]
-    axes.stairs(lrs, epochs, label=label, baseline=None, linewidth=1.6)
+def _edges(count: int, steps_per_epoch: int, steps: list[int] | None) -> list[float]:
+    """Where each value's stair starts and the last one ends, in epochs: a sampled value holds until the next."""
+    steps = list(range(count)) if steps is None else steps
+    return [step / steps_per_epoch for step in [*steps, steps[-1] + 1]] if steps else [0.0]
+
+
+def draw(
+    axes, lrs: list[float], steps_per_epoch: int, label: str | None = None, steps: list[int] | None = None
+) -> None:
+    """The lr against epochs (a step is 1/steps_per_epoch of one), drawn as the stairs the optimizer sees;
+    `steps` are the steps of a sampled curve's values (default: every step)."""
+    axes.stairs(lrs, _edges(len(lrs), steps_per_epoch, steps), label=label, baseline=None, linewidth=1.6)
     axes.set_xlabel("epoch")
     axes.set_ylabel("learning rate")
     axes.grid(alpha=0.3)
 
 
-def plot(path: Path, curves: dict[str, list[float]], steps_per_epoch: int, title: str) -> None:
+def plot(
+    path: Path, curves: dict[str, list[float]], steps_per_epoch: int, title: str, steps: list[int] | None = None
+) -> None:
     """lr.png: the lr curve, and the momentum on a second axis when the schedule moves it."""
     figure = Figure(figsize=(7, 4), layout="constrained")
     axes = figure.subplots()
-    draw(axes, curves["lr"], steps_per_epoch)
+    draw(axes, curves["lr"], steps_per_epoch, steps=steps)
     momentum = curves.get("momentum", [])
     if momentum and min(momentum) != max(momentum):
         second = axes.twinx()
-        edges = [step / steps_per_epoch for step in range(len(momentum) + 1)]
+        edges = _edges(len(momentum), steps_per_epoch, steps)
         second.stairs(momentum, edges, baseline=None, color="tab:orange", linewidth=1.2, linestyle="--")
         second.set_ylabel("momentum (dashed)")
     axes.set_title(title, fontsize=10)
@@ -85,15 +135,18 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as error:
         fail(f"invalid configuration:\n{error}")
     steps_per_epoch = planned_steps_per_epoch(cfg)
-    curves = schedule_curves(cfg, steps_per_epoch)
+    steps, curves = previewed_curves(cfg, steps_per_epoch)
+    total = int(cfg.trainer.epochs) * steps_per_epoch
+    sampled = f"; sampled: {len(steps)} of the {total} steps, evenly spread" if len(steps) < total else ""
     folder = Path(HydraConfig.get().runtime.output_dir)
-    write_csv(folder / "lr.csv", curves, steps_per_epoch)
-    plot(folder / "lr.png", curves, steps_per_epoch, describe(cfg))
+    write_csv(folder / "lr.csv", curves, steps_per_epoch, steps)
+    plot(folder / "lr.png", curves, steps_per_epoch, describe(cfg) + sampled.replace("; ", "\n"), steps)
     lrs = curves["lr"]
     log.info(
-        "%d steps (%d per epoch): lr first %.6g, max %.6g, last %.6g -> %s",
-        len(lrs),
+        "%d steps (%d per epoch)%s: lr first %.6g, max %.6g, last %.6g -> %s",
+        total,
         steps_per_epoch,
+        sampled,
         lrs[0],
         max(lrs),
         lrs[-1],
@@ -112,5 +165,7 @@ def preview_arguments(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+    if key_problem := override_key_problem(sys.argv[1:]):  # a mistyped group, before Hydra suggests a `+`
+        fail(key_problem)
     sys.argv[1:] = preview_arguments(sys.argv[1:])
     main()

@@ -12,12 +12,14 @@ so runs selected in TensorBoard overlay on one lr, one train-loss and one test-a
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams.api_pb2 import Status
@@ -108,7 +110,8 @@ class Tracker:
     """One TensorBoard writer per run folder; close it (in a `finally`) so the last points reach the disk.
 
     With `hparams`, the run opens an HParams session at once (so a run still training, or one that crashed,
-    is listed), and `finish` closes it with the final metrics.
+    is listed), and `finish` closes it with the final metrics. The session also records `threads`, the torch
+    threads the run computes with: runs on different counts differ in the last digits.
     """
 
     def __init__(self, run_dir: Path, flush_secs: int = 30, hparams: Mapping[str, Any] | None = None):
@@ -116,7 +119,8 @@ class Tracker:
         self.writer = SummaryWriter(log_dir=str(self.run_dir), flush_secs=flush_secs)
         self.writer.add_custom_scalars(COMPARE_LAYOUT)
         if hparams is not None:
-            experiment, session_start, _ = hparams_summaries(dict(hparams), dict.fromkeys(FINAL_TAGS, 0.0))
+            hparams = {**hparams, "threads": torch.get_num_threads()}
+            experiment, session_start, _ = hparams_summaries(hparams, dict.fromkeys(FINAL_TAGS, 0.0))
             self.writer.file_writer.add_summary(_lead_first(experiment))
             self.writer.file_writer.add_summary(session_start)
 
@@ -139,7 +143,7 @@ class Tracker:
         failure in the dashboard's status column."""
         step = int(summary.get("steps") or 0)
         for name, tag in zip(FINAL_METRICS, FINAL_TAGS, strict=True):
-            if summary.get(name) is not None:
+            if summary.get(name) is not None and math.isfinite(summary[name]):
                 self.writer.add_scalar(tag, float(summary[name]), step)
         failed = summary.get("diverged") or summary.get("collapsed")
         status = Status.STATUS_FAILURE if failed else Status.STATUS_SUCCESS
@@ -149,12 +153,25 @@ class Tracker:
         self.writer.close()
 
 
+def _finite_or_none(value: Any) -> Any:
+    """`value` with every NaN or infinite float (at any depth of dicts, lists and tuples) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write aside and rename, so a reader never sees half a file."""
+    """Write aside and rename, so a reader never sees half a file. A non-finite number is written as null:
+    NaN and Infinity are not JSON, and strict parsers refuse a file holding them."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
+    text = json.dumps(_finite_or_none(payload), indent=2, allow_nan=False)
     with open(partial, "w") as handle:
-        json.dump(payload, handle, indent=2)
+        handle.write(text)
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())

@@ -303,5 +303,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from src.validation import override_key_problem
+
+    if key_problem := override_key_problem(sys.argv[1:]):  # a mistyped group, before Hydra suggests a `+`
+        fail(key_problem)
     main()
     gc.freeze()  # nor need the exit go through the run's own objects one by one

@@ -37,8 +37,12 @@ class RunResult:
     wall_seconds: float = 0.0
     diverged: bool = False
     diverged_step: int | None = None
+    diverged_epoch: int | None = None
     collapsed: bool = False
     collapsed_epoch: int | None = None
+    # torch's intra-op threads: sums split over another number of threads round differently, so bit-exact
+    # repeats need the same count (a resumed run records the count of its last session).
+    threads: int | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     # Training seconds done at the end of each epoch (kept apart from `history`, which repeats exactly).
     epoch_seconds: list[float] = field(default_factory=list)
@@ -56,8 +60,10 @@ class RunResult:
             "wall_seconds": round(self.wall_seconds, 3),
             "diverged": self.diverged,
             "diverged_step": self.diverged_step,
+            "diverged_epoch": self.diverged_epoch,
             "collapsed": self.collapsed,
             "collapsed_epoch": self.collapsed_epoch,
+            "threads": self.threads,
             "history": self.history,
             "epoch_seconds": self.epoch_seconds,
         }
@@ -73,11 +79,13 @@ def at_chance(metrics: dict[str, float], num_classes: int) -> bool:
 
 
 class Diverged(Exception):
-    """The training loss became NaN or infinite at `step`."""
+    """The run broke at `step` (0-based) of `epoch` (1-based): `what` (the training loss, the test loss or the
+    weights) became NaN or infinite."""
 
-    def __init__(self, step: int):
-        super().__init__(f"training loss is not finite at step {step}")
+    def __init__(self, step: int, epoch: int, what: str = "training loss is not finite at"):
+        super().__init__(f"{what} step {step} (epoch {epoch})")
         self.step = step
+        self.epoch = epoch
 
 
 class Interrupted(Exception):
@@ -183,6 +191,15 @@ class Trainer:
         if result.diverged or (result.collapsed and self.stop_on_collapse):
             return result  # it ended early, as a result; a resume has nothing left to do
         earlier_seconds = result.wall_seconds
+        threads = torch.get_num_threads()
+        if result.threads is not None and result.threads != threads:
+            log.warning(
+                "the run continues on %d threads after %d: its numbers can differ in the last digits from a run "
+                "that never stopped",
+                threads,
+                result.threads,
+            )
+        result.threads = threads
         started = time.perf_counter()
         try:
             for epoch in range(result.epochs, self.epochs):
@@ -190,6 +207,7 @@ class Trainer:
                     raise Interrupted
                 first_update = self.step if self.lr_driver.interval == "step" else epoch
                 metrics = {**self.train_epoch(epoch), **self.evaluate()}
+                self._check_finite(epoch + 1, metrics)
                 self.lr_driver.after_epoch(metrics)
                 self.tracker.epoch(self.step, metrics)
                 seconds = earlier_seconds + time.perf_counter() - started
@@ -214,10 +232,21 @@ class Trainer:
                 if stop:
                     break
         except Diverged as diverged:
-            result.diverged, result.diverged_step = True, diverged.step
+            result.diverged, result.diverged_step, result.diverged_epoch = True, diverged.step, diverged.epoch
             log.warning("run diverged: %s; stopped after %d finished epochs", diverged, result.epochs)
         result.wall_seconds = earlier_seconds + time.perf_counter() - started
         return result
+
+    def _check_finite(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Raise Diverged when the epoch's last updates broke the model: every training loss of the epoch was
+        finite (each is computed before its step's update), but the weights or the test loss are not. The epoch
+        is then not recorded, and the checkpoint keeps the last sound one."""
+        last_step = self.step - 1
+        weights = [parameter.detach() for parameter in self.model.parameters()]
+        if not bool(torch.stack([weight.isfinite().all() for weight in weights]).all()):
+            raise Diverged(last_step, epoch, "the weights are not finite after")
+        if not math.isfinite(metrics["test_loss"]):
+            raise Diverged(last_step, epoch, "the test loss is not finite after")
 
     def _note_collapse(self, epoch: int, first_update: int, metrics: dict[str, float]) -> bool:
         """Mark (or clear) a collapse after `epoch`; true when the run should stop here."""
@@ -269,7 +298,7 @@ class Trainer:
                     count = sum(sizes[window])
                     self.tracker.lrs(first_step + window_start, step_lr[window])
                     if not math.isfinite(loss_sum):
-                        raise Diverged(first_step + i)
+                        raise Diverged(first_step + i, epoch + 1)
                     self.tracker.train_window(first_step + i, loss_sum / count, correct / count)
                     totals["loss"] += loss_sum
                     totals["correct"] += correct

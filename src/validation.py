@@ -5,12 +5,17 @@ Every problem is collected, so one message lists them all, each with the key, th
   boolean, a name a string, a list a list), so `trainer.epochs=ten` or `data.download=maybe` name their key;
 - keys a `+key=value` override adds to a group that does not have them (a typo Hydra lets through);
 - ranges of the keys that have one (CHECKS), the optimizer's own checks, the device, the resume folder;
+- numbers the optimizer cannot hold: it computes in float32, so no optimizer or scheduler number, no lr of the
+  schedule and no first step's scalar may exceed the largest float32 (FLOAT32_MAX);
 - the schedule, built once on the run's timeline and evaluated at its updates, so its own checks run here too.
 """
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import math
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -19,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -40,6 +47,10 @@ MAX_THREADS = 1024
 SCHEDULE_INPUTS = ("scheduler", "trainer.epochs", "data.batch_size", "data.train_size", "optimizer.lr")
 # The schedule is evaluated at every update up to this many, and at evenly spread ones beyond.
 MAX_SCHEDULE_POINTS = 200_000
+# The largest number the optimizer can multiply into the weights: torch turns a larger lr (or decay, eps, ...)
+# into an error ("value cannot be converted to type float without overflow") at the first step.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+FLOAT32_BOUND = f"magnitude <= {FLOAT32_MAX:.8g} (the largest float32, which the optimizer computes in)"
 
 
 class ConfigError(ValueError):
@@ -116,13 +127,16 @@ def validate(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if not test(value):
             problems.append(f"{key}={_shown(value)}: allowed is {allowed}")
-    problems += _type_problems(cfg) + _added_key_problems(cfg)
+    problems += _type_problems(cfg) + _added_key_problems(cfg) + _float32_problems(cfg)
     problems += _optimizer_problems(cfg) + speed_problems(cfg.trainer) + _resume_problems(cfg)
     if _get(cfg, "trainer.device") == "cuda" and not torch.cuda.is_available():
         problems.append("trainer.device='cuda': CUDA is not available on this machine; use auto or cpu")
     problems = _one_per_key(problems)
     if not any(problem.startswith(SCHEDULE_INPUTS) for problem in problems):
-        problems += _schedule_problems(cfg)
+        schedule_problems, peak_lr = _schedule_problems(cfg)
+        problems += schedule_problems
+        if not problems:
+            problems += _first_step_problems(cfg, peak_lr)
     if problems:
         raise ConfigError(problems)
 
@@ -216,6 +230,26 @@ def _added_key_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def _numbers_in(value: Any) -> list[float | int]:
+    """The numbers of a config value: itself, or the elements of a list (booleans are not numbers here)."""
+    items = value if isinstance(value, list | ListConfig) else [value]
+    return [item for item in items if isinstance(item, int | float) and not isinstance(item, bool)]
+
+
+def _float32_problems(cfg: DictConfig) -> list[str]:
+    """Every optimizer and scheduler number beyond the largest float32, or not finite: the optimizer cannot hold it
+    (a key with a range of its own, such as optimizer.lr, is named by that check first)."""
+    problems = []
+    for group in ("optimizer", "scheduler"):
+        node = _get(cfg, group)
+        for key, value in node.items() if isinstance(node, DictConfig) else []:
+            numbers = _numbers_in(value)
+            if not str(key).startswith("_") and any(not abs(n) <= FLOAT32_MAX for n in numbers):  # nan too
+                allowed = "are numbers" if isinstance(value, ListConfig) else "is a number"
+                problems.append(f"{group}.{key}={_shown(value)}: allowed {allowed} of {FLOAT32_BOUND}")
+    return problems
+
+
 def _optimizer_problems(cfg: DictConfig) -> list[str]:
     problems = []
     momentum = _get(cfg, "optimizer.momentum")
@@ -249,30 +283,116 @@ def _resume_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
-def _schedule_problems(cfg: DictConfig) -> list[str]:
-    """Build the schedule on the run's timeline once, and evaluate it at its updates, to catch bad values."""
+def _schedule_problems(cfg: DictConfig) -> tuple[list[str], float]:
+    """Build the schedule on the run's timeline once, and evaluate it at its updates, to catch bad values: the
+    problems, and the peak lr of the curve."""
     train_size = cfg.data.train_size or FASHION_MNIST_TRAIN_SIZE
+    base_lr = float(cfg.optimizer.lr)
     timeline = Timeline(
         interval=cfg.scheduler.interval,
         steps_per_epoch=math.ceil(train_size / cfg.data.batch_size),
         epochs=cfg.trainer.epochs,
-        base_lr=float(cfg.optimizer.lr),
+        base_lr=base_lr,
     )
-    stride = max(1, timeline.total // MAX_SCHEDULE_POINTS)
-    updates = [*range(0, timeline.total, stride), timeline.total - 1]
     keys = ", ".join(f"{key}={value!r}" for key, value in cfg.scheduler.items() if not str(key).startswith("_"))
     try:
         schedule = build_schedule(cfg.scheduler, timeline)
-        bad = [t for t in updates if not (math.isfinite(schedule(t)) and schedule(t) >= 0)]
+        multipliers = [(t, schedule(t)) for t in sampled_updates(timeline.total)]
     except ScheduleConfigError as error:
-        return [str(error)]
+        return [str(error)], base_lr
     except (TypeError, ValueError, ArithmeticError) as error:  # a value of the wrong type, or out of its domain
-        return [f"scheduler: {error} (the schedule's keys: {keys})"]
+        return [f"scheduler: {error} (the schedule's keys: {keys})"], base_lr
+    bad = [t for t, multiplier in multipliers if not (math.isfinite(multiplier) and multiplier >= 0)]
     if bad:
         return [
             f"scheduler: the lr multiplier is negative or not finite at update {bad[0]} (the schedule's keys: {keys})"
+        ], base_lr
+    over = [(t, multiplier) for t, multiplier in multipliers if base_lr * multiplier > FLOAT32_MAX]
+    if over:
+        t, multiplier = over[0]
+        return [
+            f"scheduler: the lr reaches {base_lr * multiplier:.4g} (optimizer.lr={base_lr:g} times {multiplier:.4g}) "
+            f"at update {t}; allowed is an lr of {FLOAT32_BOUND} (the schedule's keys: {keys})"
+        ], base_lr
+    peak_lr = base_lr * max((multiplier for _, multiplier in multipliers), default=1.0)
+    return [], peak_lr
+
+
+def sampled_updates(total: int, max_points: int = MAX_SCHEDULE_POINTS) -> list[int]:
+    """Every update of a run of `total` updates, or about `max_points` evenly spread ones and the last."""
+    stride = max(1, total // max_points)
+    return [*range(0, total, stride), total - 1] if total > 0 else []
+
+
+def _first_step_problems(cfg: DictConfig, lr: float) -> list[str]:
+    """One step of the run's optimizer at `lr` on a stand-in weight: numbers that are each within float32 can
+    still combine beyond it (Adam's first step divides the lr by 1 - beta1), which torch refuses mid-run."""
+    weight = torch.nn.Parameter(torch.ones(1))
+    weight.grad = torch.ones(1)
+    try:
+        optimizer = build_optimizer(cfg.optimizer, [weight])
+    except (TypeError, ValueError):  # torch's own checks, reported by _optimizer_problems
+        return []
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    try:
+        optimizer.step()
+    except RuntimeError as error:
+        return [
+            f"optimizer.lr={cfg.optimizer.lr!r}: {type(optimizer).__name__}'s first step at the schedule's peak lr "
+            f"{lr:g} fails ({error}); allowed is a smaller lr, whose step stays within float32 ({FLOAT32_MAX:.8g})"
         ]
     return []
+
+
+def _config_names(config_name: str) -> tuple[list[str], list[str]]:
+    """The groups the defaults list of `conf/<config_name>.yaml` chooses from, and its top-level keys, following
+    defaults entries that name another config file (lr_find.yaml builds on config.yaml)."""
+    path = CONF_DIR / f"{config_name}.yaml"
+    if not path.is_file():
+        return [], []
+    content = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    groups, keys = [], [str(key) for key in content if key != "defaults"]
+    for entry in content.get("defaults", []):
+        if isinstance(entry, dict):
+            groups += [str(group).split()[-1].split("@")[0] for group in entry]  # `optional experiment`
+        elif entry != "_self_":
+            more_groups, more_keys = _config_names(str(entry))
+            groups, keys = groups + more_groups, keys + more_keys
+    return groups, keys
+
+
+def override_key_problem(argv: list[str], config_name: str = "config") -> str | None:
+    """A command-line override whose key starts with a name the config does not have but is close to one it has
+    (`schedular=cosine`): the message with the likely name and the groups. Hydra refuses such a key too, but
+    suggests adding it with `+`, which validation then refuses. None when every key is known or not close to
+    one, when the arguments do not parse (Hydra says why), and for `+key=` additions.
+
+    Run before Hydra composes anything: its error comes before the task function could check.
+    """
+    parser = get_args_parser()
+    parser.exit_on_error = False
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+    except (argparse.ArgumentError, HydraException):
+        return None
+    if unknown:
+        return None
+    groups, keys = _config_names(args.config_name or config_name)
+    known = {*groups, *keys, *(path.name for path in CONF_DIR.iterdir() if path.is_dir()), "hydra"}
+    for override in overrides:
+        if override.is_add() or override.is_force_add():
+            continue
+        key = override.key_or_group
+        first = re.split(r"[./]", key, maxsplit=1)[0]
+        if first in known or not (close := difflib.get_close_matches(first, sorted(known), n=1)):
+            continue
+        return (
+            f"unknown key '{key}': did you mean '{close[0]}{key[len(first) :]}'? The groups are: "
+            f"{', '.join(sorted(set(groups)))}; the other top-level keys: {', '.join(sorted(set(keys) - {'hydra'}))}"
+        )
+    return None
 
 
 def output_folder_problem(folder: Path) -> str | None:

@@ -1,14 +1,18 @@
 """Finding, reading, loading and batching Fashion-MNIST (synthetic files in torchvision's raw format)."""
 
 import gzip
+import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from src import data
-from tests.conftest import RAW_NAMES, write_fashion_mnist
+from tests.conftest import RAW_NAMES, run_train, write_fashion_mnist
 
 CPU = torch.device("cpu")
+QUICK = ("data.batch_size=256", "trainer.epochs=1", "trainer.threads=1", "trainer.progress=false")
 
 
 def test_explicit_root_is_loaded_as_uint8_tensors(synthetic_root):
@@ -177,3 +181,102 @@ def test_an_unreadable_file_is_named(tmp_path, monkeypatch):
     with pytest.raises(data.DatasetNotFoundError) as refused:
         data.load(device=CPU, batch_size=16, root=str(root))
     assert f"{images} could not be read (Permission denied)" in str(refused.value)
+
+
+def gz_root(folder: Path, plain_root: Path) -> Path:
+    """A data.root holding only the four files gzipped (as the Debian package ships them), at its top level."""
+    folder.mkdir(parents=True)
+    for name in RAW_NAMES.values():
+        with gzip.open(folder / f"{name}.gz", "wb") as handle:
+            handle.write((plain_root / "FashionMNIST" / "raw" / name).read_bytes())
+    return folder
+
+
+def files_below(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*")}
+
+
+def test_gz_files_in_a_folder_that_cannot_be_written_are_read_compressed(tmp_path, synthetic_root):
+    root = gz_root(tmp_path / "gz", synthetic_root)
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte.partial").symlink_to("/dev/full")  # the decompressed copy finds a full disk
+    before = files_below(root)
+    loaded = data.load(device=CPU, batch_size=64, root=str(root), download=False)
+    assert files_below(root) == before - {"FashionMNIST/raw/train-images-idx3-ubyte.partial"}  # no copy, no half
+    plain = data.load(device=CPU, batch_size=64, root=str(synthetic_root))
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(loaded, name), getattr(plain, name)), name
+
+
+def test_debian_gz_files_are_read_compressed_when_the_project_folder_cannot_be_written(
+    tmp_path, synthetic_root, monkeypatch
+):
+    debian = gz_root(tmp_path / "debian", synthetic_root)
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setattr(data, "PROJECT_DATA_DIR", tmp_path / "a_file" / "data")  # no folder can be made there
+    assert data.locate(system_dir=str(debian), download=False) == debian
+    assert data.load(device=CPU, batch_size=64, system_dir=str(debian), download=False).train_size == 512
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_gz_files_in_a_read_only_folder_are_read_compressed(tmp_path, synthetic_root):
+    root = gz_root(tmp_path / "gz", synthetic_root)
+    root.chmod(0o555)
+    try:
+        assert data.load(device=CPU, batch_size=64, root=str(root), download=False).train_size == 512
+        assert not (root / "FashionMNIST").exists()
+    finally:
+        root.chmod(0o755)
+
+
+def damage(root: Path, how: str) -> Path:
+    """Damage one file of `root` in a way that holds as root too; return the file."""
+    if how in ("truncated-gz", "not-gz"):
+        path = root / "t10k-labels-idx1-ubyte.gz"
+        path.write_bytes(path.read_bytes()[:-20] if how == "truncated-gz" else b"<html>not found</html>")
+    else:
+        path = root / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte"
+        path.unlink()
+        if how == "folder-in-place":
+            path.mkdir()
+        else:
+            path.symlink_to(root / "gone")
+    return path
+
+
+UNREADABLE = {
+    "truncated-gz": "is not a whole gzip file (Compressed file ended before the end-of-stream marker was reached)",
+    "not-gz": "is not a whole gzip file (Not a gzipped file (b'<h'))",
+    "folder-in-place": "could not be read (Is a directory)",
+    "dangling-link": "could not be read (No such file or directory)",
+}
+
+
+@pytest.mark.parametrize("how", list(UNREADABLE))
+def test_a_dataset_file_that_cannot_be_read_is_named_with_the_cause(tmp_path, synthetic_root, how):
+    if how.endswith("gz"):
+        root = gz_root(tmp_path / "root", synthetic_root)
+    else:
+        root = write_fashion_mnist(tmp_path / "root", train_size=64, test_size=32)
+    path = damage(root, how)
+    with pytest.raises(data.DatasetNotFoundError) as refused:
+        data.load(device=CPU, batch_size=16, root=str(root), download=False)
+    assert f"Fashion-MNIST file {path} {UNREADABLE[how]}" in str(refused.value)
+
+
+def test_the_command_line_names_an_unreadable_dataset_file_with_exit_2(tmp_path, synthetic_root):
+    path = damage(gz_root(tmp_path / "root", synthetic_root), "truncated-gz")
+    done = run_train(f"data.root={path.parent}", *QUICK, f"output_root={tmp_path / 'out'}", timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"Fashion-MNIST file {path} is not a whole gzip file" in done.stderr
+    assert "cannot write the run's files" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_command_line_trains_from_gz_files_it_cannot_decompress_next_to_them(tmp_path, synthetic_root):
+    root = gz_root(tmp_path / "root", synthetic_root)
+    (root / "FashionMNIST").write_text("")  # no FashionMNIST/raw/ can be made there
+    done = run_train(f"data.root={root}", *QUICK, f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 1
+    assert files_below(root) == {"FashionMNIST", *(f"{name}.gz" for name in RAW_NAMES.values())}

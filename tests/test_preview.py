@@ -15,8 +15,9 @@ from omegaconf import OmegaConf
 
 from scripts.plot_schedules import main as plot_main
 from src import REPO_ROOT
-from src.preview import preview_arguments
+from src.preview import preview_arguments, previewed_curves
 from src.schedules import lr_curve, schedule_curves
+from src.validation import MAX_SCHEDULE_POINTS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NO_DATA = ("data.root=/nonexistent/fashion-mnist", "data.download=false")  # a preview must not need the dataset
@@ -70,6 +71,39 @@ def test_preview_refuses_a_bad_config_with_exit_2_and_no_traceback(tmp_path):
     assert result.returncode == 2
     assert "scheduler.final_lr=1.0: allowed is 0 <= final_lr <= the peak lr (0.1)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["scheduler=one_cycle"],  # moves the momentum
+        ["scheduler=cosine_warmup", "scheduler.interval=epoch"],
+        ["scheduler=cyclic", "scheduler.cycle_momentum=true", "scheduler.warmup_steps=5"],  # warmup: own momentum
+        ["optimizer=adam", "scheduler=step"],
+    ],
+    ids=["one_cycle", "epoch-interval", "cyclic-after-warmup", "adam-step"],
+)
+def test_a_sampled_preview_holds_the_trained_values_at_its_steps(compose_cfg, overrides):
+    cfg = compose_cfg([*overrides, "trainer.epochs=3", "data.train_size=1000", "data.batch_size=50"])
+    every = schedule_curves(cfg, steps_per_epoch=20)
+    steps, sampled = previewed_curves(cfg, steps_per_epoch=20, max_points=7)
+    assert steps == [0, 8, 16, 24, 32, 40, 48, 56, 59]  # 60 steps, every 60 // 7 = 8th, and the last
+    assert list(sampled) == list(every)
+    for name, values in sampled.items():
+        assert values == [every[name][step] for step in steps], name
+
+
+@pytest.mark.slow
+def test_preview_of_a_huge_run_is_sampled_to_a_bounded_number_of_rows(tmp_path):
+    result = preview("trainer.epochs=10000", "data.batch_size=1", *NO_DATA, f"output_root={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    (csv_path,) = (tmp_path / "previews").glob("*/*/lr.csv")
+    rows = read_csv(csv_path)
+    assert len(rows) == MAX_SCHEDULE_POINTS + 1  # every 3000th of 600,000,000 steps, and the last
+    assert [int(rows[i]["step"]) for i in (0, 1, -1)] == [0, 3000, 599_999_999]
+    assert float(rows[-1]["epoch"]) == pytest.approx(10000, rel=1e-6)
+    assert (csv_path.parent / "lr.png").read_bytes()[:8] == PNG_MAGIC
+    assert "sampled: 200001 of the 600000000 steps, evenly spread" in result.stdout + result.stderr
 
 
 def test_preview_folders_are_defaults_the_user_can_replace():

@@ -1,12 +1,20 @@
 """A whole run in-process on synthetic data: what it logs, what it writes, and that it learns."""
 
 import json
+import logging
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from src.schedules import lr_curve
+from src.data import load
+from src.device import available_cores
+from src.models import LeNet
+from src.schedules import build_lr_driver, lr_curve
+from src.tracking import Tracker, write_json
 from src.train import run
+from src.trainer import Trainer
 
 
 def scalars(run_dir, tag):
@@ -86,3 +94,95 @@ def test_same_seed_same_numbers(synthetic_run):
     _, _, other = synthetic_run("seed=8")
     assert first.history == second.history
     assert first.history != other.history
+
+
+def strict_json(path):
+    """metrics.json as a strict parser reads it: NaN and Infinity are not JSON."""
+
+    def refuse(constant):
+        raise ValueError(f"{path} holds {constant}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_write_json_turns_non_finite_numbers_into_null(tmp_path):
+    payload = {"nan": float("nan"), "list": [float("inf"), 1.5], "nested": {"low": float("-inf"), "n": 3}}
+    write_json(tmp_path / "out.json", payload)
+    assert strict_json(tmp_path / "out.json") == {"nan": None, "list": [None, 1.5], "nested": {"low": None, "n": 3}}
+
+
+@pytest.mark.parametrize(
+    ("breaking", "found"),
+    [
+        (["optimizer.lr=1e30"], "the test loss is not finite after step 0 (epoch 1)"),  # huge weights: NaN logits
+        (["optimizer.lr=100", "optimizer.weight_decay=1e38"], "the weights are not finite after step 0 (epoch 1)"),
+    ],
+    ids=["test-loss", "weights"],
+)
+def test_a_model_broken_by_the_last_update_makes_the_run_diverged_at_that_epoch(synthetic_run, caplog, breaking, found):
+    # One step in the run: its loss (of the initial weights) is finite, the update it makes is not.
+    with caplog.at_level(logging.WARNING, logger="src.trainer"):
+        _, run_dir, result = synthetic_run(
+            "scheduler=constant", "optimizer.momentum=0", "data.train_size=64", "trainer.epochs=1", *breaking
+        )
+    assert f"run diverged: {found}" in caplog.text
+    assert result.diverged and result.diverged_step == 0 and result.diverged_epoch == 1
+    metrics = strict_json(run_dir / "metrics.json")
+    assert metrics["diverged"] is True and metrics["diverged_step"] == 0 and metrics["diverged_epoch"] == 1
+    assert metrics["epochs"] == 0 and metrics["history"] == [] and metrics["test_loss"] is None
+    # TensorBoard: the step's lr and loss are there, no epoch point of broken weights, and the session failed
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert [point.step for point in events.Scalars("train/lr")] == [0]
+    assert "test/loss" not in events.Tags()["scalars"] and "final/test_loss" not in events.Tags()["scalars"]
+    assert [(point.step, point.value) for point in events.Scalars("final/diverged")] == [(0, 1.0)]
+
+
+def test_the_thread_count_used_is_recorded_in_metrics_and_hparams(synthetic_run):
+    # trainer.threads=null takes every core this process may use: the count itself is what a repeat needs
+    _, run_dir, _ = synthetic_run("trainer.threads=null", "trainer.epochs=1")
+    assert json.loads((run_dir / "metrics.json").read_text())["threads"] == available_cores()
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    assert HParamsPluginData.FromString(start).session_start_info.hparams["threads"].number_value == available_cores()
+
+
+def test_a_run_continued_on_another_thread_count_says_its_digits_may_differ(compose_cfg, synthetic_root, caplog):
+    cfg = compose_cfg(["scheduler=constant"])
+    dataset = load(device=torch.device("cpu"), batch_size=256, root=str(synthetic_root), train_size=256)
+
+    def trainer(epochs: int, folder) -> Trainer:
+        torch.manual_seed(0)
+        model = LeNet()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        driver = build_lr_driver(cfg, optimizer, dataset.steps_per_epoch)
+        tracker = Tracker(folder)
+        return Trainer(
+            model,
+            optimizer,
+            driver,
+            dataset,
+            tracker,
+            epochs=epochs,
+            data_seed=0,
+            progress=False,
+            stop_on_collapse=False,
+        )
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        first = trainer(1, cfg.output_root + "/first")
+        first.fit()
+        first.tracker.close()
+        torch.set_num_threads(2)
+        second = trainer(2, cfg.output_root + "/second")
+        second.load_state_dict(first.state_dict())
+        with caplog.at_level(logging.WARNING, logger="src.trainer"):
+            result = second.fit()
+        second.tracker.close()
+    finally:
+        torch.set_num_threads(before)
+    assert result.threads == 2 and result.epochs == 2
+    assert "the run continues on 2 threads after 1: its numbers can differ in the last digits" in caplog.text

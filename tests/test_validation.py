@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from src.validation import ConfigError, validate
+from src.validation import ConfigError, override_key_problem, validate
 from tests.conftest import CONF_DIR, run_train
 
 
@@ -72,6 +72,50 @@ def test_each_kind_of_bad_value_names_its_key(compose_cfg, overrides, expected):
     assert any(problem.startswith(expected) for problem in problems_of(compose_cfg, overrides))
 
 
+HUGE = ["1e39", "1e308", "-1e308", "inf", "nan"]  # as Hydra parses them: floats beyond float32, or not finite
+FLOAT_KEYS = [
+    ([], "optimizer.lr"),
+    ([], "optimizer.weight_decay"),
+    (["optimizer=adam"], "optimizer.eps"),
+    (["scheduler=one_cycle"], "scheduler.max_lr"),
+    (["scheduler=one_cycle"], "scheduler.div_factor"),
+    (["scheduler=exponential"], "scheduler.gamma"),
+    (["scheduler=cosine"], "scheduler.final_lr"),
+    (["scheduler=noam"], "scheduler.factor"),
+]
+
+
+@pytest.mark.parametrize("value", HUGE)
+@pytest.mark.parametrize(("choice", "key"), FLOAT_KEYS, ids=[key for _, key in FLOAT_KEYS])
+def test_numbers_the_optimizer_cannot_hold_are_refused_naming_the_key(compose_cfg, choice, key, value):
+    (problem,) = problems_of(compose_cfg, [*choice, f"{key}={value}"])
+    assert problem.startswith(f"{key}="), problem
+    if value in ("1e39", "1e308"):
+        assert problem.endswith(
+            "allowed is a number of magnitude <= 3.4028235e+38 (the largest float32, which the optimizer computes in)"
+        ), problem
+
+
+def test_a_list_holding_a_number_beyond_float32_is_refused(compose_cfg):
+    (problem,) = problems_of(compose_cfg, ["scheduler=piecewise", "scheduler.values=[1.0,1e39,0.1]"])
+    assert problem.startswith("scheduler.values=[1.0, 1e+39, 0.1]: allowed are numbers of magnitude <= 3.4028235e+38")
+
+
+def test_a_schedule_whose_lr_grows_beyond_float32_is_refused_at_the_update_it_does(compose_cfg):
+    (problem,) = problems_of(compose_cfg, ["scheduler=exponential", "scheduler.gamma=10", "trainer.epochs=50"])
+    # 0.1 * 10 ** (t / 235) passes the largest float32 at update 9290, in epoch 40 of 50
+    assert problem.startswith("scheduler: the lr reaches 3.403e+38 (optimizer.lr=0.1 times 3.403e+39) at update 9290;")
+    assert "allowed is an lr of magnitude <= 3.4028235e+38" in problem
+
+
+def test_an_lr_whose_first_adam_step_overflows_float32_is_refused(compose_cfg):
+    # 1e38 fits float32, but Adam's first step is lr / (1 - 0.9) = 1e39
+    (problem,) = problems_of(compose_cfg, ["optimizer=adam", "optimizer.lr=1e38"])
+    assert problem.startswith("optimizer.lr=1e+38: Adam's first step at the schedule's peak lr 1e+38 fails")
+    validate(compose_cfg(["optimizer=adam", "optimizer.lr=1e36"]))
+    validate(compose_cfg(["optimizer.lr=3e38"]))  # plain SGD takes any float32 lr
+
+
 def test_a_key_added_with_plus_is_an_unknown_key_listing_the_known_ones(compose_cfg):
     (problem,) = problems_of(compose_cfg, ["+scheduler.warmup_ration=0.1"])
     assert problem.startswith("scheduler.warmup_ration: unknown key (added with +scheduler.warmup_ration=...)")
@@ -81,6 +125,36 @@ def test_a_key_added_with_plus_is_an_unknown_key_listing_the_known_ones(compose_
 def test_a_typo_without_plus_is_refused_by_hydra_naming_the_key(compose_cfg):
     with pytest.raises(HydraException, match=r"Could not override 'scheduler.warmup_ration'"):
         compose_cfg(["scheduler.warmup_ration=0.1"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "scheduler=cosine,step", "seed=1,2"],
+        ["--multirun", "--cfg", "job", "trainer.epochs=3"],
+        ["--info", "all"],
+        ["+scheduler.warmup_ration=0.1"],  # an addition: validation names it with the group's keys
+        ["++labels.stage=tune"],
+        ["~hydra.callbacks.sweep_summary", "~labels.stage"],
+        ["hydra.run.dir=/tmp/x", "hydra/launcher=basic", "hydra.job.chdir=false"],
+        ["+experiment@_global_=textbook_sqrt", "experiment=textbook_cosine"],
+        ["lr=0.1", "epochs=3"],  # unknown, and close to nothing: Hydra's own message
+        ["optimizer.lr=[0.1"],  # does not parse: Hydra's own message
+    ],
+)
+def test_override_keys_that_are_known_added_or_not_close_to_a_name_pass_on_to_hydra(argv):
+    assert override_key_problem(argv) is None
+
+
+def test_a_key_close_to_a_known_one_is_named_with_the_likely_one():
+    assert override_key_problem(["seed=1", "tranier.epochs=3"]).startswith(
+        "unknown key 'tranier.epochs': did you mean 'trainer.epochs'? The groups are: data, experiment, model,"
+    )
+    assert override_key_problem(["~schedular"]).startswith("unknown key 'schedular': did you mean 'scheduler'?")
+    assert override_key_problem(["lr_fnd.min_lr=1e-4"], config_name="lr_find").startswith(
+        "unknown key 'lr_fnd.min_lr': did you mean 'lr_find.min_lr'?"
+    )
+    assert override_key_problem(["lr_find.min_lr=1e-4"], config_name="lr_find") is None
 
 
 # ------------------------------------------------------------------------------------------------------ the fuzz
@@ -102,13 +176,28 @@ BAD_VALUES = {
     "data.download": ["maybe", "''", "2"],
     "data.normalize": ["yes", "''", "0"],
     "data.root": ["''", "123"],
-    "optimizer.lr": ["0", "-0.1", "-1e9", "abc", "''", "null", "nan", "inf", "1e400", "[0.1]"],
+    "optimizer.lr": [
+        "0",
+        "-0.1",
+        "-1e9",
+        "abc",
+        "''",
+        "null",
+        "nan",
+        "inf",
+        "1e400",
+        "[0.1]",
+        "1e39",
+        "1e308",
+        "-1e308",
+    ],
     "optimizer.momentum": ["1", "-0.5", "1.5", "abc", "''", "1e300"],
-    "optimizer.weight_decay": ["-1", "abc", "''", "-inf"],
+    "optimizer.weight_decay": ["-1", "abc", "''", "-inf", "1e39", "1e308", "-1e308", "inf", "nan"],
     "optimizer.nesterov": ["maybe", "5"],
     "scheduler.interval": ["hour", "''", "null", "1", "STEP"],
     "scheduler.warmup_ratio": ["1", "-0.1", "2", "abc", "''", "nan"],
-    "scheduler.final_lr": ["abc", "''", "[0]"],
+    "scheduler.final_lr": ["abc", "''", "[0]", "1e39", "1e308", "inf", "nan"],
+    "scheduler.warmup_start_factor": ["1e39", "-1e308", "inf", "nan"],
     "resume": ["/no/such/run", "''", "/proc/self"],
     "checkpoint.keep_best": ["yes", "1.0", "''"],
     "checkpoint.force_resume": ["please", "0"],

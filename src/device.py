@@ -8,7 +8,6 @@ import logging
 import os
 
 import torch
-from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
@@ -67,18 +66,6 @@ def configure_threads(threads: int | None, parallel_jobs: int = 1) -> int:
         threads = max(1, available_cores() // max(1, parallel_jobs))
     torch.set_num_threads(threads)
     return threads
-
-
-def speed_problems(trainer_cfg: DictConfig) -> list[str]:
-    """What is wrong with `trainer.precision` and `trainer.compile`, one line each (empty when they can run)."""
-    problems = []
-    precision = getattr(trainer_cfg, "precision", "fp32")
-    if precision not in PRECISIONS:
-        problems.append(f"trainer.precision={precision!r}: allowed is one of {', '.join(PRECISIONS)}")
-    compile_model = getattr(trainer_cfg, "compile", False)
-    if not isinstance(compile_model, bool):
-        problems.append(f"trainer.compile={compile_model!r}: allowed is true or false")
-    return problems
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -13,9 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from src.lr_suggest import SuggestionError, read_suggestion, suggestions_path
-from src.validation import ConfigError
-
-ALLOWED = "null or the folder of a finished `python -m src.lr_find` (or its suggestions.json)"
+from src.validation import SCHEMA, ConfigError, Problem
 
 
 def _given(cfg: DictConfig) -> str | None:
@@ -32,11 +30,12 @@ def take_lr_from(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None
         return None
     problems = []
     if any(item.lstrip("+").startswith("optimizer.lr=") for item in overrides):
-        problems.append(f"lr_from={source!r} and optimizer.lr are both given: keep one (lr_from sets optimizer.lr)")
+        both = f"lr_from={source!r} and optimizer.lr are both given: keep one (lr_from sets optimizer.lr)"
+        problems.append(Problem("lr_from", both))
     try:
         lr = read_suggestion(source)
     except SuggestionError as error:
-        problems.append(f"lr_from={source!r}: {error}; allowed is {ALLOWED}")
+        problems.append(Problem("lr_from", f"lr_from={source!r}: {error}; allowed is {SCHEMA['lr_from'].allowed}"))
     if problems:
         raise ConfigError(problems)
     cfg.optimizer.lr = lr

@@ -1,13 +1,12 @@
-"""Check a composed run config before anything is loaded or trained.
+"""Check a composed run config before anything is loaded or trained, and list every problem in one message, each
+with the key, the value and what is allowed.
 
-Every problem is collected, so one message lists them all, each with the key, the value and what is allowed:
-- types: every key keeps the kind of value its config file gives it (a number stays a number, true/false a
-  boolean, a name a string, a list a list), so `trainer.epochs=ten` or `data.download=maybe` name their key;
-- keys a `+key=value` override adds to a group that does not have them (a typo Hydra lets through);
-- ranges of the keys that have one (CHECKS), the optimizer's own checks, the device, the resume folder;
-- numbers the optimizer cannot hold: it computes in float32, so no optimizer or scheduler number, no lr of the
-  schedule and no first step's scalar may exceed the largest float32 (FLOAT32_MAX);
-- the schedule, built once on the run's timeline and evaluated at its updates, so its own checks run here too.
+Each key has one rule (kind and range, and the words that say it): SCHEMA declares them in a plain table, which
+gives the project's messages in the fewest lines (OmegaConf structured configs have no ranges, stop at the first
+error and take `yes` for true; pydantic needs the same words beside each constraint, and is one more dependency).
+The scheduler's keys take their kinds from its factory's annotations; their ranges are the factory's own, checked
+when the schedule is built here, on the run's timeline, once none of its inputs has a problem. Numbers must also
+fit the float32 the optimizer computes in (FLOAT32_MAX), and so must the schedule's lrs and the first step.
 """
 
 from __future__ import annotations
@@ -18,7 +17,9 @@ import math
 import re
 import sys
 import tempfile
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,36 +30,60 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
+from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src import REPO_ROOT
 from src.checkpointing import LAST
-from src.device import DEVICES, speed_problems
+from src.device import DEVICES, PRECISIONS
 from src.optimizers import build_optimizer
 from src.schedules import ScheduleConfigError, Timeline, build_schedule
 from src.schedules.timeline import INTERVALS
 
 CONF_DIR = REPO_ROOT / "conf"
-GROUPS = ("model", "optimizer", "scheduler", "data", "trainer")
-FASHION_MNIST_TRAIN_SIZE = 60_000
+FASHION_MNIST_TRAIN_SIZE = TRAIN_SIZE = 60_000
 MAX_EPOCHS = 10_000
 MAX_THREADS = 1024
-# The schedule is built from these keys; it is checked once none of them has a problem of its own.
-SCHEDULE_INPUTS = ("scheduler", "trainer.epochs", "data.batch_size", "data.train_size", "optimizer.lr")
+# The schedule is built from these keys (and the scheduler group's); it is checked once none has a problem.
+SCHEDULE_INPUTS = ("trainer.epochs", "data.batch_size", "data.train_size", "optimizer.lr")
 # The schedule is evaluated at every update up to this many, and at evenly spread ones beyond.
 MAX_SCHEDULE_POINTS = 200_000
 # The largest number the optimizer can multiply into the weights: torch turns a larger lr (or decay, eps, ...)
 # into an error ("value cannot be converted to type float without overflow") at the first step.
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 FLOAT32_BOUND = f"magnitude <= {FLOAT32_MAX:.8g} (the largest float32, which the optimizer computes in)"
+FLOAT32_GROUPS = ("optimizer.", "scheduler.")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a config: the key it is about (one problem per key; the schedule waits for its inputs) and
+    the line that says it, with the value and what is allowed."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ConfigError(ValueError):
     """The config has problems; the message lists every one of them."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: Sequence[Problem]):
         super().__init__("\n".join(f"  - {problem}" for problem in problems))
-        self.problems = problems
+        self.problems = list(problems)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a key allows: `test` on its value, and the words that say it."""
+
+    test: Callable[[Any], bool]
+    allowed: str
+
+    def optional(self, null_means: str = "") -> Rule:
+        return Rule(lambda value: value is None or self.test(value), f"null{null_means} or {self.allowed}")
 
 
 def _is_int(value: Any) -> bool:
@@ -69,152 +94,157 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _int_between(low: int, high: int | None = None) -> Callable[[Any], bool]:
-    return lambda value: _is_int(value) and value >= low and (high is None or value <= high)
-
-
-def _optional(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda value: value is None or test(value)
-
-
 def _text(value: Any) -> bool:
     return isinstance(value, str) and value.strip() != ""
 
 
-def _get(cfg: DictConfig, key: str) -> Any:
-    return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+def _integer(test: Callable[[int], bool], allowed: str) -> Rule:
+    return Rule(lambda value: _is_int(value) and test(value), allowed)
 
 
-# key, test, what is allowed
-CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("seed", _int_between(0, 2**63 - 1), "an integer >= 0 and < 2**63"),
-    ("trainer.epochs", _int_between(1, MAX_EPOCHS), f"an integer >= 1 and <= {MAX_EPOCHS}"),
-    ("trainer.device", lambda v: v in DEVICES, f"one of {', '.join(DEVICES)}"),
-    ("trainer.threads", _optional(_int_between(1, MAX_THREADS)), f"null (all cores) or an integer 1..{MAX_THREADS}"),
-    ("trainer.log_every_steps", _int_between(1), "an integer >= 1"),
-    ("trainer.eval_batch_size", _int_between(1), "an integer >= 1"),
-    ("trainer.progress", lambda v: isinstance(v, bool), "true or false"),
-    ("data.batch_size", _int_between(1), "an integer >= 1"),
-    (
-        "data.train_size",
-        _optional(_int_between(1, FASHION_MNIST_TRAIN_SIZE)),
-        f"null (all {FASHION_MNIST_TRAIN_SIZE}) or an integer 1..{FASHION_MNIST_TRAIN_SIZE}",
+def _number(test: Callable[[float], bool], allowed: str) -> Rule:
+    return Rule(lambda value: _is_number(value) and test(value), allowed)
+
+
+def _one_of(choices: Sequence[str]) -> Rule:
+    return Rule(lambda value: value in choices, f"one of {', '.join(choices)}")
+
+
+BOOLEAN = Rule(lambda value: isinstance(value, bool), "true or false")
+FOLDER = Rule(_text, "a folder")
+NAME = Rule(_text, "a name")
+POSITIVE = _integer(lambda v: v >= 1, "an integer >= 1")
+
+# Every key of the run config but the scheduler's, with what it allows (tests/test_validation.py checks that each
+# key of each config file has one). The order is that of the message.
+SCHEMA: dict[str, Rule] = {
+    "seed": _integer(lambda v: 0 <= v < 2**63, "an integer >= 0 and < 2**63"),
+    "output_root": FOLDER,
+    "resume": Rule(_text, f"the folder of an earlier run (holding {LAST})").optional(),
+    "lr_from": Rule(_text, "the folder of a finished `python -m src.lr_find` (or its suggestions.json)").optional(),
+    "checkpoint.keep_best": BOOLEAN,
+    "checkpoint.force_resume": BOOLEAN,
+    "checkpoint.skip_finished": BOOLEAN,
+    "labels.stage": NAME.optional(),
+    "labels.schedule": NAME.optional(),
+    "model.num_classes": _integer(lambda v: v >= 10, "an integer >= 10 (Fashion-MNIST has 10 classes)"),
+    "optimizer.lr": _number(lambda v: v > 0, "a number > 0"),
+    "optimizer.momentum": _number(lambda v: 0 <= v < 1, "a number with 0 <= momentum < 1"),
+    "optimizer.nesterov": BOOLEAN,
+    "optimizer.betas": Rule(
+        lambda v: isinstance(v, ListConfig) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v),
+        "two numbers, each 0 <= beta < 1",
     ),
-    ("data.root", _optional(_text), "null or a folder"),
-    ("data.std", _optional(lambda v: _is_number(v) and v > 0), "a number > 0"),
-    ("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
-    ("scheduler.interval", lambda v: v in INTERVALS, f"one of {', '.join(INTERVALS)}"),
-    (
-        "scheduler.warmup_ratio",
-        lambda v: v is None or (_is_number(v) and 0 <= v < 1),
-        "a number with 0 <= warmup_ratio < 1",
+    "optimizer.eps": _number(lambda v: v >= 0, "a number >= 0"),
+    "optimizer.weight_decay": _number(lambda v: v >= 0, "a number >= 0"),
+    "data.root": FOLDER.optional(),
+    "data.system_dir": FOLDER.optional(),
+    "data.download": BOOLEAN,
+    "data.batch_size": POSITIVE,
+    "data.train_size": _integer(lambda v: 1 <= v <= TRAIN_SIZE, f"an integer 1..{TRAIN_SIZE}").optional(
+        f" (all {TRAIN_SIZE})"
     ),
-    ("resume", _optional(_text), f"null or the folder of an earlier run (holding {LAST})"),
-    ("lr_from", _optional(_text), "null or the folder of an lr range test (python -m src.lr_find)"),
-    ("checkpoint.keep_best", lambda v: isinstance(v, bool), "true or false"),
-    ("checkpoint.force_resume", lambda v: isinstance(v, bool), "true or false"),
-    ("checkpoint.skip_finished", lambda v: isinstance(v, bool), "true or false"),
-    ("trainer.stop_on_collapse", lambda v: isinstance(v, bool), "true or false"),
-    ("labels.stage", _optional(_text), "null or a name"),
-    ("labels.schedule", _optional(_text), "null or a name"),
-]
+    "data.normalize": BOOLEAN,
+    "trainer.epochs": _integer(lambda v: 1 <= v <= MAX_EPOCHS, f"an integer >= 1 and <= {MAX_EPOCHS}"),
+    "trainer.threads": _integer(lambda v: 1 <= v <= MAX_THREADS, f"an integer 1..{MAX_THREADS}").optional(
+        " (all cores)"
+    ),
+    "trainer.device": _one_of(DEVICES),
+    "trainer.log_every_steps": POSITIVE,
+    "trainer.eval_batch_size": POSITIVE,
+    "trainer.stop_on_collapse": BOOLEAN,
+    "trainer.progress": BOOLEAN,
+    "trainer.precision": _one_of(PRECISIONS),
+    "trainer.compile": BOOLEAN,
+    # Shared by every schedule and independent of the run, so checked with the other keys rather than when the
+    # schedule is built (which waits for its inputs): a bad interval is named beside a bad trainer.epochs.
+    "scheduler.interval": _one_of(INTERVALS),
+    "scheduler.warmup_ratio": _number(lambda v: 0 <= v < 1, "a number with 0 <= warmup_ratio < 1"),
+}
+# The rule a scheduler factory's annotation declares; `X | None` adds null.
+KINDS: dict[Any, Rule] = {
+    bool: BOOLEAN,
+    int: Rule(_is_int, "an integer"),
+    float: Rule(_is_number, "a number"),
+    str: Rule(lambda value: isinstance(value, str), "a string"),
+    Sequence[float]: Rule(lambda v: isinstance(v, ListConfig) and all(map(_is_number, v)), "a list of numbers"),
+}
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError listing every problem of `cfg`; return quietly when it can run."""
-    problems = []
-    for key, test, allowed in CHECKS:
-        value = _get(cfg, key)
-        if not test(value):
-            problems.append(f"{key}={_shown(value)}: allowed is {allowed}")
-    problems += _type_problems(cfg) + _added_key_problems(cfg) + _float32_problems(cfg)
-    problems += _optimizer_problems(cfg) + speed_problems(cfg.trainer) + _resume_problems(cfg)
-    if _get(cfg, "trainer.device") == "cuda" and not torch.cuda.is_available():
-        problems.append("trainer.device='cuda': CUDA is not available on this machine; use auto or cpu")
-    problems = _one_per_key(problems)
-    if not any(problem.startswith(SCHEDULE_INPUTS) for problem in problems):
-        schedule_problems, peak_lr = _schedule_problems(cfg)
-        problems += schedule_problems
-        if not problems:
-            problems += _first_step_problems(cfg, peak_lr)
-    if problems:
-        raise ConfigError(problems)
-
-
-def _one_per_key(problems: list[str]) -> list[str]:
-    """A key found wrong by two checks (its range, then its type) is listed once, by the first."""
-    kept, keys = [], set()
-    for problem in problems:
-        key = problem.split("=", 1)[0] if "=" in problem.split(":", 1)[0] else problem
-        if key not in keys:
-            kept.append(problem)
-            keys.add(key)
-    return kept
+def _kind(hint: Any) -> Rule:
+    args = typing.get_args(hint)
+    if type(None) in args:
+        (inner,) = (arg for arg in args if arg is not type(None))
+        return _kind(inner).optional()
+    return KINDS[hint]
 
 
 @cache
-def _group_defaults(group: str, choice: str) -> dict[str, Any]:
-    """The values `conf/<group>/<choice>.yaml` gives its keys (unresolved), those of the files its defaults list
-    extends (`shared/warmup@_here_`) included, or {} when there is no such file."""
-    path = CONF_DIR / group / f"{choice}.yaml"
-    if not path.is_file():
-        return {}
-    own = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    values: dict[str, Any] = {}
-    for entry in own.pop("defaults", []):
-        if entry != "_self_":
-            values.update(_group_defaults(group, entry.removesuffix("@_here_")))
-    return {**values, **own}
+def _scheduler_hints(target: str) -> dict[str, Any]:
+    """The annotations of the scheduler factory `target`, and of Timeline's methods that take the shared keys."""
+    hints = {}
+    for function in (Timeline.warmup, Timeline.with_warmup, get_method(target)):
+        hints |= typing.get_type_hints(function)
+    return hints
 
 
-def _kind(value: Any) -> str | None:
-    """The kind of value a config file's default asks for; None when anything may go there (null, ${...}).
-    A string key may also be null (e.g. `data.system_dir=null`); the range checks say which strings are allowed."""
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return None if "${" in value else "a string"
-    if isinstance(value, list | ListConfig):
-        return "a list"
-    return None
+def key_rules(cfg: DictConfig) -> dict[str, Rule]:
+    """Every key of `cfg` that has a rule, with it: SCHEMA's, and the scheduler's from its factory's annotations.
+    Raises ImportError or ValueError when `scheduler._target_` names no function."""
+    hints = _scheduler_hints(str(cfg.scheduler._target_))
+    scheduler = {f"scheduler.{key}": _kind(hints[key]) for key in cfg.scheduler if key in hints}
+    return SCHEMA | {key: rule for key, rule in scheduler.items() if key not in SCHEMA}
 
 
-def _has_kind(value: Any, kind: str) -> bool:
-    return {
-        "true or false": lambda: isinstance(value, bool),
-        "a number": lambda: _is_number(value),
-        "a string": lambda: value is None or isinstance(value, str),
-        "a list": lambda: isinstance(value, list | ListConfig),
-    }[kind]()
-
-
-def _choices() -> dict[str, str]:
-    if not HydraConfig.initialized():
-        return {}
-    return {group: str(choice) for group, choice in HydraConfig.get().runtime.choices.items() if choice}
-
-
-def _type_problems(cfg: DictConfig) -> list[str]:
-    """Every key of a group whose value is not of the kind the group's config file gives it."""
-    problems = []
-    for group, choice in _choices().items():
-        if group not in GROUPS:
-            continue
-        for key, default in _group_defaults(group, choice).items():
-            kind = _kind(default)
-            value = _get(cfg, f"{group}.{key}")
-            if kind is not None and not key.startswith("_") and not _has_kind(value, kind):
-                problems.append(f"{group}.{key}={_shown(value)}: allowed is {kind}")
-    return problems
+def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
+    return OmegaConf.select(cfg, key, default=default, throw_on_missing=False)
 
 
 def _shown(value: Any) -> str:
     return repr(OmegaConf.to_container(value) if isinstance(value, DictConfig | ListConfig) else value)
 
 
-def _added_key_problems(cfg: DictConfig) -> list[str]:
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError listing every problem of `cfg`; return quietly when it can run."""
+    problems = _key_problems(cfg) + _added_key_problems(cfg) + _machine_problems(cfg)
+    if not any(problem.key.startswith("optimizer") for problem in problems):
+        problems += _optimizer_problems(cfg)
+    if not any(problem.key in SCHEDULE_INPUTS or problem.key.startswith("scheduler") for problem in problems):
+        schedule_problem, peak_lr = _schedule_problems(cfg)
+        problems += [Problem("scheduler", schedule_problem)] if schedule_problem else []
+        if not problems:
+            problems += _first_step_problems(cfg, peak_lr)
+    if problems:
+        raise ConfigError(problems)
+
+
+def _key_problems(cfg: DictConfig) -> list[Problem]:
+    """Each key whose value its rule refuses; then each optimizer or scheduler number beyond float32."""
+    problems, missing = [], object()
+    try:
+        declared = key_rules(cfg)
+    except (ImportError, ValueError):
+        target = cfg.scheduler._target_
+        problems.append(Problem("scheduler._target_", f"scheduler._target_={target!r}: allowed is a schedule factory"))
+        declared = SCHEMA
+    for key, rule in declared.items():
+        value = _get(cfg, key, missing)
+        if value is missing:  # another option's key (SGD's momentum under Adam)
+            continue
+        if not rule.test(value):
+            problems.append(Problem(key, f"{key}={_shown(value)}: allowed is {rule.allowed}"))
+        elif key.startswith(FLOAT32_GROUPS) and _beyond_float32(value):
+            allowed = "are numbers" if isinstance(value, ListConfig) else "is a number"
+            problems.append(Problem(key, f"{key}={_shown(value)}: allowed {allowed} of {FLOAT32_BOUND}"))
+    return problems
+
+
+def _beyond_float32(value: Any) -> bool:
+    items = value if isinstance(value, ListConfig) else [value]
+    return any(_is_number(item) and abs(item) > FLOAT32_MAX for item in items)
+
+
+def _added_key_problems(cfg: DictConfig) -> list[Problem]:
     """`+group.key=value` adds a key the group does not have: a typo Hydra accepts, so it is refused here."""
     if not HydraConfig.initialized():
         return []
@@ -226,66 +256,36 @@ def _added_key_problems(cfg: DictConfig) -> list[str]:
             node = _get(cfg, group) if group else None
             known = ", ".join(str(k) for k in node if not str(k).startswith("_") and k != added) if node else ""
             where = f"; {group} has: {known}" if isinstance(node, DictConfig) else ""
-            problems.append(f"{key}: unknown key (added with +{key}=...){where}")
+            problems.append(Problem(key, f"{key}: unknown key (added with +{key}=...){where}"))
     return problems
 
 
-def _numbers_in(value: Any) -> list[float | int]:
-    """The numbers of a config value: itself, or the elements of a list (booleans are not numbers here)."""
-    items = value if isinstance(value, list | ListConfig) else [value]
-    return [item for item in items if isinstance(item, int | float) and not isinstance(item, bool)]
-
-
-def _float32_problems(cfg: DictConfig) -> list[str]:
-    """Every optimizer and scheduler number beyond the largest float32, or not finite: the optimizer cannot hold it
-    (a key with a range of its own, such as optimizer.lr, is named by that check first)."""
+def _machine_problems(cfg: DictConfig) -> list[Problem]:
+    """Values this machine cannot serve: a resume folder without last.pt, CUDA where there is none."""
     problems = []
-    for group in ("optimizer", "scheduler"):
-        node = _get(cfg, group)
-        for key, value in node.items() if isinstance(node, DictConfig) else []:
-            numbers = _numbers_in(value)
-            if not str(key).startswith("_") and any(not abs(n) <= FLOAT32_MAX for n in numbers):  # nan too
-                allowed = "are numbers" if isinstance(value, ListConfig) else "is a number"
-                problems.append(f"{group}.{key}={_shown(value)}: allowed {allowed} of {FLOAT32_BOUND}")
-    return problems
-
-
-def _optimizer_problems(cfg: DictConfig) -> list[str]:
-    problems = []
-    momentum = _get(cfg, "optimizer.momentum")
-    if momentum is not None and not (_is_number(momentum) and 0 <= momentum < 1):
-        problems.append(f"optimizer.momentum={momentum!r}: allowed is a number with 0 <= momentum < 1")
-    betas = _get(cfg, "optimizer.betas")
-    betas_ok = isinstance(betas, ListConfig) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)
-    if betas is not None and not betas_ok:
-        problems.append(f"optimizer.betas={_shown(betas)}: allowed is two numbers, each 0 <= beta < 1")
-    for key in ("weight_decay", "eps"):
-        value = _get(cfg, f"optimizer.{key}")
-        if value is not None and not (_is_number(value) and value >= 0):
-            problems.append(f"optimizer.{key}={value!r}: allowed is a number >= 0")
-    lr = _get(cfg, "optimizer.lr")
-    if not problems and _is_number(lr) and lr > 0:  # torch's own checks (e.g. nesterov needs momentum)
-        try:
-            build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
-        except (TypeError, ValueError) as error:
-            problems.append(f"optimizer: {error}")
-    return problems
-
-
-def _resume_problems(cfg: DictConfig) -> list[str]:
     resume = _get(cfg, "resume")
-    if not _text(resume):
-        return []
-    folder = Path(resume).expanduser()
-    if not (folder / LAST).is_file():
-        found = "does not exist" if not folder.exists() else f"holds no {LAST}"
-        return [f"resume={resume!r}: that folder {found}; allowed is the folder of an earlier run (holding {LAST})"]
+    if _text(resume) and not (Path(resume).expanduser() / LAST).is_file():
+        found = "does not exist" if not Path(resume).expanduser().exists() else f"holds no {LAST}"
+        message = f"resume={resume!r}: that folder {found}; allowed is the folder of an earlier run (holding {LAST})"
+        problems.append(Problem("resume", message))
+    if _get(cfg, "trainer.device") == "cuda" and not torch.cuda.is_available():
+        message = "trainer.device='cuda': CUDA is not available on this machine; use auto or cpu"
+        problems.append(Problem("trainer.device", message))
+    return problems
+
+
+def _optimizer_problems(cfg: DictConfig) -> list[Problem]:
+    """torch's own checks of keys that are each fine (e.g. nesterov needs momentum)."""
+    try:
+        build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
+    except (TypeError, ValueError) as error:
+        return [Problem("optimizer", f"optimizer: {error}")]
     return []
 
 
-def _schedule_problems(cfg: DictConfig) -> tuple[list[str], float]:
+def _schedule_problems(cfg: DictConfig) -> tuple[str | None, float]:
     """Build the schedule on the run's timeline once, and evaluate it at its updates, to catch bad values: the
-    problems, and the peak lr of the curve."""
+    problem (None without one), and the peak lr of the curve."""
     train_size = cfg.data.train_size or FASHION_MNIST_TRAIN_SIZE
     base_lr = float(cfg.optimizer.lr)
     timeline = Timeline(
@@ -299,23 +299,23 @@ def _schedule_problems(cfg: DictConfig) -> tuple[list[str], float]:
         schedule = build_schedule(cfg.scheduler, timeline)
         multipliers = [(t, schedule(t)) for t in sampled_updates(timeline.total)]
     except ScheduleConfigError as error:
-        return [str(error)], base_lr
-    except (TypeError, ValueError, ArithmeticError) as error:  # a value of the wrong type, or out of its domain
-        return [f"scheduler: {error} (the schedule's keys: {keys})"], base_lr
+        return str(error), base_lr
+    except (TypeError, ValueError, ArithmeticError) as error:  # a value out of its domain
+        return f"scheduler: {error} (the schedule's keys: {keys})", base_lr
     bad = [t for t, multiplier in multipliers if not (math.isfinite(multiplier) and multiplier >= 0)]
     if bad:
-        return [
-            f"scheduler: the lr multiplier is negative or not finite at update {bad[0]} (the schedule's keys: {keys})"
-        ], base_lr
+        return (
+            f"scheduler: the lr multiplier is negative or not finite at update {bad[0]} (the schedule's keys: {keys})",
+            base_lr,
+        )
     over = [(t, multiplier) for t, multiplier in multipliers if base_lr * multiplier > FLOAT32_MAX]
     if over:
         t, multiplier = over[0]
-        return [
+        return (
             f"scheduler: the lr reaches {base_lr * multiplier:.4g} (optimizer.lr={base_lr:g} times {multiplier:.4g}) "
             f"at update {t}; allowed is an lr of {FLOAT32_BOUND} (the schedule's keys: {keys})"
-        ], base_lr
-    peak_lr = base_lr * max((multiplier for _, multiplier in multipliers), default=1.0)
-    return [], peak_lr
+        ), base_lr
+    return None, base_lr * max((multiplier for _, multiplier in multipliers), default=1.0)
 
 
 def sampled_updates(total: int, max_points: int = MAX_SCHEDULE_POINTS) -> list[int]:
@@ -324,24 +324,22 @@ def sampled_updates(total: int, max_points: int = MAX_SCHEDULE_POINTS) -> list[i
     return [*range(0, total, stride), total - 1] if total > 0 else []
 
 
-def _first_step_problems(cfg: DictConfig, lr: float) -> list[str]:
+def _first_step_problems(cfg: DictConfig, lr: float) -> list[Problem]:
     """One step of the run's optimizer at `lr` on a stand-in weight: numbers that are each within float32 can
     still combine beyond it (Adam's first step divides the lr by 1 - beta1), which torch refuses mid-run."""
     weight = torch.nn.Parameter(torch.ones(1))
     weight.grad = torch.ones(1)
-    try:
-        optimizer = build_optimizer(cfg.optimizer, [weight])
-    except (TypeError, ValueError):  # torch's own checks, reported by _optimizer_problems
-        return []
+    optimizer = build_optimizer(cfg.optimizer, [weight])  # builds: _optimizer_problems found nothing
     for group in optimizer.param_groups:
         group["lr"] = lr
     try:
         optimizer.step()
     except RuntimeError as error:
-        return [
+        message = (
             f"optimizer.lr={cfg.optimizer.lr!r}: {type(optimizer).__name__}'s first step at the schedule's peak lr "
             f"{lr:g} fails ({error}); allowed is a smaller lr, whose step stays within float32 ({FLOAT32_MAX:.8g})"
-        ]
+        )
+        return [Problem("optimizer.lr", message)]
     return []
 
 

@@ -16,7 +16,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src import REPO_ROOT, data
-from src.device import autocast, available_cores, configure_threads, maybe_compile, speed_problems
+from src.device import autocast, available_cores, configure_threads, maybe_compile
 from src.models import LeNet
 from src.schedules import build_lr_driver
 from src.tracking import Tracker
@@ -97,15 +97,6 @@ def test_compile_is_in_place_so_parameters_and_checkpoint_keys_stay_the_same():
     assert model._compiled_call_impl is not None
     assert list(model.state_dict()) == keys
     assert all(a is b for a, b in zip(model.parameters(), parameters, strict=True))
-
-
-def test_speed_problems_name_key_value_and_what_is_allowed(compose_cfg):
-    assert speed_problems(compose_cfg([]).trainer) == []
-    cfg = compose_cfg(["trainer.precision=fp16", "trainer.compile=yes"])
-    assert speed_problems(cfg.trainer) == [
-        "trainer.precision='fp16': allowed is one of fp32, bf16",
-        "trainer.compile='yes': allowed is true or false",
-    ]
 
 
 @pytest.mark.slow

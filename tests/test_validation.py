@@ -10,16 +10,18 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from src.validation import ConfigError, override_key_problem, validate
+from src import REPO_ROOT
+from src.validation import SCHEMA, ConfigError, key_rules, override_key_problem, validate
 from tests.conftest import CONF_DIR, run_train
 
 
 def problems_of(compose_cfg, overrides: list[str]) -> list[str]:
     with pytest.raises(ConfigError) as refused:
         validate(compose_cfg(overrides))
-    return refused.value.problems
+    return [str(problem) for problem in refused.value.problems]
 
 
 def test_one_message_lists_every_problem_with_key_value_and_what_is_allowed(compose_cfg):
@@ -36,15 +38,15 @@ def test_one_message_lists_every_problem_with_key_value_and_what_is_allowed(comp
             "trainer.device=tpu",
         ],
     )
-    assert problems == [
+    assert problems == [  # in the order of the schema: top-level keys, then group by group
         "seed=-3: allowed is an integer >= 0 and < 2**63",
-        "trainer.epochs=0: allowed is an integer >= 1 and <= 10000",
-        "trainer.device='tpu': allowed is one of auto, cpu, cuda",
+        "optimizer.lr=-1: allowed is a number > 0",
+        "optimizer.momentum=1: allowed is a number with 0 <= momentum < 1",
+        "data.download='maybe': allowed is true or false",
         "data.batch_size='abc': allowed is an integer >= 1",
         "data.train_size=60001: allowed is null (all 60000) or an integer 1..60000",
-        "optimizer.lr=-1: allowed is a number > 0",
-        "data.download='maybe': allowed is true or false",
-        "optimizer.momentum=1: allowed is a number with 0 <= momentum < 1",
+        "trainer.epochs=0: allowed is an integer >= 1 and <= 10000",
+        "trainer.device='tpu': allowed is one of auto, cpu, cuda",
     ]
 
 
@@ -66,6 +68,11 @@ def test_the_default_run_and_every_bound_itself_are_accepted(compose_cfg):
         (["trainer.epochs=1000000000000"], "trainer.epochs=1000000000000: allowed is an integer >= 1 and <= 10000"),
         (["resume=/no/such/run"], "resume='/no/such/run': that folder does not exist"),
         (["trainer.precision=fp8"], "trainer.precision='fp8': allowed is one of fp32, bf16"),
+        (["trainer.compile=yes"], "trainer.compile='yes': allowed is true or false"),
+        (["scheduler.warmup_steps=abc"], "scheduler.warmup_steps='abc': allowed is null or an integer"),
+        (["scheduler=multistep", "scheduler.milestones=[1,x]"], "scheduler.milestones=[1, 'x']: allowed is a list of"),
+        (["model.num_classes=5"], "model.num_classes=5: allowed is an integer >= 10 (Fashion-MNIST has 10 classes)"),
+        (["scheduler._target_=no.such.factory"], "scheduler._target_='no.such.factory': allowed is a schedule"),
     ],
 )
 def test_each_kind_of_bad_value_names_its_key(compose_cfg, overrides, expected):
@@ -116,6 +123,18 @@ def test_an_lr_whose_first_adam_step_overflows_float32_is_refused(compose_cfg):
     validate(compose_cfg(["optimizer.lr=3e38"]))  # plain SGD takes any float32 lr
 
 
+def test_each_problem_is_a_record_of_its_key_and_its_line_one_per_key(compose_cfg):
+    with pytest.raises(ConfigError) as refused:
+        validate(compose_cfg(["optimizer.lr=1e39", "scheduler.interval=hour", "trainer.epochs=0", "+optimizer.foo=1"]))
+    assert [problem.key for problem in refused.value.problems] == [
+        "optimizer.lr",
+        "trainer.epochs",
+        "scheduler.interval",
+        "optimizer.foo",  # and not torch's "unexpected keyword 'foo'" as well
+    ]
+    assert str(refused.value).splitlines()[2] == "  - scheduler.interval='hour': allowed is one of step, epoch"
+
+
 def test_a_key_added_with_plus_is_an_unknown_key_listing_the_known_ones(compose_cfg):
     (problem,) = problems_of(compose_cfg, ["+scheduler.warmup_ration=0.1"])
     assert problem.startswith("scheduler.warmup_ration: unknown key (added with +scheduler.warmup_ration=...)")
@@ -155,6 +174,34 @@ def test_a_key_close_to_a_known_one_is_named_with_the_likely_one():
         "unknown key 'lr_fnd.min_lr': did you mean 'lr_find.min_lr'?"
     )
     assert override_key_problem(["lr_find.min_lr=1e-4"], config_name="lr_find") is None
+
+
+GROUP_OPTIONS = [
+    f"{group}={path.stem}"
+    for group in ("model", "optimizer", "scheduler", "data", "trainer")
+    for path in sorted((REPO_ROOT / "conf" / group).glob("*.yaml"))
+]
+
+
+def leaf_keys(node: DictConfig, prefix: str = "") -> set[str]:
+    """The dotted keys of a composed config's values, but Hydra's own and the `_target_`-like ones."""
+    keys = set()
+    for key, value in node.items():
+        if key != "hydra" and not str(key).startswith("_"):
+            keys |= leaf_keys(value, f"{prefix}{key}.") if isinstance(value, DictConfig) else {f"{prefix}{key}"}
+    return keys
+
+
+@pytest.mark.parametrize("choice", GROUP_OPTIONS)
+def test_every_key_of_every_config_file_has_a_declared_rule(compose_cfg, choice):
+    """A key added to a YAML file without a rule in SCHEMA (or an annotation in its scheduler factory) fails."""
+    cfg = compose_cfg([choice])
+    assert sorted(leaf_keys(cfg) - set(key_rules(cfg))) == []
+
+
+def test_every_declared_rule_is_of_a_key_some_config_file_has(compose_cfg):
+    keys = set().union(*(leaf_keys(compose_cfg([choice])) for choice in GROUP_OPTIONS))
+    assert sorted(set(SCHEMA) - keys) == []
 
 
 # ------------------------------------------------------------------------------------------------------ the fuzz

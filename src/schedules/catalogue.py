@@ -347,8 +347,8 @@ def reduce_on_plateau(
     _choice("monitor", monitor, PLATEAU_METRICS)
     _choice("mode", mode, PLATEAU_MODES)
     _require(0 < factor < 1, "factor", factor, "0 < factor < 1")
-    _require(isinstance(patience, int) and patience >= 0, "patience", patience, "an integer >= 0")
-    _require(isinstance(cooldown, int) and cooldown >= 0, "cooldown", cooldown, "an integer >= 0")
+    _require(patience >= 0, "patience", patience, "an integer >= 0")
+    _require(cooldown >= 0, "cooldown", cooldown, "an integer >= 0")
     _require(threshold >= 0, "threshold", threshold, "threshold >= 0")
     floor = _floor(timeline, min_lr, "min_lr")
 

@@ -95,8 +95,6 @@ class Timeline:
         `span` is the schedule's length, warmup included (the whole run unless the schedule ends earlier).
         """
         span = self.total if span is None else span
-        if not 0.0 <= warmup_ratio < 1.0:
-            raise ScheduleConfigError(f"scheduler.warmup_ratio={warmup_ratio}: allowed is 0 <= warmup_ratio < 1")
         length = self.count("warmup", warmup_steps, warmup_epochs, default=math.ceil(span * warmup_ratio))
         if length >= span:
             given = (
@@ -135,10 +133,9 @@ class Timeline:
         Their defaults live in conf/scheduler/shared/warmup.yaml, which every scheduler config extends.
 
         The default start factor is 1 / (W + 1): updates 0..W then run at 1/(W+1), 2/(W+1), ..., 1, so the
-        first update is never wasted at lr 0. `interval` is checked here because every scheduler config has it.
+        first update is never wasted at lr 0. `interval` (the timeline's own) and the range of `warmup_ratio`
+        are checked by src/validation.py with the other keys, as they do not depend on the run.
         """
-        if interval not in INTERVALS:
-            raise ScheduleConfigError(f"scheduler.interval={interval!r}: allowed values are {', '.join(INTERVALS)}")
         if warmup_shape not in WARMUP_SHAPES:
             raise ScheduleConfigError(
                 f"scheduler.warmup_shape={warmup_shape!r}: allowed values are {', '.join(WARMUP_SHAPES)}"

@@ -52,7 +52,6 @@ MAX_SCHEDULE_POINTS = 200_000
 # into an error ("value cannot be converted to type float without overflow") at the first step.
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 FLOAT32_BOUND = f"magnitude <= {FLOAT32_MAX:.8g} (the largest float32, which the optimizer computes in)"
-FLOAT32_GROUPS = ("optimizer.", "scheduler.")
 
 
 @dataclass(frozen=True)
@@ -82,28 +81,12 @@ class Rule:
     test: Callable[[Any], bool]
     allowed: str
 
+    def where(self, test: Callable[[Any], bool], allowed: str) -> Rule:
+        """This kind of value, and only those passing `test`."""
+        return Rule(lambda value: self.test(value) and test(value), allowed)
+
     def optional(self, null_means: str = "") -> Rule:
         return Rule(lambda value: value is None or self.test(value), f"null{null_means} or {self.allowed}")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _text(value: Any) -> bool:
-    return isinstance(value, str) and value.strip() != ""
-
-
-def _integer(test: Callable[[int], bool], allowed: str) -> Rule:
-    return Rule(lambda value: _is_int(value) and test(value), allowed)
-
-
-def _number(test: Callable[[float], bool], allowed: str) -> Rule:
-    return Rule(lambda value: _is_number(value) and test(value), allowed)
 
 
 def _one_of(choices: Sequence[str]) -> Rule:
@@ -111,42 +94,47 @@ def _one_of(choices: Sequence[str]) -> Rule:
 
 
 BOOLEAN = Rule(lambda value: isinstance(value, bool), "true or false")
-FOLDER = Rule(_text, "a folder")
-NAME = Rule(_text, "a name")
-POSITIVE = _integer(lambda v: v >= 1, "an integer >= 1")
+INTEGER = Rule(lambda value: isinstance(value, int) and not isinstance(value, bool), "an integer")
+NUMBER = Rule(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v), "a number")
+STRING = Rule(lambda value: isinstance(value, str), "a string")
+FOLDER = STRING.where(lambda value: value.strip() != "", "a folder")
+NAME = Rule(FOLDER.test, "a name")
+POSITIVE = INTEGER.where(lambda v: v >= 1, "an integer >= 1")
 
 # Every key of the run config but the scheduler's, with what it allows (tests/test_validation.py checks that each
 # key of each config file has one). The order is that of the message.
 SCHEMA: dict[str, Rule] = {
-    "seed": _integer(lambda v: 0 <= v < 2**63, "an integer >= 0 and < 2**63"),
+    "seed": INTEGER.where(lambda v: 0 <= v < 2**63, "an integer >= 0 and < 2**63"),
     "output_root": FOLDER,
-    "resume": Rule(_text, f"the folder of an earlier run (holding {LAST})").optional(),
-    "lr_from": Rule(_text, "the folder of a finished `python -m src.lr_find` (or its suggestions.json)").optional(),
+    "resume": Rule(FOLDER.test, f"the folder of an earlier run (holding {LAST})").optional(),
+    "lr_from": Rule(
+        FOLDER.test, "the folder of a finished `python -m src.lr_find` (or its suggestions.json)"
+    ).optional(),
     "checkpoint.keep_best": BOOLEAN,
     "checkpoint.force_resume": BOOLEAN,
     "checkpoint.skip_finished": BOOLEAN,
     "labels.stage": NAME.optional(),
     "labels.schedule": NAME.optional(),
-    "model.num_classes": _integer(lambda v: v >= 10, "an integer >= 10 (Fashion-MNIST has 10 classes)"),
-    "optimizer.lr": _number(lambda v: v > 0, "a number > 0"),
-    "optimizer.momentum": _number(lambda v: 0 <= v < 1, "a number with 0 <= momentum < 1"),
+    "model.num_classes": INTEGER.where(lambda v: v >= 10, "an integer >= 10 (Fashion-MNIST has 10 classes)"),
+    "optimizer.lr": NUMBER.where(lambda v: v > 0, "a number > 0"),
+    "optimizer.momentum": NUMBER.where(lambda v: 0 <= v < 1, "a number with 0 <= momentum < 1"),
     "optimizer.nesterov": BOOLEAN,
     "optimizer.betas": Rule(
-        lambda v: isinstance(v, ListConfig) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v),
+        lambda v: isinstance(v, ListConfig) and len(v) == 2 and all(NUMBER.test(b) and 0 <= b < 1 for b in v),
         "two numbers, each 0 <= beta < 1",
     ),
-    "optimizer.eps": _number(lambda v: v >= 0, "a number >= 0"),
-    "optimizer.weight_decay": _number(lambda v: v >= 0, "a number >= 0"),
+    "optimizer.eps": NUMBER.where(lambda v: v >= 0, "a number >= 0"),
+    "optimizer.weight_decay": NUMBER.where(lambda v: v >= 0, "a number >= 0"),
     "data.root": FOLDER.optional(),
     "data.system_dir": FOLDER.optional(),
     "data.download": BOOLEAN,
     "data.batch_size": POSITIVE,
-    "data.train_size": _integer(lambda v: 1 <= v <= TRAIN_SIZE, f"an integer 1..{TRAIN_SIZE}").optional(
+    "data.train_size": INTEGER.where(lambda v: 1 <= v <= TRAIN_SIZE, f"an integer 1..{TRAIN_SIZE}").optional(
         f" (all {TRAIN_SIZE})"
     ),
     "data.normalize": BOOLEAN,
-    "trainer.epochs": _integer(lambda v: 1 <= v <= MAX_EPOCHS, f"an integer >= 1 and <= {MAX_EPOCHS}"),
-    "trainer.threads": _integer(lambda v: 1 <= v <= MAX_THREADS, f"an integer 1..{MAX_THREADS}").optional(
+    "trainer.epochs": INTEGER.where(lambda v: 1 <= v <= MAX_EPOCHS, f"an integer >= 1 and <= {MAX_EPOCHS}"),
+    "trainer.threads": INTEGER.where(lambda v: 1 <= v <= MAX_THREADS, f"an integer 1..{MAX_THREADS}").optional(
         " (all cores)"
     ),
     "trainer.device": _one_of(DEVICES),
@@ -159,41 +147,39 @@ SCHEMA: dict[str, Rule] = {
     # Shared by every schedule and independent of the run, so checked with the other keys rather than when the
     # schedule is built (which waits for its inputs): a bad interval is named beside a bad trainer.epochs.
     "scheduler.interval": _one_of(INTERVALS),
-    "scheduler.warmup_ratio": _number(lambda v: 0 <= v < 1, "a number with 0 <= warmup_ratio < 1"),
+    "scheduler.warmup_ratio": NUMBER.where(lambda v: 0 <= v < 1, "a number with 0 <= warmup_ratio < 1"),
 }
 # The rule a scheduler factory's annotation declares; `X | None` adds null.
 KINDS: dict[Any, Rule] = {
     bool: BOOLEAN,
-    int: Rule(_is_int, "an integer"),
-    float: Rule(_is_number, "a number"),
-    str: Rule(lambda value: isinstance(value, str), "a string"),
-    Sequence[float]: Rule(lambda v: isinstance(v, ListConfig) and all(map(_is_number, v)), "a list of numbers"),
+    int: INTEGER,
+    float: NUMBER,
+    str: STRING,
+    Sequence[float]: Rule(lambda v: isinstance(v, ListConfig) and all(map(NUMBER.test, v)), "a list of numbers"),
 }
 
 
-def _kind(hint: Any) -> Rule:
+def _kind(hint: Any) -> Rule | None:
     args = typing.get_args(hint)
     if type(None) in args:
-        (inner,) = (arg for arg in args if arg is not type(None))
-        return _kind(inner).optional()
-    return KINDS[hint]
+        (inner,) = (_kind(arg) for arg in args if arg is not type(None))
+        return inner and inner.optional()
+    return KINDS.get(hint)
 
 
 @cache
-def _scheduler_hints(target: str) -> dict[str, Any]:
-    """The annotations of the scheduler factory `target`, and of Timeline's methods that take the shared keys."""
+def _scheduler_rules(target: str) -> dict[str, Rule]:
+    """The kinds the scheduler factory `target` annotates its keywords with (and Timeline's methods the shared
+    keys); raises ImportError or ValueError when `target` names no function."""
     hints = {}
     for function in (Timeline.warmup, Timeline.with_warmup, get_method(target)):
         hints |= typing.get_type_hints(function)
-    return hints
+    return {f"scheduler.{key}": rule for key, hint in hints.items() if (rule := _kind(hint))}
 
 
 def key_rules(cfg: DictConfig) -> dict[str, Rule]:
-    """Every key of `cfg` that has a rule, with it: SCHEMA's, and the scheduler's from its factory's annotations.
-    Raises ImportError or ValueError when `scheduler._target_` names no function."""
-    hints = _scheduler_hints(str(cfg.scheduler._target_))
-    scheduler = {f"scheduler.{key}": _kind(hints[key]) for key in cfg.scheduler if key in hints}
-    return SCHEMA | {key: rule for key, rule in scheduler.items() if key not in SCHEMA}
+    """Every key a run config may have, with its rule: SCHEMA's, and its scheduler factory's kinds."""
+    return _scheduler_rules(str(cfg.scheduler._target_)) | SCHEMA
 
 
 def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
@@ -231,17 +217,15 @@ def _key_problems(cfg: DictConfig) -> list[Problem]:
         value = _get(cfg, key, missing)
         if value is missing:  # another option's key (SGD's momentum under Adam)
             continue
+        numbers = value if isinstance(value, ListConfig) else [value]
         if not rule.test(value):
             problems.append(Problem(key, f"{key}={_shown(value)}: allowed is {rule.allowed}"))
-        elif key.startswith(FLOAT32_GROUPS) and _beyond_float32(value):
+        elif key.startswith(("optimizer.", "scheduler.")) and any(
+            NUMBER.test(n) and abs(n) > FLOAT32_MAX for n in numbers
+        ):
             allowed = "are numbers" if isinstance(value, ListConfig) else "is a number"
             problems.append(Problem(key, f"{key}={_shown(value)}: allowed {allowed} of {FLOAT32_BOUND}"))
     return problems
-
-
-def _beyond_float32(value: Any) -> bool:
-    items = value if isinstance(value, ListConfig) else [value]
-    return any(_is_number(item) and abs(item) > FLOAT32_MAX for item in items)
 
 
 def _added_key_problems(cfg: DictConfig) -> list[Problem]:
@@ -264,10 +248,10 @@ def _machine_problems(cfg: DictConfig) -> list[Problem]:
     """Values this machine cannot serve: a resume folder without last.pt, CUDA where there is none."""
     problems = []
     resume = _get(cfg, "resume")
-    if _text(resume) and not (Path(resume).expanduser() / LAST).is_file():
+    if FOLDER.test(resume) and not (Path(resume).expanduser() / LAST).is_file():
         found = "does not exist" if not Path(resume).expanduser().exists() else f"holds no {LAST}"
-        message = f"resume={resume!r}: that folder {found}; allowed is the folder of an earlier run (holding {LAST})"
-        problems.append(Problem("resume", message))
+        allowed = f"allowed is the folder of an earlier run (holding {LAST})"
+        problems.append(Problem("resume", f"resume={resume!r}: that folder {found}; {allowed}"))
     if _get(cfg, "trainer.device") == "cuda" and not torch.cuda.is_available():
         message = "trainer.device='cuda': CUDA is not available on this machine; use auto or cpu"
         problems.append(Problem("trainer.device", message))
@@ -289,10 +273,7 @@ def _schedule_problems(cfg: DictConfig) -> tuple[str | None, float]:
     train_size = cfg.data.train_size or FASHION_MNIST_TRAIN_SIZE
     base_lr = float(cfg.optimizer.lr)
     timeline = Timeline(
-        interval=cfg.scheduler.interval,
-        steps_per_epoch=math.ceil(train_size / cfg.data.batch_size),
-        epochs=cfg.trainer.epochs,
-        base_lr=base_lr,
+        cfg.scheduler.interval, math.ceil(train_size / cfg.data.batch_size), cfg.trainer.epochs, base_lr
     )
     keys = ", ".join(f"{key}={value!r}" for key, value in cfg.scheduler.items() if not str(key).startswith("_"))
     try:
@@ -362,12 +343,9 @@ def _config_names(config_name: str) -> tuple[list[str], list[str]]:
 
 def override_key_problem(argv: list[str], config_name: str = "config") -> str | None:
     """A command-line override whose key starts with a name the config does not have but is close to one it has
-    (`schedular=cosine`): the message with the likely name and the groups. Hydra refuses such a key too, but
-    suggests adding it with `+`, which validation then refuses. None when every key is known or not close to
-    one, when the arguments do not parse (Hydra says why), and for `+key=` additions.
-
-    Run before Hydra composes anything: its error comes before the task function could check.
-    """
+    (`schedular=cosine`): the message with the likely name and the groups, before Hydra composes anything (Hydra
+    would suggest adding it with `+`, which validation then refuses). None when every key is known or not close
+    to one, when the arguments do not parse (Hydra says why), and for `+key=` additions."""
     parser = get_args_parser()
     parser.exit_on_error = False
     try:

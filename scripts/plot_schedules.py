@@ -41,7 +41,7 @@ def checked_run(group: str, name: str, overrides: list[str]) -> DictConfig:
     """The run config of `group=name` plus `overrides`, validated as `python -m src.train` would validate it."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"{group}={name}", *overrides], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # validation reads the choices and overrides from here
+    HydraConfig.instance().set_config(cfg)  # validation reads the `+key=` overrides from here
     try:
         validate(cfg)
     except ConfigError as error:

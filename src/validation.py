@@ -54,16 +54,19 @@ FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 FLOAT32_BOUND = f"magnitude <= {FLOAT32_MAX:.8g} (the largest float32, which the optimizer computes in)"
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One problem of a config: the key it is about (one problem per key; the schedule waits for its inputs) and
-    the line that says it, with the value and what is allowed."""
+class Problem(str):
+    """One problem of a config: the line that says it (the key, the value and what is allowed), and `key`, the key
+    it is about (the schedule waits for its inputs). A str, so callers that add lines of their own can mix them."""
 
     key: str
-    message: str
 
-    def __str__(self) -> str:
-        return self.message
+    def __new__(cls, key: str, message: str) -> Problem:
+        problem = super().__new__(cls, message)
+        problem.key = key
+        return problem
+
+    def __getnewargs__(self) -> tuple[str, str]:  # pickled, e.g. by a launcher's worker
+        return self.key, str(self)
 
 
 class ConfigError(ValueError):

@@ -151,12 +151,13 @@ def _load_data(cfg: DictConfig, device: torch.device) -> data.DeviceData:
         raise BadInput(str(error)) from None
 
 
-def _record_for_hydra(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> None:
-    """`.hydra/` as Hydra writes it, describing the run (not how this session reached it: no `resume`, no
-    `force_resume`, so it reads like the config a new run of these overrides would have)."""
+def _record_for_hydra(cfg: DictConfig, run_dir: Path, overrides: list[str], *, resumed: bool) -> None:
+    """`.hydra/` as Hydra writes it. For a forced resume it describes the run, not how this session reached it (no
+    `resume`, no `force_resume`): the config a new run of the recorded overrides would have."""
     config = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-    config.resume = None
-    config.checkpoint.force_resume = False
+    if resumed:
+        config.resume = None
+        config.checkpoint.force_resume = False
     run_folder.write_hydra_record(run_dir, config, HydraConfig.instance().cfg, overrides)
 
 
@@ -181,7 +182,7 @@ def run(
     identity = resume.identity(cfg, resume_point, fingerprint, _task_overrides(), _choices())
     try:
         if identity.changed_now and HydraConfig.initialized():
-            _record_for_hydra(cfg, run_dir, identity.overrides)
+            _record_for_hydra(cfg, run_dir, identity.overrides, resumed=resume_point is not None)
         run_folder.clear_failed(run_dir)
         result = _fit(cfg, run_dir, dataset, device, resume_point, identity, stop)
         write_json(

@@ -194,6 +194,7 @@ def run(
                 "config_changes": identity.config_changes,
             },
         )
+        run_folder.clear_failed(run_dir)  # also one a command refused by the lock wrote while this one trained
     except OSError as error:
         Path(run_dir, "metrics.json.partial").unlink(missing_ok=True)
         raise Unwritable(

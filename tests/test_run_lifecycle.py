@@ -229,6 +229,15 @@ def test_a_second_process_in_a_run_folder_is_refused_naming_the_one_training_the
     assert (run_dir / checkpointing.LAST).read_bytes() == checkpoint
 
 
+@pytest.mark.slow
+def test_a_run_that_goes_on_in_its_folder_drops_an_earlier_failed_json(finished_run):
+    run_dir, overrides = finished_run
+    (run_dir / "failed.json").write_text('{"failed": true, "status": 2, "reason": "an earlier attempt"}')
+    done = run_train(*overrides, f"resume={run_dir}")
+    assert done.returncode == 0, done.stderr
+    assert not (run_dir / "failed.json").exists()  # src.compare would list the run as failed
+
+
 # --------------------------------------------------------------------------------------------------- a full disk
 
 

@@ -13,10 +13,8 @@ is refused unless forced (see `changes`).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,31 +136,6 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[st
     return [describe(change) for change in changes(saved, current)]
 
 
-# Digests of tensors already fingerprinted in this process (by identity), so the jobs of an in-process sweep, which
-# share the loaded dataset, hash it once.
-_DIGESTS: dict[int, tuple[weakref.ref, str]] = {}
-
-
-def _digest(tensor: torch.Tensor) -> str:
-    """SHA-256 of the whole buffer `tensor` is a view of (the file's items, whatever slice a run takes)."""
-    base = tensor if tensor._base is None else tensor._base
-    key = id(base)
-    known = _DIGESTS.get(key)
-    if known is not None and known[0]() is base:
-        return known[1]
-    array = base.detach().cpu().contiguous().numpy()
-    digest = hashlib.sha256(memoryview(array).cast("B")).hexdigest()
-    _DIGESTS[key] = (weakref.ref(base, lambda _, gone=key: _DIGESTS.pop(gone, None)), digest)
-    return digest
-
-
-def dataset_fingerprint(tensors: Iterable[torch.Tensor]) -> str:
-    """SHA-256 over the items of the dataset's files (train and test images and labels): another dataset, or the
-    same files changed, gives another fingerprint. `train_size` takes a slice of the same files, so it does not
-    change it (it is a config key, compared as such)."""
-    return hashlib.sha256("".join(_digest(tensor) for tensor in tensors).encode()).hexdigest()
-
-
 def restart_tensorboard_at(writer: Any, step: int) -> None:
     """Make TensorBoard drop every point at or after `step` written by an earlier session of this run folder.
 
@@ -176,7 +149,7 @@ class Checkpointer:
     """Saves the trainer into the run folder at every epoch end: `last.pt` always, `best.pt` when asked.
 
     Beside the trainer's state a checkpoint holds what the run is: its config, the overrides that describe it, the
-    fingerprint of its data (`dataset_fingerprint`) and `config_changes`, what forced resumes changed and when.
+    fingerprint of its data (`DeviceData.fingerprint`) and `config_changes`, what forced resumes changed and when.
     """
 
     def __init__(

@@ -178,8 +178,7 @@ def run(
     configure_threads(cfg.trainer.threads, parallel_jobs=_parallel_jobs())
     device = select_device(cfg.trainer.device)
     dataset = _load_data(cfg, device)
-    fingerprint = checkpointing.dataset_fingerprint((dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y))
-    identity = resume.identity(cfg, resume_point, fingerprint, _task_overrides(), _choices())
+    identity = resume.identity(cfg, resume_point, dataset.fingerprint, _task_overrides(), _choices())
     try:
         if identity.changed_now and HydraConfig.initialized():
             _record_for_hydra(cfg, run_dir, identity.overrides, resumed=resume_point is not None)

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 
 from src.errors import BadInput
 
@@ -134,15 +133,6 @@ def describe(change: Mapping[str, Any]) -> str:
 def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Every key whose value changes what the run computes, as `key: checkpoint <old>, now <new>`."""
     return [describe(change) for change in changes(saved, current)]
-
-
-def restart_tensorboard_at(writer: Any, step: int) -> None:
-    """Make TensorBoard drop every point at or after `step` written by an earlier session of this run folder.
-
-    It is the marker `SummaryWriter(purge_step=step)` writes, added to a writer that is already open; points
-    written after it (the redone steps) replace the dropped ones, so no step is duplicated or missing.
-    """
-    writer.file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
 
 
 class Checkpointer:

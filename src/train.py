@@ -218,7 +218,8 @@ def _fit(
     maybe_compile(model, cfg.trainer.compile)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     lr_driver = build_lr_driver(cfg, optimizer, dataset.steps_per_epoch)
-    tracker = Tracker(run_dir, hparams=run_hparams(cfg, _choices()))
+    purge_step = resume_point.step if resume_point is not None else None  # the partial epoch is done again
+    tracker = Tracker(run_dir, hparams=run_hparams(cfg, _choices()), purge_step=purge_step)
     log.info("run folder: %s", run_dir)
     log.info(
         "%d training images, %d steps per epoch, %d epochs, device %s",
@@ -261,7 +262,6 @@ def _fit(
                 log.warning(
                     "forced resume onto another optimizer: %s starts with a fresh state", cfg.optimizer._target_
                 )
-            checkpointing.restart_tensorboard_at(tracker.writer, trainer.step)
             if trainer.result.history:  # its epoch points sit on the restart step, so they are written again
                 tracker.epoch(trainer.step, trainer.result.history[-1])
             log.info("resumed after epoch %d/%d at step %d", trainer.result.epochs, cfg.trainer.epochs, trainer.step)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import logging
 import math
 import statistics
 import sys
@@ -34,13 +33,11 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src.callbacks import DEFAULT_TARGET_ACC
+from src.curves import Events, read_events
 from src.tracking import run_hparams
 
-log = logging.getLogger(__name__)
-logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader logs every file it opens
 WARMUP_KEY = "scheduler.warmup_ratio"
 # Keys that tell runs of one configuration apart without changing the configuration.
 REPLICA_KEYS = ("seed",)
@@ -89,17 +86,12 @@ class Run:
     modified: float = 0.0
 
     @cached_property
-    def _events(self) -> EventAccumulator:
-        accumulator = EventAccumulator(str(self.folder), size_guidance={"scalars": 0})  # 0: keep every point
-        accumulator.Reload()
-        return accumulator
+    def events(self) -> Events:
+        return read_events(self.folder)
 
     def scalars(self, tag: str) -> tuple[list[int], list[float]]:
         """Steps and values of a scalar tag from the run's event files (empty when the tag is missing)."""
-        if tag not in self._events.Tags().get("scalars", []):
-            return [], []
-        events = self._events.Scalars(tag)
-        return [event.step for event in events], [event.value for event in events]
+        return self.events.steps(tag), self.events.values(tag)
 
     @property
     def outcome(self) -> str:

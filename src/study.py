@@ -5,7 +5,8 @@ every schedule at its own lr over the same seeds (paired: same initial weights, 
 ordinary run, launched as an ordinary multirun of `src.train` (so `hydra/launcher=joblib` or the SLURM launcher
 spreads it out unchanged), into `<study>/<stage>/<schedule>/lr=<lr>,seed=<seed>/`. The same command again with
 `study.dir=<folder>` continues a study: finished jobs are not run again, interrupted ones resume from last.pt.
-The report (src.study_report) is written into the study folder at the end. Exit status: 0 for a finished study,
+This module owns the plan, the jobs and the lr picks; the report (src.study_report) is written into the study
+folder at the end. Exit status: 0 for a finished study,
 2 for bad input (before any training), a job's own status when a stage fails, 128 + signal when stopped.
 """
 
@@ -31,6 +32,7 @@ from tqdm import tqdm
 
 from src import REPO_ROOT
 from src.compare import TAIL_METRIC, Run, find_runs
+from src.study_report import write_study_report
 from src.tracking import write_json
 
 log = logging.getLogger("src.study")
@@ -520,8 +522,6 @@ def main(argv: list[str] | None = None) -> int:
     except StageFailed as failure:
         print(f"lrbench: study {failure}. To continue:\n  python -m src.study study.dir={folder}", file=sys.stderr)
         return failure.status
-    from src.study_report import write_study_report  # reads every run, plots: only needed at the end
-
     report = write_study_report(plan, picks, wall_seconds=time.perf_counter() - started)
     print(report.summary_text())
     print(f"\nreport: {folder / 'report.md'}   (TensorBoard: tensorboard --logdir {folder})")

@@ -1,6 +1,7 @@
-"""A study's report: results.csv (one row per run), verdict.csv (one row per schedule), baseline.csv, report.md and
-three figures, written into the study folder. Runs are read with src.compare's reader; the numbers come from
-src.stats. Collapsed and diverged runs are counted per schedule and left out of every mean and test.
+"""A study's report, from its finished runs to the verdict: results.csv (one row per run), verdict.csv (one row per
+schedule), baseline.csv, report.md and three figures, written into the study folder. Runs are read with
+src.compare's reader; the numbers come from src.stats. Collapsed and diverged runs are counted per schedule and
+left out of every mean and test.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from src.compare import TAIL_METRIC, Run, _figure, _save, find_runs
 from src.stats import ALPHA, POWER, Comparison, compare, holm
-from src.study import Plan
+
+if TYPE_CHECKING:  # the study imports this module: the plan's type is needed for annotations only
+    from src.study import Plan
 
 FIGURES = ("lr_sensitivity.png", "forest.png", "test_acc_curves.png")
 METRIC_NAMES = {"test_acc": "final test accuracy", TAIL_METRIC: "mean test accuracy over the last 10% of epochs"}

@@ -115,6 +115,14 @@ def test_pick_takes_the_best_mean_among_lrs_where_nothing_collapsed():
     assert pick_lr(FakePlan(), [fake_run(0.1, 0.1, collapsed=True)], ["0.1"])["lr"] is None
 
 
+@pytest.mark.slow
+def test_the_report_module_does_not_import_the_study():
+    """src.study imports src.study_report; the report needs the plan's type for its annotations only: no circle."""
+    code = "import sys, src.study_report; print('src.study' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
+
+
 # ------------------------------------------------------------------------------------------------ end to end
 
 

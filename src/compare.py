@@ -15,13 +15,11 @@ nowhere could, 2 when there is nothing to report.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import statistics
 import sys
-from collections.abc import Iterable
-from contextlib import suppress
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -29,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src.callbacks import DEFAULT_TARGET_ACC
 from src.curves import Events, read_events
+from src.report_files import error_reason, markdown_table, new_figure, save_figure, write_csv, written_together
 from src.tracking import run_hparams
 
 WARMUP_KEY = "scheduler.warmup_ratio"
@@ -69,7 +66,7 @@ class ReportNotWrittenError(OSError):
 
     def __init__(self, report: Report, failures: list[tuple[Path, OSError]]):
         self.report, self.failures = report, failures
-        where = "; ".join(f"{folder}: {_os_reason(error)}" for folder, error in failures)
+        where = "; ".join(f"{folder}: {error_reason(error)}" for folder, error in failures)
         super().__init__(f"cannot write the report ({where})")
 
 
@@ -166,10 +163,6 @@ class Scan:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def _os_reason(error: Exception) -> str:
-    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-
-
 def _json_kind(value: Any) -> str:
     kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return kinds.get(type(value), "a number")
@@ -183,7 +176,7 @@ def _read_json(path: Path) -> Any:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
-        raise DamagedRunError(f"{path.name} cannot be read: {_os_reason(error)}") from error
+        raise DamagedRunError(f"{path.name} cannot be read: {error_reason(error)}") from error
     try:
         return json.loads(text)
     except ValueError as error:
@@ -225,7 +218,7 @@ def _read_hydra(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         except FileNotFoundError as error:
             raise DamagedRunError(f".hydra/{name} is missing") from error
         except (OSError, UnicodeDecodeError) as error:
-            raise DamagedRunError(f".hydra/{name} cannot be read: {_os_reason(error)}") from error
+            raise DamagedRunError(f".hydra/{name} cannot be read: {error_reason(error)}") from error
         except (yaml.YAMLError, OmegaConfBaseException) as error:
             raise DamagedRunError(f".hydra/{name} is not valid YAML ({_yaml_reason(error)})") from error
         if not isinstance(loaded, dict):
@@ -336,6 +329,12 @@ def scan_runs(folder: Path) -> Scan:
     return scan
 
 
+def failures(runs: Collection[Run]) -> str:
+    """How many of `runs` collapsed or diverged, e.g. `2/5 collapsed`; empty when none did."""
+    counts = {outcome: sum(run.outcome == outcome for run in runs) for outcome in OUTCOMES}
+    return ", ".join(f"{count}/{len(runs)} {outcome}" for outcome, count in counts.items() if count)
+
+
 def _mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
     """Mean and sample standard deviation of the values present; the std needs two of them."""
     present = [float(value) for value in values if value is not None]
@@ -371,11 +370,6 @@ class Configuration:
     def stat(self, name: str) -> tuple[float | None, float | None]:
         """Mean and std over the ok runs: a collapsed or diverged run is counted (`failures`), never averaged."""
         return _mean_std(run.value(name) for run in self.ok_runs)
-
-    def failures(self) -> str:
-        """How many runs collapsed or diverged, e.g. `2/5 collapsed`; empty when none did."""
-        counts = {outcome: sum(run.outcome == outcome for run in self.runs) for outcome in OUTCOMES}
-        return ", ".join(f"{count}/{len(self.runs)} {outcome}" for outcome, count in counts.items() if count)
 
     def set_aside_duplicates(self) -> None:
         """Keep the newest finished run of each seed in `runs`, the older ones in `duplicates`."""
@@ -487,12 +481,7 @@ class Report:
         )
 
     def write_csv(self, path: Path) -> None:
-        fields = list(self._row(Configuration(hparams={})))
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            for row in self.rows():
-                writer.writerow({key: "" if value is None else value for key, value in row.items()})
+        write_csv(path, self.rows(), list(self._row(Configuration(hparams={}))))
 
     def markdown(self) -> str:
         """The table, then the lists of failed jobs, unfinished runs, duplicate seeds and skipped folders."""
@@ -501,7 +490,7 @@ class Report:
         target = f"steps to {self.target_acc:g} acc"
         header = ["schedule", *self.keys, "seeds", "final test acc", "last 10% test acc", "best test acc"]
         header += ["final train loss", target, "wall s", "failed", *(["left out"] if left_out else [])]
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        table = []
         for row in rows:
             reached, seeds = row["reached_target"], row["seeds"]
             steps = _cell(row["steps_to_target_mean"], row["steps_to_target_std"], ".0f")
@@ -522,10 +511,10 @@ class Report:
                 parts = [f"{row['unfinished']} unfinished" if row["unfinished"] else ""]
                 parts.append(_count(row["failed_jobs"], "failed job") if row["failed_jobs"] else "")
                 cells.append(", ".join(part for part in parts if part) or "-")
-            lines.append("| " + " | ".join(cells) + " |")
+            table.append(cells)
         if not rows:
-            lines.append("| " + " | ".join(["(no configuration)", *["-"] * (len(header) - 1)]) + " |")
-        return "\n".join(lines + self._sections())
+            table.append(["(no configuration)", *["-"] * (len(header) - 1)])
+        return "\n".join([markdown_table(header, table), *self._sections()])
 
     def _where(self, folder: Path) -> str:
         """A listed folder, relative to the compared one when it is inside it."""
@@ -574,28 +563,27 @@ def _cell(mean: float | None, std: float | None, spec: str) -> str:
     return f"{mean:{spec}} ± {std:{spec}}" if std is not None else f"{mean:{spec}}"
 
 
-def plot_figures(report: Report, folder: Path, names: tuple[str, str, str] = FIGURES) -> list[Path]:
+def plot_figures(report: Report, paths: Mapping[str, Path]) -> None:
     """lr curves and test accuracy per epoch overlaid (one line per configuration with a finished run), final
-    accuracy vs warmup; into `folder` under `names`."""
-    written = []
+    accuracy vs warmup; each FIGURES name into its path of `paths`."""
     configurations = [configuration for configuration in report.configurations if configuration.runs]
-    figure, axes = _figure()
+    figure, axes = new_figure()
     for configuration in configurations:
         steps, lrs = configuration.runs[0].scalars("train/lr")
         axes.plot(steps, lrs, label=label(configuration, report.keys))
     axes.set(xlabel="optimizer step", ylabel="learning rate", title="Learning rate schedules")
-    written.append(_save(figure, axes, folder / names[0]))
+    save_figure(figure, axes, paths[FIGURES[0]])
 
-    figure, axes = _figure()
+    figure, axes = new_figure()
     for configuration in configurations:
         curves = [run.scalars("test/acc")[1] for run in configuration.ok_runs or configuration.runs]
         epochs = max(len(curve) for curve in curves)
         means = [statistics.fmean(c[e] for c in curves if len(c) > e) for e in range(epochs)]
         axes.plot(range(1, epochs + 1), means, marker="o", label=label(configuration, report.keys))
     axes.set(xlabel="epoch", ylabel="test accuracy (mean over seeds)", title="Test accuracy per epoch")
-    written.append(_save(figure, axes, folder / names[1]))
+    save_figure(figure, axes, paths[FIGURES[1]])
 
-    figure, axes = _figure()
+    figure, axes = new_figure()
     series_keys = [key for key in report.keys if key != WARMUP_KEY]
     series: dict[str, list[tuple[float, float, float]]] = {}
     for configuration in configurations:
@@ -607,24 +595,7 @@ def plot_figures(report: Report, folder: Path, names: tuple[str, str, str] = FIG
         warmups, means, stds = zip(*sorted(points), strict=True)
         axes.errorbar(warmups, means, yerr=stds, marker="o", capsize=4, label=name)
     axes.set(xlabel="warmup ratio", ylabel="final test accuracy (mean ± std over seeds)", title="Accuracy vs warmup")
-    written.append(_save(figure, axes, folder / names[2]))
-    return written
-
-
-def _figure() -> tuple[Figure, Any]:
-    """A figure outside pyplot: no GUI backend, nothing kept alive after it is saved."""
-    figure = Figure(figsize=(9, 5))
-    axes = figure.subplots()
-    axes.set_prop_cycle(color=colormaps["tab20"].colors)  # a zoo has more lines than the default ten colours
-    return figure, axes
-
-
-def _save(figure: Figure, axes: Any, path: Path) -> Path:
-    if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
-    axes.grid(alpha=0.3)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    save_figure(figure, axes, paths[FIGURES[2]])
 
 
 def build_report(folder: Path, target_acc: float = DEFAULT_TARGET_ACC) -> Report:
@@ -673,24 +644,10 @@ def write_report(folder: Path, target_acc: float = DEFAULT_TARGET_ACC, out: Path
 
 def _write_files(report: Report, target: Path) -> None:
     """summary.md, summary.csv and the figures, each written aside first: a failure leaves the folder as it was."""
-    created = not target.exists()
-    target.mkdir(parents=True, exist_ok=True)
-    names = ("summary.md", "summary.csv", *FIGURES)
-    partials = [target / f"{Path(name).stem}.partial{Path(name).suffix}" for name in names]
-    try:
-        partials[0].write_text(_summary(report))
-        report.write_csv(partials[1])
-        plot_figures(report, target, (partials[2].name, partials[3].name, partials[4].name))
-        for partial, name in zip(partials, names, strict=True):
-            partial.replace(target / name)
-    except OSError:
-        for partial in partials:
-            with suppress(OSError):
-                partial.unlink(missing_ok=True)
-        if created:
-            with suppress(OSError):
-                target.rmdir()
-        raise
+    with written_together(target, ("summary.md", "summary.csv", *FIGURES)) as paths:
+        paths["summary.md"].write_text(_summary(report))
+        report.write_csv(paths["summary.csv"])
+        plot_figures(report, paths)
 
 
 def _summary(report: Report) -> str:
@@ -754,7 +711,7 @@ def _print_problems(report: Report) -> None:
     for item in report.skipped:
         print(f"lrbench: skipped {item.folder}: {item.reason}", file=sys.stderr)
     for target, error in report.unwritable:
-        print(f"lrbench: cannot write the report into {target}: {_os_reason(error)}", file=sys.stderr)
+        print(f"lrbench: cannot write the report into {target}: {error_reason(error)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

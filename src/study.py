@@ -6,8 +6,8 @@ ordinary run, launched as an ordinary multirun of `src.train` (so `hydra/launche
 spreads it out unchanged), into `<study>/<stage>/<schedule>/lr=<lr>,seed=<seed>/`. The same command again with
 `study.dir=<folder>` continues a study: finished jobs are not run again, interrupted ones resume from last.pt.
 This module owns the plan, the jobs and the lr picks; the report (src.study_report) is written into the study
-folder at the end. Exit status: 0 for a finished study,
-2 for bad input (before any training), a job's own status when a stage fails, 128 + signal when stopped.
+folder at the end. Exit status: 0 for a finished study, 2 for bad input (before any training), 3 when the report
+cannot be written, a job's own status when a stage fails, 128 + signal when stopped.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from src import REPO_ROOT
 from src.compare import TAIL_METRIC, Run, find_runs
-from src.study_report import write_study_report
+from src.report_files import error_reason
+from src.study_report import build_study_report, write_study_report
 from src.tracking import write_json
 
 log = logging.getLogger("src.study")
@@ -54,6 +55,7 @@ STUDY_OWNED = (
 )
 JOB_FOLDER = "lr=${optimizer.lr},seed=${seed}"
 EXIT_BAD_INPUT = 2
+EXIT_UNWRITABLE = 3
 
 
 class StudyError(ValueError):
@@ -522,7 +524,13 @@ def main(argv: list[str] | None = None) -> int:
     except StageFailed as failure:
         print(f"lrbench: study {failure}. To continue:\n  python -m src.study study.dir={folder}", file=sys.stderr)
         return failure.status
-    report = write_study_report(plan, picks, wall_seconds=time.perf_counter() - started)
+    report = build_study_report(plan, picks, wall_seconds=time.perf_counter() - started)
+    try:
+        write_study_report(report)
+    except OSError as error:
+        print(report.summary_text())
+        print(f"lrbench: cannot write the study's report into {folder}: {error_reason(error)}", file=sys.stderr)
+        return EXIT_UNWRITABLE
     print(report.summary_text())
     print(f"\nreport: {folder / 'report.md'}   (TensorBoard: tensorboard --logdir {folder})")
     return 0

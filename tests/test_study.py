@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -19,6 +20,7 @@ from src.compare import Run
 from src.stats import compare, holm
 from src.study import StudyError, _merge, lr_grid, main, parse_args, pick_lr, presets
 from src.study_report import FIGURES, RESULT_COLUMNS
+from tests.test_compare import run_module
 
 PLUMBING = ("trainer.threads=1", "data.batch_size=64", "data.train_size=null")
 TINY = ("study.schedules=[constant,cosine_warmup]", "study.tune.lrs=[0.003,0.1]", "study.tune.seeds=[0,1]")
@@ -261,3 +263,30 @@ def test_the_grid_can_centre_on_an_lr_range_test(tmp_path):
     assert plan.lrs == {"constant": lr_grid(0.2, 3.0, 4), "cosine": lr_grid(0.2, 3.0, 4)}
     with pytest.raises(StudyError, match=r"centre_from=.*does not exist; give the folder of a finished"):
         make_plan("quick", ["schedules=[constant,cosine]", f"tune.centre_from={tmp_path / 'none'}"], [])
+
+
+# ------------------------------------------------------------------------------------------------ damaged runs
+
+
+def copy_study(folder: Path, into: Path) -> Path:
+    """A copy of a finished study to damage; its study.json points at the copy, so `study.dir=` continues it."""
+    copy = Path(shutil.copytree(folder, into))
+    plan = json.loads((copy / "study.json").read_text())
+    (copy / "study.json").write_text(json.dumps({**plan, "dir": str(copy)}))
+    return copy
+
+
+@pytest.mark.slow
+def test_a_report_that_cannot_be_written_leaves_the_old_files_and_no_partial_ones(tiny_study, tmp_path):
+    """With writes past 8 KiB failing (RLIMIT_FSIZE: EFBIG, for root too), the CSV files fit and the first figure
+    does not: the report's files stay as they were, none is half-replaced, no partial file is left, exit 3."""
+    copy = copy_study(tiny_study[0], tmp_path / "study")
+    (copy / "results.csv").write_text("the previous report\n")
+    names = ("results.csv", "verdict.csv", "baseline.csv", "report.md", *FIGURES)
+    before = {name: (copy / name).read_bytes() for name in names}
+    done = run_module("src.study", f"study.dir={copy}", cwd=REPO_ROOT, file_size_limit=8192)
+    assert done.returncode == 3, done.stderr
+    assert f"lrbench: cannot write the study's report into {copy}: File too large" in done.stderr
+    assert "Traceback" not in done.stderr and "Best: " in done.stdout
+    assert {name: (copy / name).read_bytes() for name in names} == before
+    assert not list(copy.glob("*.partial.*"))

@@ -183,8 +183,10 @@ def _read_json(path: Path) -> Any:
         raise DamagedRunError(f"{path.name} is not valid JSON ({error})") from error
 
 
-def _check_metrics(metrics: Any) -> None:
-    """Refuse a metrics.json the report cannot use: not an object, no history, a number that is not a number."""
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A run's metrics.json; DamagedRunError (naming the file) when it cannot be read or the report cannot use it:
+    not an object, no history, a number that is not a number."""
+    metrics = _read_json(path)
     if not isinstance(metrics, dict):
         raise DamagedRunError(f"metrics.json holds {_json_kind(metrics)}, not an object")
     for name in (*METRIC_NAMES, "peak_lr"):
@@ -199,6 +201,7 @@ def _check_metrics(metrics: Any) -> None:
     seconds = metrics.get("epoch_seconds", [])
     if not (isinstance(seconds, list) and all(_is_number(value) for value in seconds)):
         raise DamagedRunError("metrics.json: epoch_seconds is not a list of numbers")
+    return metrics
 
 
 def _yaml_reason(error: Exception) -> str:
@@ -236,8 +239,7 @@ def _read_hydra(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _run_from_metrics(folder: Path, hparams: dict[str, Any]) -> Run:
     path = folder / "metrics.json"
-    metrics = _read_json(path)
-    _check_metrics(metrics)
+    metrics = read_metrics(path)
     if metrics.get("peak_lr") is not None:  # the lr trained with: lr_from= sets it after .hydra/ was written
         hparams["optimizer.lr"] = metrics["peak_lr"]
     return Run(folder=folder, hparams=hparams, metrics=metrics, modified=path.stat().st_mtime)

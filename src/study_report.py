@@ -1,7 +1,7 @@
 """A study's report, from its finished runs to the verdict: results.csv (one row per run), verdict.csv (one row per
 schedule), baseline.csv, report.md and three figures, written together into the study folder. Runs are read with
-src.compare's reader; the numbers come from src.stats. Collapsed and diverged runs are counted per schedule and
-left out of every mean and test.
+src.compare's reader; a run folder it cannot read is skipped and named, never counted. The numbers come from
+src.stats. Collapsed and diverged runs are counted per schedule and left out of every mean and test.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from src.compare import TAIL_METRIC, Run, failures, find_runs
+from src.compare import TAIL_METRIC, Run, Skipped, failures, scan_runs
 from src.report_files import markdown_table, new_figure, save_figure, write_csv, written_together
 from src.stats import ALPHA, POWER, Comparison, compare, holm
 
@@ -99,8 +99,13 @@ def _median(values: Iterable[float | None]) -> float | None:
 
 
 class StudyReport:
-    def __init__(self, plan: Plan, picks: dict[str, Any], runs: list[StudyRun], wall_seconds: float):
-        self.plan, self.picks, self.runs, self.wall_seconds = plan, picks, runs, wall_seconds
+    """The verdict on a study's runs; `skipped` are the run folders left out (a file cannot be read, or the run has
+    not ended), named in the report and never counted."""
+
+    def __init__(
+        self, plan: Plan, picks: dict[str, Any], runs: list[StudyRun], wall_seconds: float, skipped: list[Skipped]
+    ):
+        self.plan, self.picks, self.runs, self.wall_seconds, self.skipped = plan, picks, runs, wall_seconds, skipped
         self.contestants = {schedule.name: self._contestant(schedule.name) for schedule in plan.schedules}
         measured = [c for c in self.contestants.values() if c.values]
         reliable = [c for c in measured if not c.failures() and len(c.values) >= 2]
@@ -281,6 +286,14 @@ class StudyReport:
             lines.append(
                 f"Flag: {contestant.name} {contestant.failures()} in the confirm stage (left out of its mean)."
             )
+        for contestant in self.contestants.values():
+            missing = [seed for seed in self.plan.confirm_seeds if seed not in contestant.runs]
+            if contestant.lr is not None and missing:
+                lines.append(
+                    f"Flag: {contestant.name} has {len(contestant.runs)} of the {len(self.plan.confirm_seeds)} planned "
+                    f"confirm seeds; no finished run can be read for seed{'s' * (len(missing) > 1)} "
+                    f"{', '.join(map(str, missing))}."
+                )
         for name, pick in self.picks.items():
             if pick["lr"] is None:
                 lines.append(f"Flag: {name} collapsed or diverged at every lr of its grid; it was not confirmed.")
@@ -379,8 +392,12 @@ class StudyReport:
             f"Mean {'of ' + plan.metric if plan.pick == 'metric' else 'best test accuracy'} over the tuning seeds "
             "at each lr; the picked lr in bold. An lr where a tuning run collapsed or diverged cannot be picked.",
             "",
-            markdown_table(["schedule", "lr: score"], [[name, _grid_cell(pick)] for name, pick in self.picks.items()]),
+            markdown_table(
+                ["schedule", "lr: score"],
+                [[name, _grid_cell(pick, len(plan.tune_seeds))] for name, pick in self.picks.items()],
+            ),
             "",
+            *self._skipped_section(),
             *(f"![{name}]({name})" for name in FIGURES),
             "",
             "Files: results.csv (every run), verdict.csv (stage 2 per schedule), baseline.csv, picks.json, "
@@ -388,6 +405,14 @@ class StudyReport:
             "",
         ]
         return "\n".join(out)
+
+    def _skipped_section(self) -> list[str]:
+        if not self.skipped:
+            return []
+        lines = ["## Skipped runs (not counted: a file cannot be read, or the run has not ended)", ""]
+        for item in self.skipped:
+            lines.append(f"- `{item.folder.relative_to(self.plan.dir)}`: {item.reason}")
+        return [*lines, ""]
 
     # ------------------------------------------------------------------------------------------ figures
 
@@ -496,7 +521,8 @@ def _seeds_text(comparison: Comparison) -> str:
     )
 
 
-def _grid_cell(pick: dict[str, Any]) -> str:
+def _grid_cell(pick: dict[str, Any], seeds: int) -> str:
+    """Each lr's score (or its failures), with its number of runs when a tuning seed has none."""
     cells = []
     for row in sorted(pick["grid"], key=lambda row: float(row["lr"])):
         if row["failed"]:
@@ -505,13 +531,19 @@ def _grid_cell(pick: dict[str, Any]) -> str:
             text = f"{row['lr']}: -"
         else:
             text = f"{row['lr']}: {row['score']:.4f}"
+        if row["runs"] < seeds:
+            text += f" ({row['runs']} of {seeds} seeds)"
         cells.append(f"**{text}**" if row["lr"] == pick["lr"] else text)
     return " · ".join(cells)
 
 
 def build_study_report(plan: Plan, picks: dict[str, Any], wall_seconds: float) -> StudyReport:
-    """The report of the runs in the study folder."""
-    return StudyReport(plan, picks, collect(find_runs(Path(plan.dir))), wall_seconds)
+    """The report of the runs in the study folder; a run folder that cannot be read, or whose run has not ended, is
+    skipped and named."""
+    scan = scan_runs(Path(plan.dir))
+    skipped = [*scan.skipped, *(Skipped(item.folder, item.reason) for item in scan.unfinished)]
+    skipped += [Skipped(job.folder, f"failed.json: {job.reason}") for job in scan.failed]
+    return StudyReport(plan, picks, collect(scan.runs), wall_seconds, sorted(skipped, key=lambda item: item.folder))
 
 
 def write_study_report(report: StudyReport) -> None:

@@ -276,6 +276,49 @@ def copy_study(folder: Path, into: Path) -> Path:
     return copy
 
 
+def confirm_job(folder: Path, schedule: str, seed: int) -> Path:
+    (found,) = (folder / "confirm" / schedule).glob(f"lr=*,seed={seed}")
+    return found
+
+
+@pytest.mark.slow
+def test_a_job_whose_metrics_json_cannot_be_read_runs_again(tiny_study, tmp_path):
+    """A truncated metrics.json is not a finished job: it is set aside, said, and the job runs again (from its
+    last.pt, to the same result), so the report counts every seed."""
+    copy = copy_study(tiny_study[0], tmp_path / "study")
+    damaged = confirm_job(copy, "constant", 101)
+    recorded = json.loads((damaged / "metrics.json").read_text())
+    (damaged / "metrics.json").write_text('{"test_acc": 0.8, "hist')
+    done = run_study(f"study.dir={copy}")
+    assert done.returncode == 0, done.stderr
+    assert f"{damaged}: metrics.json is not valid JSON" in done.stderr and "the job runs again" in done.stderr
+    assert (damaged / "metrics.json.damaged").read_text() == '{"test_acc": 0.8, "hist'
+    assert json.loads((damaged / "metrics.json").read_text())["test_acc"] == recorded["test_acc"]
+    results = read_csv(copy / "results.csv")
+    assert len(results) == 2 * 2 * 2 + 2 * 2 and "Skipped runs" not in (copy / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_run_that_cannot_be_read_is_skipped_named_and_its_seed_not_counted(tiny_study, tmp_path):
+    copy = copy_study(tiny_study[0], tmp_path / "study")
+    damaged = confirm_job(copy, "constant", 101)
+    (damaged / ".hydra" / "config.yaml").write_text("optimizer: {lr: 0.1\n")
+    done = run_study(f"study.dir={copy}")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"lrbench: skipped {damaged}: .hydra/config.yaml is not valid YAML (line 2" in done.stderr
+    report = (copy / "report.md").read_text()
+    skipped = report.split("## Skipped runs")[1]
+    assert f"- `{damaged.relative_to(copy)}`: .hydra/config.yaml is not valid YAML" in skipped
+    flag = "Flag: constant has 1 of the 2 planned confirm seeds; no finished run can be read for seed 101."
+    assert flag in report and flag in done.stdout
+    verdict = {row["schedule"]: row for row in read_csv(copy / "verdict.csv")}
+    assert verdict["constant"]["runs"] == "1" and verdict["cosine_warmup"]["runs"] == "2"
+    results = read_csv(copy / "results.csv")
+    assert len(results) == 2 * 2 * 2 + 2 * 2 - 1
+    assert str(damaged.relative_to(copy)) not in {row["run_dir"] for row in results}
+
+
 @pytest.mark.slow
 def test_a_report_that_cannot_be_written_leaves_the_old_files_and_no_partial_ones(tiny_study, tmp_path):
     """With writes past 8 KiB failing (RLIMIT_FSIZE: EFBIG, for root too), the CSV files fit and the first figure

@@ -290,27 +290,6 @@ def read_run_folder(folder: Path) -> Run | Unfinished | FailedJob:
     return run
 
 
-def load_run(folder: Path) -> Run | None:
-    """The run in `folder` (finished or not), or None when it has no metrics.json or no `.hydra/` record of its
-    config; DamagedRunError when one of them cannot be read."""
-    if not all((folder / name).is_file() for name in ("metrics.json", ".hydra/config.yaml", ".hydra/hydra.yaml")):
-        return None
-    _, hparams = _read_hydra(folder)
-    return _run_from_metrics(folder, hparams)
-
-
-def find_runs(folder: Path) -> list[Run]:
-    """Every run with a metrics.json below `folder`, in folder order; DamagedRunError, naming the folder and the
-    file, when one cannot be read (`scan_runs` skips such runs instead)."""
-    runs = []
-    for path in sorted(Path(folder).rglob("metrics.json")):
-        try:
-            runs.append(load_run(path.parent))
-        except DamagedRunError as error:
-            raise DamagedRunError(f"{path.parent}: {error}") from error
-    return [run for run in runs if run is not None]
-
-
 def scan_runs(folder: Path) -> Scan:
     """Every run folder below `folder` (one holding metrics.json, last.pt or failed.json), in folder order, sorted
     into finished runs, unfinished runs, failed jobs and folders skipped because a file cannot be read."""

@@ -15,7 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from src import REPO_ROOT
-from src.compare import FIGURES, Configuration, find_runs, main, varying_keys
+from src.compare import FIGURES, Configuration, main, scan_runs, varying_keys
 from tests.conftest import run_sweep
 
 TARGET = 0.3
@@ -80,7 +80,7 @@ def test_report_figures_and_curves_come_from_the_event_files(sweep):
     assert main([str(sweep)]) == 0
     for name in FIGURES:
         assert (sweep / name).read_bytes().startswith(PNG_MAGIC)
-    runs = find_runs(sweep)
+    runs = scan_runs(sweep).runs
     assert len(runs) == 4
     for run in runs:
         steps, lrs = run.scalars("train/lr")

@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from src import REPO_ROOT, data
-from src.compare import load_run
+from src.compare import read_run_folder
 from src.curves import read_events
 from src.device import configure_threads
 from src.lr_find import RangeTestError, find_lr, range_test, settings_problems
@@ -205,7 +205,7 @@ def test_cli_writes_every_file_and_a_run_takes_its_lr_from_them(tmp_path, synthe
     assert hparams["optimizer.lr"].number_value == record["lr"]
     assert hparams["lr_from"].string_value == str(folder)
     assert max(run_events.values("train/lr")) == pytest.approx(record["lr"])
-    assert load_run(run_dir).hparams["optimizer.lr"] == record["lr"]  # the comparison report's lr
+    assert read_run_folder(run_dir).hparams["optimizer.lr"] == record["lr"]  # the comparison report's lr
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""Reading a run folder's TensorBoard event files: every scalar point by tag, the image tags and the HParams
-records. The one place that sets up TensorBoard's reader, so every curve is read whole (not a sample of it).
+"""Reading a run folder's TensorBoard event files: every scalar point by tag, the image and tensor tags and the
+HParams records. The one place that sets up TensorBoard's reader, so every curve is read whole (not a sample of it).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ class Events:
 
     scalars: dict[str, list[tuple[int, float]]]  # tag -> every (step, value), in the order they were written
     images: list[str]  # the image tags
+    tensors: list[str]  # the tensor tags (the custom-scalars chart layout is one)
     hparams: dict[str, HParamsPluginData]  # `_hparams_/experiment`, `_hparams_/session_start_info`, ..._end_info
 
     def steps(self, tag: str) -> list[int]:
@@ -41,6 +42,7 @@ def read_events(folder: Path) -> Events:
     return Events(
         scalars={tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in tags["scalars"]},
         images=list(tags["images"]),
+        tensors=list(tags["tensors"]),
         hparams={tag: HParamsPluginData.FromString(content) for tag, content in hparams.items()},
     )
 

@@ -10,13 +10,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src import REPO_ROOT, checkpointing, resume
+from src.curves import read_scalars
 from src.errors import BadInput
 from src.train import StopOnSignal, run
 
@@ -32,13 +31,6 @@ KILLED = (
     "trainer.stop_on_collapse=false",
 )
 EPOCHS = 4
-
-
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar curve of a run folder as TensorBoard reads it: tag -> [(step, value)]."""
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def assert_same_state(a, b, path="state"):
@@ -212,7 +204,7 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_bit_for_bit_like_an_uninterrupt
         # the message's command resumes the run; it was stopped mid-epoch, past the checkpoint's step
         resume_command = shlex.split(output.split("To continue:")[1].strip().splitlines()[0])[3:]
         assert resume_command[-1] == f"resume='{run_dir}'"  # quoted for Hydra
-        assert max(step for step, _ in scalars(run_dir)["train/lr"]) >= saved["step"]
+        assert max(step for step, _ in read_scalars(run_dir)["train/lr"]) >= saved["step"]
 
     status, output = finish(start_train(*resume_command))
     assert status == 0, output
@@ -228,6 +220,6 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_bit_for_bit_like_an_uninterrupt
         for key in TIMINGS:
             state["result"].pop(key)
     assert_same_state(final, expected)  # weights, optimizer moments, scheduler, RNGs, data order, counters
-    assert scalars(run_dir) == scalars(reference_dir)  # every curve: same steps, same values, none twice
+    assert read_scalars(run_dir) == read_scalars(reference_dir)  # every curve: same steps, same values, none twice
     assert not (run_dir.parent / "runs").exists()  # resume=<folder> leaves no extra run folder behind
     assert not (run_dir / resume.LOCK).exists()

@@ -82,11 +82,19 @@ def find(cfg: DictConfig, folder: Path) -> ResumePoint | None:
 
 def finished(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     """The metrics.json of the run in `run_dir` when that run has ended (every epoch done, or stopped as diverged
-    or collapsed), else None."""
+    or collapsed), else None: also when that file cannot be read, so the run goes on from its last.pt and writes
+    it again."""
     path = run_dir / "metrics.json"
     if not path.is_file():
         return None
-    recorded = json.loads(path.read_text())
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        log.warning("%s cannot be read (%s): the run goes on from its last.pt", path, error)
+        return None
+    if not isinstance(recorded, dict):
+        log.warning("%s holds no record of a run: the run goes on from its last.pt", path)
+        return None
     ended_early = recorded.get("diverged") or (recorded.get("collapsed") and cfg.trainer.stop_on_collapse)
     return recorded if ended_early or recorded.get("epochs", 0) >= cfg.trainer.epochs else None
 

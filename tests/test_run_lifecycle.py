@@ -238,6 +238,17 @@ def test_a_run_that_goes_on_in_its_folder_drops_an_earlier_failed_json(finished_
     assert not (run_dir / "failed.json").exists()  # src.compare would list the run as failed
 
 
+def test_a_finished_run_whose_metrics_json_is_damaged_is_not_skipped_but_recorded_again(finished_run):
+    run_dir, overrides = finished_run
+    recorded = metrics(run_dir)
+    (run_dir / "metrics.json").write_text('{"test_acc": 0.8')  # cut short
+    done = run_train(*overrides, f"resume={run_dir}", "checkpoint.skip_finished=true")
+    assert done.returncode == 0, done.stderr
+    assert "metrics.json cannot be read" in done.stdout + done.stderr
+    again = metrics(run_dir)
+    assert again["test_acc"] == recorded["test_acc"] and again["history"] == recorded["history"]
+
+
 # --------------------------------------------------------------------------------------------------- a full disk
 
 

@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 from src import run_folder
 
 log = logging.getLogger(__name__)
-DEFAULT_TARGET_ACC = 0.85
 
 
 def job_folder_name(overrides: Iterable[str], exclude_keys: Iterable[str]) -> str:
@@ -44,15 +43,15 @@ class SweepSummary(Callback):
     still ends with the jobs' own status, and the command to rebuild the report is in the message.
     """
 
-    def __init__(self, target_acc: float = DEFAULT_TARGET_ACC):
-        self.target_acc = target_acc
+    def __init__(self, target_acc: float | None = None):
+        self.target_acc = target_acc  # None: the report's own default (src.compare.DEFAULT_TARGET_ACC)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from src.compare import NoRunsError, write_report  # reads event files and plots: only needed here
+        from src.compare import DEFAULT_TARGET_ACC, NoRunsError, write_report  # reads event files, plots
 
         folder = Path(config.hydra.sweep.dir)
         try:
-            report = write_report(folder, self.target_acc)
+            report = write_report(folder, DEFAULT_TARGET_ACC if self.target_acc is None else self.target_acc)
         except NoRunsError as error:
             log.warning("no sweep summary: %s", error)
             return

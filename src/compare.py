@@ -30,7 +30,6 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from src.callbacks import DEFAULT_TARGET_ACC
 from src.curves import Events, read_events
 from src.report_files import error_reason, markdown_table, new_figure, save_figure, write_csv, written_together
 from src.tracking import run_hparams
@@ -39,6 +38,8 @@ WARMUP_KEY = "scheduler.warmup_ratio"
 # Keys that tell runs of one configuration apart without changing the configuration.
 REPLICA_KEYS = ("seed",)
 FIGURES = ("lr_curves.png", "test_acc.png", "final_acc_vs_warmup.png")
+# The test accuracy whose first epoch the report gives ("epochs to target"), unless asked otherwise.
+DEFAULT_TARGET_ACC = 0.85
 # `tail_test_acc`: mean test accuracy over the last TAIL_FRACTION of a run's epochs (Run.value).
 TAIL_METRIC = "tail_test_acc"
 TAIL_FRACTION = 0.1

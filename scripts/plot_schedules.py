@@ -5,8 +5,9 @@
     python scripts/plot_schedules.py --set trainer.epochs=30 --set scheduler.interval=epoch
     python scripts/plot_schedules.py --experiments textbook_constant textbook_sqrt --overlay  # presets
 
-Each curve is `src.schedules.lr_curve` of the composed run config (`scheduler=NAME` plus the `--set` overrides),
-the same objects a training run drives; nothing of a real run is touched.
+Each curve is the preview's (`src.preview.previewed_curves`: every step, sampled beyond 200,000 steps) of the
+composed run config (`scheduler=NAME` plus the `--set` overrides), the same objects a training run drives;
+nothing of a real run is touched.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from src import REPO_ROOT
-from src.preview import draw, planned_steps_per_epoch
-from src.schedules import lr_curve
+from src.preview import draw, planned_steps_per_epoch, previewed_curves
 from src.train import OmegaConf  # noqa: F401  (registers the resolvers the configs use)
 from src.validation import ConfigError, validate
 
@@ -50,6 +50,13 @@ def checked_run(group: str, name: str, overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def draw_run(axes, cfg: DictConfig, label: str | None = None) -> None:
+    """The run's lr curve on `axes`: every step, or the sampled steps of a run too long to draw whole."""
+    steps_per_epoch = planned_steps_per_epoch(cfg)
+    steps, curves = previewed_curves(cfg, steps_per_epoch)
+    draw(axes, curves["lr"], steps_per_epoch, label=label, steps=steps)
+
+
 def plot(names: list[str], overrides: list[str], out: Path, overlay: bool, group: str = "scheduler") -> Path:
     """One panel per schedule (or one shared panel with `overlay`), saved as `out`; `group="experiment"` takes
     the names as presets."""
@@ -58,7 +65,7 @@ def plot(names: list[str], overrides: list[str], out: Path, overlay: bool, group
         figure = Figure(figsize=(8, 4.5), layout="constrained")
         axes = figure.subplots()
         for name, cfg in zip(names, configs, strict=True):
-            draw(axes, lr_curve(cfg, planned_steps_per_epoch(cfg)), planned_steps_per_epoch(cfg), label=name)
+            draw_run(axes, cfg, label=name)
         axes.legend(fontsize=8)
     else:
         rows = math.ceil(len(names) / COLUMNS)
@@ -69,7 +76,7 @@ def plot(names: list[str], overrides: list[str], out: Path, overlay: bool, group
                 axes.set_visible(False)
                 continue
             cfg = configs[index]
-            draw(axes, lr_curve(cfg, planned_steps_per_epoch(cfg)), planned_steps_per_epoch(cfg))
+            draw_run(axes, cfg)
             axes.set_title(names[index], fontsize=10)
             axes.tick_params(labelsize=7)
             axes.xaxis.label.set_size(8)

@@ -1,17 +1,20 @@
-"""Hydra hooks for sweeps: the job folder names, and the comparison report written when a multirun ends."""
+"""Hydra hooks: the job folder names, the comparison report written when a multirun ends, the exit status of a
+sweep with failed jobs, and the note a single run takes of the folders Hydra is about to make for it."""
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from src import run_folder
 
 log = logging.getLogger(__name__)
-DEFAULT_TARGET_ACC = 0.85
 
 
 def job_folder_name(overrides: Iterable[str], exclude_keys: Iterable[str]) -> str:
@@ -40,15 +43,15 @@ class SweepSummary(Callback):
     still ends with the jobs' own status, and the command to rebuild the report is in the message.
     """
 
-    def __init__(self, target_acc: float = DEFAULT_TARGET_ACC):
-        self.target_acc = target_acc
+    def __init__(self, target_acc: float | None = None):
+        self.target_acc = target_acc  # None: the report's own default (src.compare.DEFAULT_TARGET_ACC)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from src.compare import NoRunsError, write_report  # reads event files and plots: only needed here
+        from src.compare import DEFAULT_TARGET_ACC, NoRunsError, write_report  # reads event files, plots
 
         folder = Path(config.hydra.sweep.dir)
         try:
-            report = write_report(folder, self.target_acc)
+            report = write_report(folder, DEFAULT_TARGET_ACC if self.target_acc is None else self.target_acc)
         except NoRunsError as error:
             log.warning("no sweep summary: %s", error)
             return
@@ -58,10 +61,39 @@ class SweepSummary(Callback):
         rows = report.rows()
         diverged, collapsed = (sum(row[key] for row in rows) for key in ("diverged", "collapsed"))
         log.info(
-            "sweep summary: %s/summary.md (%d configurations, %d diverged and %d collapsed runs)",
+            "sweep summary: %s/summary.md (%d configurations, %d diverged and %d collapsed runs, %d failed jobs)",
             folder,
             len(rows),
             diverged,
             collapsed,
+            len(run_folder.failed_jobs(folder)),
         )
         print(report.markdown())
+
+
+class FailedJobs(Callback):
+    """After the last job: when jobs failed (their folders hold failed.json), list them and end the process with
+    the status of the first failed job (by job number; 2 for bad input, 3 for an unwritable folder), so a script or
+    a study sees that the sweep is not whole. The jobs are found in their folders, whatever launcher ran them
+    (in this process, in joblib workers, on other machines).
+
+    It is listed first among the callbacks: Hydra calls the end-of-sweep hooks in reverse order, so the report is
+    written before it exits.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        failed = run_folder.failed_jobs(Path(config.hydra.sweep.dir))
+        if not failed:
+            return
+        listed = "\n".join(f"  - {Path(record['folder']).name}: {record.get('reason')}" for record in failed)
+        print(f"lrbench: {len(failed)} sweep jobs failed (the others ran), see their failed.json:", file=sys.stderr)
+        print(listed, file=sys.stderr)
+        sys.exit(int(failed[0].get("status") or 1))
+
+
+class RunFolderNote(Callback):
+    """Before Hydra makes a single run's folder, note which of its folders are new, so that a run refused before
+    training removes what this process made, and nothing that was there before (src.run_folder)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_folder.note_run_folder(Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser())

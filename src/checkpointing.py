@@ -3,10 +3,12 @@
 `last.pt` in the run folder is rewritten before the first epoch and at the end of every epoch; with
 `checkpoint.keep_best` a copy of the epoch with the best test accuracy is kept as `best.pt`. Each holds the
 trainer's whole state (`Trainer.state_dict`: weights, optimizer, lr scheduler, every RNG, the data order,
-step/epoch counters, history), the run's resolved config and the overrides it was started with.
+step/epoch counters, history), the run's resolved config, the overrides that describe it, the fingerprint of the
+data it trains on, and the config changes forced resumes made to it.
 
-Resuming (`resume=<run folder>`, or a run started again in a folder that holds `last.pt`) reloads that state, so
-the run goes on bit for bit as if never stopped. A config that would change the run is refused (see `differences`).
+Resuming (`resume=<run folder>`, or a run started again in a folder that holds `last.pt`; src/resume.py) reloads
+that state, so the run goes on bit for bit as if never stopped. A config that would change the run, or other data,
+is refused unless forced (see `changes`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+from src.errors import BadInput
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -40,7 +43,7 @@ NOT_PART_OF_THE_RUN = (
 )
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(BadInput):
     """A checkpoint cannot be read or does not fit the run; the message says what to do."""
 
 
@@ -62,6 +65,21 @@ def save(path: Path, payload: Mapping[str, Any]) -> None:
     except OSError:
         partial.unlink(missing_ok=True)
         raise
+    except RuntimeError as error:  # torch's zip writer reports a failed write (ENOSPC, EFBIG) as a RuntimeError
+        partial.unlink(missing_ok=True)
+        if (cause := _os_error_behind(error)) is not None:
+            raise cause from None
+        raise
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    """The OSError an exception was raised while handling, if any (how torch.save's writer hides a full disk)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -90,30 +108,39 @@ def _part_of_the_run(key: str) -> bool:
     return not any(key == ignored or key.startswith(f"{ignored}.") for ignored in NOT_PART_OF_THE_RUN)
 
 
-def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Every key whose value changes what the run computes, as `key: checkpoint <old>, now <new>`."""
+_ABSENT = object()
+
+
+def changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every key whose value changes what the run computes, as `{"key", "old", "new"}` (a side where the key is
+    absent has no entry), sorted by key."""
     before, after = _flatten(saved), _flatten(current)
-    missing = object()
     changed = []
     for key in sorted(before.keys() | after.keys()):
-        old, new = before.get(key, missing), after.get(key, missing)
-        if _part_of_the_run(key) and old != new:
-            shown = ["(absent)" if value is missing else repr(value) for value in (old, new)]
-            changed.append(f"{key}: checkpoint {shown[0]}, now {shown[1]}")
+        if _part_of_the_run(key) and before.get(key, _ABSENT) != after.get(key, _ABSENT):
+            change = {"key": key}
+            change.update({side: tree[key] for side, tree in (("old", before), ("new", after)) if key in tree})
+            changed.append(change)
     return changed
 
 
-def restart_tensorboard_at(writer: Any, step: int) -> None:
-    """Make TensorBoard drop every point at or after `step` written by an earlier session of this run folder.
+def describe(change: Mapping[str, Any]) -> str:
+    """`key: checkpoint <old>, now <new>`, the line a refusal or a forced resume shows for one change."""
+    shown = [repr(change[side]) if side in change else "(absent)" for side in ("old", "new")]
+    return f"{change['key']}: checkpoint {shown[0]}, now {shown[1]}"
 
-    It is the marker `SummaryWriter(purge_step=step)` writes, added to a writer that is already open; points
-    written after it (the redone steps) replace the dropped ones, so no step is duplicated or missing.
-    """
-    writer.file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
+
+def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Every key whose value changes what the run computes, as `key: checkpoint <old>, now <new>`."""
+    return [describe(change) for change in changes(saved, current)]
 
 
 class Checkpointer:
-    """Saves the trainer into the run folder at every epoch end: `last.pt` always, `best.pt` when asked."""
+    """Saves the trainer into the run folder at every epoch end: `last.pt` always, `best.pt` when asked.
+
+    Beside the trainer's state a checkpoint holds what the run is: its config, the overrides that describe it, the
+    fingerprint of its data (`DeviceData.fingerprint`) and `config_changes`, what forced resumes changed and when.
+    """
 
     def __init__(
         self,
@@ -123,12 +150,16 @@ class Checkpointer:
         *,
         keep_best: bool = False,
         flush_curves: Callable[[], None] | None = None,
+        dataset: str | None = None,
+        config_changes: list[dict[str, Any]] | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.config = dict(config)
         self.overrides = list(overrides)
         self.keep_best = keep_best
         self.flush_curves = flush_curves
+        self.dataset = dataset
+        self.config_changes = list(config_changes or [])
 
     def payload(self, trainer: Any) -> dict[str, Any]:
         return {
@@ -136,6 +167,8 @@ class Checkpointer:
             "trainer": trainer.state_dict(),
             "config": self.config,
             "overrides": self.overrides,
+            "dataset_sha256": self.dataset,
+            "config_changes": self.config_changes,
         }
 
     def __call__(self, trainer: Any) -> None:

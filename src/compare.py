@@ -15,14 +15,11 @@ nowhere could, 2 when there is nothing to report.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import logging
 import math
 import statistics
 import sys
-from collections.abc import Iterable
-from contextlib import suppress
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -30,21 +27,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src.callbacks import DEFAULT_TARGET_ACC
+from src.curves import Events, read_events
+from src.report_files import error_reason, markdown_table, new_figure, save_figure, write_csv, written_together
 from src.tracking import run_hparams
 
-log = logging.getLogger(__name__)
-logging.getLogger("tensorboard").setLevel(logging.WARNING)  # its event reader logs every file it opens
 WARMUP_KEY = "scheduler.warmup_ratio"
 # Keys that tell runs of one configuration apart without changing the configuration.
 REPLICA_KEYS = ("seed",)
 FIGURES = ("lr_curves.png", "test_acc.png", "final_acc_vs_warmup.png")
+# The test accuracy whose first epoch the report gives ("epochs to target"), unless asked otherwise.
+DEFAULT_TARGET_ACC = 0.85
 # `tail_test_acc`: mean test accuracy over the last TAIL_FRACTION of a run's epochs (Run.value).
 TAIL_METRIC = "tail_test_acc"
 TAIL_FRACTION = 0.1
@@ -72,7 +67,7 @@ class ReportNotWrittenError(OSError):
 
     def __init__(self, report: Report, failures: list[tuple[Path, OSError]]):
         self.report, self.failures = report, failures
-        where = "; ".join(f"{folder}: {_os_reason(error)}" for folder, error in failures)
+        where = "; ".join(f"{folder}: {error_reason(error)}" for folder, error in failures)
         super().__init__(f"cannot write the report ({where})")
 
 
@@ -89,17 +84,12 @@ class Run:
     modified: float = 0.0
 
     @cached_property
-    def _events(self) -> EventAccumulator:
-        accumulator = EventAccumulator(str(self.folder), size_guidance={"scalars": 0})  # 0: keep every point
-        accumulator.Reload()
-        return accumulator
+    def events(self) -> Events:
+        return read_events(self.folder)
 
     def scalars(self, tag: str) -> tuple[list[int], list[float]]:
         """Steps and values of a scalar tag from the run's event files (empty when the tag is missing)."""
-        if tag not in self._events.Tags().get("scalars", []):
-            return [], []
-        events = self._events.Scalars(tag)
-        return [event.step for event in events], [event.value for event in events]
+        return self.events.steps(tag), self.events.values(tag)
 
     @property
     def outcome(self) -> str:
@@ -174,10 +164,6 @@ class Scan:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def _os_reason(error: Exception) -> str:
-    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-
-
 def _json_kind(value: Any) -> str:
     kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return kinds.get(type(value), "a number")
@@ -191,15 +177,17 @@ def _read_json(path: Path) -> Any:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
-        raise DamagedRunError(f"{path.name} cannot be read: {_os_reason(error)}") from error
+        raise DamagedRunError(f"{path.name} cannot be read: {error_reason(error)}") from error
     try:
         return json.loads(text)
     except ValueError as error:
         raise DamagedRunError(f"{path.name} is not valid JSON ({error})") from error
 
 
-def _check_metrics(metrics: Any) -> None:
-    """Refuse a metrics.json the report cannot use: not an object, no history, a number that is not a number."""
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A run's metrics.json; DamagedRunError (naming the file) when it cannot be read or the report cannot use it:
+    not an object, no history, a number that is not a number."""
+    metrics = _read_json(path)
     if not isinstance(metrics, dict):
         raise DamagedRunError(f"metrics.json holds {_json_kind(metrics)}, not an object")
     for name in (*METRIC_NAMES, "peak_lr"):
@@ -214,6 +202,7 @@ def _check_metrics(metrics: Any) -> None:
     seconds = metrics.get("epoch_seconds", [])
     if not (isinstance(seconds, list) and all(_is_number(value) for value in seconds)):
         raise DamagedRunError("metrics.json: epoch_seconds is not a list of numbers")
+    return metrics
 
 
 def _yaml_reason(error: Exception) -> str:
@@ -233,7 +222,7 @@ def _read_hydra(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         except FileNotFoundError as error:
             raise DamagedRunError(f".hydra/{name} is missing") from error
         except (OSError, UnicodeDecodeError) as error:
-            raise DamagedRunError(f".hydra/{name} cannot be read: {_os_reason(error)}") from error
+            raise DamagedRunError(f".hydra/{name} cannot be read: {error_reason(error)}") from error
         except (yaml.YAMLError, OmegaConfBaseException) as error:
             raise DamagedRunError(f".hydra/{name} is not valid YAML ({_yaml_reason(error)})") from error
         if not isinstance(loaded, dict):
@@ -251,8 +240,7 @@ def _read_hydra(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _run_from_metrics(folder: Path, hparams: dict[str, Any]) -> Run:
     path = folder / "metrics.json"
-    metrics = _read_json(path)
-    _check_metrics(metrics)
+    metrics = read_metrics(path)
     if metrics.get("peak_lr") is not None:  # the lr trained with: lr_from= sets it after .hydra/ was written
         hparams["optimizer.lr"] = metrics["peak_lr"]
     return Run(folder=folder, hparams=hparams, metrics=metrics, modified=path.stat().st_mtime)
@@ -303,27 +291,6 @@ def read_run_folder(folder: Path) -> Run | Unfinished | FailedJob:
     return run
 
 
-def load_run(folder: Path) -> Run | None:
-    """The run in `folder` (finished or not), or None when it has no metrics.json or no `.hydra/` record of its
-    config; DamagedRunError when one of them cannot be read."""
-    if not all((folder / name).is_file() for name in ("metrics.json", ".hydra/config.yaml", ".hydra/hydra.yaml")):
-        return None
-    _, hparams = _read_hydra(folder)
-    return _run_from_metrics(folder, hparams)
-
-
-def find_runs(folder: Path) -> list[Run]:
-    """Every run with a metrics.json below `folder`, in folder order; DamagedRunError, naming the folder and the
-    file, when one cannot be read (`scan_runs` skips such runs instead)."""
-    runs = []
-    for path in sorted(Path(folder).rglob("metrics.json")):
-        try:
-            runs.append(load_run(path.parent))
-        except DamagedRunError as error:
-            raise DamagedRunError(f"{path.parent}: {error}") from error
-    return [run for run in runs if run is not None]
-
-
 def scan_runs(folder: Path) -> Scan:
     """Every run folder below `folder` (one holding metrics.json, last.pt or failed.json), in folder order, sorted
     into finished runs, unfinished runs, failed jobs and folders skipped because a file cannot be read."""
@@ -342,6 +309,12 @@ def scan_runs(folder: Path) -> Scan:
         else:
             scan.runs.append(found)
     return scan
+
+
+def failures(runs: Collection[Run]) -> str:
+    """How many of `runs` collapsed or diverged, e.g. `2/5 collapsed`; empty when none did."""
+    counts = {outcome: sum(run.outcome == outcome for run in runs) for outcome in OUTCOMES}
+    return ", ".join(f"{count}/{len(runs)} {outcome}" for outcome, count in counts.items() if count)
 
 
 def _mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
@@ -379,11 +352,6 @@ class Configuration:
     def stat(self, name: str) -> tuple[float | None, float | None]:
         """Mean and std over the ok runs: a collapsed or diverged run is counted (`failures`), never averaged."""
         return _mean_std(run.value(name) for run in self.ok_runs)
-
-    def failures(self) -> str:
-        """How many runs collapsed or diverged, e.g. `2/5 collapsed`; empty when none did."""
-        counts = {outcome: sum(run.outcome == outcome for run in self.runs) for outcome in OUTCOMES}
-        return ", ".join(f"{count}/{len(self.runs)} {outcome}" for outcome, count in counts.items() if count)
 
     def set_aside_duplicates(self) -> None:
         """Keep the newest finished run of each seed in `runs`, the older ones in `duplicates`."""
@@ -495,12 +463,7 @@ class Report:
         )
 
     def write_csv(self, path: Path) -> None:
-        fields = list(self._row(Configuration(hparams={})))
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            for row in self.rows():
-                writer.writerow({key: "" if value is None else value for key, value in row.items()})
+        write_csv(path, self.rows(), list(self._row(Configuration(hparams={}))))
 
     def markdown(self) -> str:
         """The table, then the lists of failed jobs, unfinished runs, duplicate seeds and skipped folders."""
@@ -509,7 +472,7 @@ class Report:
         target = f"steps to {self.target_acc:g} acc"
         header = ["schedule", *self.keys, "seeds", "final test acc", "last 10% test acc", "best test acc"]
         header += ["final train loss", target, "wall s", "failed", *(["left out"] if left_out else [])]
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        table = []
         for row in rows:
             reached, seeds = row["reached_target"], row["seeds"]
             steps = _cell(row["steps_to_target_mean"], row["steps_to_target_std"], ".0f")
@@ -530,10 +493,10 @@ class Report:
                 parts = [f"{row['unfinished']} unfinished" if row["unfinished"] else ""]
                 parts.append(_count(row["failed_jobs"], "failed job") if row["failed_jobs"] else "")
                 cells.append(", ".join(part for part in parts if part) or "-")
-            lines.append("| " + " | ".join(cells) + " |")
+            table.append(cells)
         if not rows:
-            lines.append("| " + " | ".join(["(no configuration)", *["-"] * (len(header) - 1)]) + " |")
-        return "\n".join(lines + self._sections())
+            table.append(["(no configuration)", *["-"] * (len(header) - 1)])
+        return "\n".join([markdown_table(header, table), *self._sections()])
 
     def _where(self, folder: Path) -> str:
         """A listed folder, relative to the compared one when it is inside it."""
@@ -582,28 +545,27 @@ def _cell(mean: float | None, std: float | None, spec: str) -> str:
     return f"{mean:{spec}} ± {std:{spec}}" if std is not None else f"{mean:{spec}}"
 
 
-def plot_figures(report: Report, folder: Path, names: tuple[str, str, str] = FIGURES) -> list[Path]:
+def plot_figures(report: Report, paths: Mapping[str, Path]) -> None:
     """lr curves and test accuracy per epoch overlaid (one line per configuration with a finished run), final
-    accuracy vs warmup; into `folder` under `names`."""
-    written = []
+    accuracy vs warmup; each FIGURES name into its path of `paths`."""
     configurations = [configuration for configuration in report.configurations if configuration.runs]
-    figure, axes = _figure()
+    figure, axes = new_figure()
     for configuration in configurations:
         steps, lrs = configuration.runs[0].scalars("train/lr")
         axes.plot(steps, lrs, label=label(configuration, report.keys))
     axes.set(xlabel="optimizer step", ylabel="learning rate", title="Learning rate schedules")
-    written.append(_save(figure, axes, folder / names[0]))
+    save_figure(figure, axes, paths[FIGURES[0]])
 
-    figure, axes = _figure()
+    figure, axes = new_figure()
     for configuration in configurations:
         curves = [run.scalars("test/acc")[1] for run in configuration.ok_runs or configuration.runs]
         epochs = max(len(curve) for curve in curves)
         means = [statistics.fmean(c[e] for c in curves if len(c) > e) for e in range(epochs)]
         axes.plot(range(1, epochs + 1), means, marker="o", label=label(configuration, report.keys))
     axes.set(xlabel="epoch", ylabel="test accuracy (mean over seeds)", title="Test accuracy per epoch")
-    written.append(_save(figure, axes, folder / names[1]))
+    save_figure(figure, axes, paths[FIGURES[1]])
 
-    figure, axes = _figure()
+    figure, axes = new_figure()
     series_keys = [key for key in report.keys if key != WARMUP_KEY]
     series: dict[str, list[tuple[float, float, float]]] = {}
     for configuration in configurations:
@@ -615,24 +577,7 @@ def plot_figures(report: Report, folder: Path, names: tuple[str, str, str] = FIG
         warmups, means, stds = zip(*sorted(points), strict=True)
         axes.errorbar(warmups, means, yerr=stds, marker="o", capsize=4, label=name)
     axes.set(xlabel="warmup ratio", ylabel="final test accuracy (mean ± std over seeds)", title="Accuracy vs warmup")
-    written.append(_save(figure, axes, folder / names[2]))
-    return written
-
-
-def _figure() -> tuple[Figure, Any]:
-    """A figure outside pyplot: no GUI backend, nothing kept alive after it is saved."""
-    figure = Figure(figsize=(9, 5))
-    axes = figure.subplots()
-    axes.set_prop_cycle(color=colormaps["tab20"].colors)  # a zoo has more lines than the default ten colours
-    return figure, axes
-
-
-def _save(figure: Figure, axes: Any, path: Path) -> Path:
-    if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
-    axes.grid(alpha=0.3)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    save_figure(figure, axes, paths[FIGURES[2]])
 
 
 def build_report(folder: Path, target_acc: float = DEFAULT_TARGET_ACC) -> Report:
@@ -681,24 +626,10 @@ def write_report(folder: Path, target_acc: float = DEFAULT_TARGET_ACC, out: Path
 
 def _write_files(report: Report, target: Path) -> None:
     """summary.md, summary.csv and the figures, each written aside first: a failure leaves the folder as it was."""
-    created = not target.exists()
-    target.mkdir(parents=True, exist_ok=True)
-    names = ("summary.md", "summary.csv", *FIGURES)
-    partials = [target / f"{Path(name).stem}.partial{Path(name).suffix}" for name in names]
-    try:
-        partials[0].write_text(_summary(report))
-        report.write_csv(partials[1])
-        plot_figures(report, target, (partials[2].name, partials[3].name, partials[4].name))
-        for partial, name in zip(partials, names, strict=True):
-            partial.replace(target / name)
-    except OSError:
-        for partial in partials:
-            with suppress(OSError):
-                partial.unlink(missing_ok=True)
-        if created:
-            with suppress(OSError):
-                target.rmdir()
-        raise
+    with written_together(target, ("summary.md", "summary.csv", *FIGURES)) as paths:
+        paths["summary.md"].write_text(_summary(report))
+        report.write_csv(paths["summary.csv"])
+        plot_figures(report, paths)
 
 
 def _summary(report: Report) -> str:
@@ -762,7 +693,7 @@ def _print_problems(report: Report) -> None:
     for item in report.skipped:
         print(f"lrbench: skipped {item.folder}: {item.reason}", file=sys.stderr)
     for target, error in report.unwritable:
-        print(f"lrbench: cannot write the report into {target}: {_os_reason(error)}", file=sys.stderr)
+        print(f"lrbench: cannot write the report into {target}: {error_reason(error)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -199,9 +200,9 @@ def _idx_sizes(data: bytes | bytearray) -> list[int]:
     return [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(data[3])]
 
 
-def _idx_problem(name: str, data: bytes | bytearray) -> str | None:
-    """What is wrong with the IDX file `name` holding `data`, or None: its header (ubyte, rank, sizes) must promise
-    exactly its size, and a file with the official item count must carry the official checksum."""
+def _idx_problem(name: str, data: bytes | bytearray, sha256: str) -> str | None:
+    """What is wrong with the IDX file `name` holding `data` (of SHA-256 `sha256`), or None: its header (ubyte, rank,
+    sizes) must promise exactly its size, and a file with the official item count must carry the official checksum."""
     expected_items, expected_sha256 = OFFICIAL[name]
     if len(data) < 4 or data[:3] != b"\x00\x00" + bytes([IDX_UBYTE]):
         return f"{len(data)} bytes that do not start like an IDX ubyte file"
@@ -216,7 +217,7 @@ def _idx_problem(name: str, data: bytes | bytearray) -> str | None:
     if len(data) != promised:
         state = "truncated" if len(data) < promised else "with extra bytes at the end"
         return f"{len(data)} bytes where its header promises {promised} ({state})"
-    if sizes[0] == expected_items and hashlib.sha256(data).hexdigest() != expected_sha256:
+    if sizes[0] == expected_items and sha256 != expected_sha256:
         return "the size of the official file but another SHA-256 (damaged, or another dataset such as MNIST)"
     return None
 
@@ -229,9 +230,15 @@ def _decode(data: bytearray) -> torch.Tensor:
     return torch.frombuffer(data, dtype=torch.uint8, offset=4 + 4 * len(sizes)).view(sizes)
 
 
-def read_checked(root: Path) -> dict[str, torch.Tensor]:
-    """Read the four files below `root` (see `_sources`) once each, check them and decode them: file name to uint8
-    tensor.
+class CheckedFiles(NamedTuple):
+    """The four files decoded (file name to uint8 tensor) and their fingerprint (`_fingerprint`)."""
+
+    tensors: dict[str, torch.Tensor]
+    fingerprint: str
+
+
+def read_checked(root: Path) -> CheckedFiles:
+    """Read the four files below `root` (see `_sources`) once each, check them and decode them.
 
     Raises DatasetCorruptError unless all four are whole IDX files with matching image and label counts, naming
     every damaged file. A subset (e.g. a small synthetic set) passes; a file claiming to be the official one must be
@@ -241,8 +248,11 @@ def read_checked(root: Path) -> dict[str, torch.Tensor]:
     if sources is None:
         raise DatasetNotFoundError(f"Fashion-MNIST is no longer in {root}.\n{HOW_TO_GET_IT}")
     contents = {name: _read_file(path) for name, path in sources.items()}
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
     problems = [
-        f"{sources[name].name}: {problem}" for name, data in contents.items() if (problem := _idx_problem(name, data))
+        f"{sources[name].name}: {problem}"
+        for name, data in contents.items()
+        if (problem := _idx_problem(name, data, digests[name]))
     ]
     if not problems:
         counts = {name: _idx_sizes(data)[0] for name, data in contents.items()}
@@ -255,7 +265,12 @@ def read_checked(root: Path) -> dict[str, torch.Tensor]:
             f"Fashion-MNIST in {_where(sources)} is damaged:\n{found}\nDelete that folder and run again (or "
             f"`make setup`) to prepare it afresh, or put whole copies of the files there.\n{HOW_TO_GET_IT}"
         )
-    return {name: _decode(data) for name, data in contents.items()}
+    return CheckedFiles({name: _decode(data) for name, data in contents.items()}, _fingerprint(digests))
+
+
+def _fingerprint(digests: dict[str, str]) -> str:
+    """One SHA-256 for the four files, from theirs: another dataset, or a file changed, gives another one."""
+    return hashlib.sha256("".join(digests[name] for name in RAW_FILES).encode()).hexdigest()
 
 
 def check_files(root: Path) -> None:
@@ -263,10 +278,11 @@ def check_files(root: Path) -> None:
     read_checked(root)
 
 
-# What this process has read: (the files' identity, device) -> (train_x, train_y, test_x, test_y) on that device.
+# What this process has read: (the files' identity, device) -> (train_x, train_y, test_x, test_y) on that device,
+# and the files' fingerprint.
 # Two entries at most, so a sweep over two data folders or two devices does not read on every job, and a long-lived
 # process does not hoard datasets.
-_LOADED: OrderedDict[tuple, tuple[torch.Tensor, ...]] = OrderedDict()
+_LOADED: OrderedDict[tuple, tuple[tuple[torch.Tensor, ...], str]] = OrderedDict()
 _LOADED_MAX = 2
 
 
@@ -290,14 +306,15 @@ def forget_loaded() -> None:
     _LOADED.clear()
 
 
-def _tensors(root: Path, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """The whole train and test sets on `device`: read and checked the first time, then from memory."""
+def _tensors(root: Path, device: torch.device) -> tuple[tuple[torch.Tensor, ...], str]:
+    """The whole train and test sets on `device` and the files' fingerprint: read and checked the first time, then
+    from memory."""
     key = (_identity(root), str(device))
     if key in _LOADED:
         _LOADED.move_to_end(key)
         log.info("Fashion-MNIST from memory (read earlier in this process from %s)", _where(_sources(root) or {}))
         return _LOADED[key]
-    files = read_checked(root)
+    files, fingerprint = read_checked(root)
     non_blocking = device.type == "cuda"
     tensors = (
         files[RAW_FILES[0]].to(device, non_blocking=non_blocking),
@@ -306,15 +323,16 @@ def _tensors(root: Path, device: torch.device) -> tuple[torch.Tensor, ...]:
         files[RAW_FILES[3]].long().to(device, non_blocking=non_blocking),
     )
     log.info("Fashion-MNIST read from %s", _where(_sources(root) or {}))
-    _LOADED[key] = tensors
+    _LOADED[key] = tensors, fingerprint
     while len(_LOADED) > _LOADED_MAX:
         _LOADED.popitem(last=False)
-    return tensors
+    return tensors, fingerprint
 
 
 @dataclass
 class DeviceData:
-    """Train and test sets resident on one device: uint8 images (N, 28, 28), int64 labels (N,)."""
+    """Train and test sets resident on one device: uint8 images (N, 28, 28), int64 labels (N,); `fingerprint` is
+    the SHA-256 of the four files they come from (a checkpoint records it, so a resume on other data shows)."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -323,6 +341,7 @@ class DeviceData:
     batch_size: int
     mean: float
     std: float
+    fingerprint: str = ""
 
     @property
     def train_size(self) -> int:
@@ -371,7 +390,7 @@ def load(
 ) -> DeviceData:
     """Find the data and put it on `device`, reading the files only the first time this process asks for them;
     `train_size` keeps the first N training images (a view, no copy)."""
-    train_x, train_y, test_x, test_y = _tensors(locate(root, system_dir, download), device)
+    (train_x, train_y, test_x, test_y), fingerprint = _tensors(locate(root, system_dir, download), device)
     if train_size is not None:
         train_x, train_y = train_x[:train_size], train_y[:train_size]
     return DeviceData(
@@ -382,6 +401,7 @@ def load(
         batch_size=batch_size,
         mean=mean if normalize else 0.0,
         std=std if normalize else 1.0,
+        fingerprint=fingerprint,
     )
 
 

@@ -59,7 +59,7 @@ from src.lr_suggest import (
 from src.optimizers import build_optimizer
 from src.tracking import write_json
 from src.train import fail  # also registers the resolvers the configs use
-from src.validation import ConfigError, validate
+from src.validation import ConfigError, override_key_problem, validate
 
 __all__ = ["Curve", "RangeTestError", "find_lr", "range_test", "read_suggestion", "settings_problems"]
 
@@ -389,5 +389,7 @@ def lr_find_arguments(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+    if key_problem := override_key_problem(sys.argv[1:], "lr_find"):  # a mistyped group, before Hydra's `+` hint
+        fail(key_problem)
     sys.argv[1:] = lr_find_arguments(sys.argv[1:])
     main()

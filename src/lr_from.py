@@ -1,8 +1,9 @@
 """`lr_from=<lr_find folder>`: a run takes its peak lr (`optimizer.lr`) from a finished LR range test.
 
 Resolved before the config is validated, so every check, the schedule, the checkpoint's config and the HParams see
-the lr the run trains with; metrics.json records it (`peak_lr`) and where it came from (`lr_from`). Hydra has saved
-`.hydra/config.yaml` by then, with the config file's lr: src.compare reads `peak_lr` instead.
+the lr the run trains with; metrics.json records it (`peak_lr`) and where it came from (`lr_from`), and so does
+`.hydra/config.yaml`, which src.train writes after it (runs of earlier versions hold the config file's lr there:
+src.compare reads `peak_lr`).
 """
 
 from __future__ import annotations

@@ -64,11 +64,10 @@ def previewed_curves(
     group = optimizer.param_groups[0]
     own_momentum = group["betas"][0] if "betas" in group else group.get("momentum")
     driver = build_lr_driver(cfg, optimizer, steps_per_epoch)
-    (base_lr,) = driver.scheduler.base_lrs
     momentum_at = getattr(driver.schedule, "momentum", lambda t: None)
     steps = sampled_updates(total, max_points)
     updates = [step // steps_per_epoch if driver.interval == "epoch" else step for step in steps]
-    curves = {"lr": [base_lr * driver.schedule(t) for t in updates]}
+    curves = {"lr": [driver.lrs_at(t)[0] for t in updates]}
     if own_momentum is not None:
         curves["momentum"] = [value if (value := momentum_at(t)) is not None else own_momentum for t in updates]
     return steps, curves

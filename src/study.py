@@ -4,9 +4,11 @@ Stage 1 (tune) runs each schedule over a log-spaced grid of peak lrs and picks i
 every schedule at its own lr over the same seeds (paired: same initial weights, same batch order). Every job is an
 ordinary run, launched as an ordinary multirun of `src.train` (so `hydra/launcher=joblib` or the SLURM launcher
 spreads it out unchanged), into `<study>/<stage>/<schedule>/lr=<lr>,seed=<seed>/`. The same command again with
-`study.dir=<folder>` continues a study: finished jobs are not run again, interrupted ones resume from last.pt.
-The report (src.study_report) is written into the study folder at the end. Exit status: 0 for a finished study,
-2 for bad input (before any training), a job's own status when a stage fails, 128 + signal when stopped.
+`study.dir=<folder>` continues a study: finished jobs are not run again, interrupted ones resume from last.pt, and
+a job whose metrics.json cannot be read runs again (the damaged file kept as metrics.json.damaged).
+This module owns the plan, the jobs and the lr picks; the report (src.study_report) is written into the study
+folder at the end. Exit status: 0 for a finished study, 2 for bad input (before any training), 3 when the report
+cannot be written, a job's own status when a stage fails, 128 + signal when stopped.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from src import REPO_ROOT
-from src.compare import TAIL_METRIC, Run, find_runs
+from src.compare import TAIL_METRIC, DamagedRunError, Run, read_metrics, scan_runs
+from src.report_files import error_reason
+from src.study_report import build_study_report, write_study_report
 from src.tracking import write_json
 
 log = logging.getLogger("src.study")
@@ -52,6 +56,7 @@ STUDY_OWNED = (
 )
 JOB_FOLDER = "lr=${optimizer.lr},seed=${seed}"
 EXIT_BAD_INPUT = 2
+EXIT_UNWRITABLE = 3
 
 
 class StudyError(ValueError):
@@ -375,7 +380,9 @@ class Launcher:
 
     def run(self, stage: str, schedule: Schedule, lrs: list[str], seeds: list[int]) -> None:
         """Run the jobs of `lrs` x `seeds` not finished yet; return when all are finished."""
-        todo = [(lr, seed) for lr in lrs for seed in seeds if not _finished(self.plan, stage, schedule.name, lr, seed)]
+        todo = [
+            (lr, seed) for lr in lrs for seed in seeds if not job_finished(self.plan, stage, schedule.name, lr, seed)
+        ]
         if not todo:
             return
         if self.received is not None:
@@ -418,8 +425,19 @@ def job_dir(plan: Plan, stage: str, schedule: str, lr: str, seed: int) -> Path:
     return stage_dir(plan, stage, schedule) / JOB_FOLDER.replace("${optimizer.lr}", lr).replace("${seed}", str(seed))
 
 
-def _finished(plan: Plan, stage: str, schedule: str, lr: str, seed: int) -> bool:
-    return (job_dir(plan, stage, schedule, lr, seed) / "metrics.json").is_file()
+def job_finished(plan: Plan, stage: str, schedule: str, lr: str, seed: int) -> bool:
+    """Whether the job has a metrics.json that can be read. One that cannot is set aside as metrics.json.damaged
+    (and said), so that the job runs again: from its last.pt when it has one, else from the start."""
+    path = job_dir(plan, stage, schedule, lr, seed) / "metrics.json"
+    if not path.is_file():
+        return False
+    try:
+        read_metrics(path)
+    except DamagedRunError as error:
+        path.replace(path.with_name("metrics.json.damaged"))
+        log.warning("%s: %s; the job runs again (the file is kept as metrics.json.damaged)", path.parent, error)
+        return False
+    return True
 
 
 def count_finished(plan: Plan) -> int:
@@ -458,7 +476,7 @@ def run_study(plan: Plan) -> dict[str, Any]:
     ):
         for schedule in plan.schedules:
             launcher.run("tune", schedule, plan.lrs[schedule.name], plan.tune_seeds)
-            runs = find_runs(stage_dir(plan, "tune", schedule.name))
+            runs = scan_runs(stage_dir(plan, "tune", schedule.name)).runs  # the report names those it skips
             picks[schedule.name] = pick_lr(plan, runs, plan.lrs[schedule.name])
             write_json(picks_path, picks)
             picked = picks[schedule.name]
@@ -520,9 +538,15 @@ def main(argv: list[str] | None = None) -> int:
     except StageFailed as failure:
         print(f"lrbench: study {failure}. To continue:\n  python -m src.study study.dir={folder}", file=sys.stderr)
         return failure.status
-    from src.study_report import write_study_report  # reads every run, plots: only needed at the end
-
-    report = write_study_report(plan, picks, wall_seconds=time.perf_counter() - started)
+    report = build_study_report(plan, picks, wall_seconds=time.perf_counter() - started)
+    for item in report.skipped:
+        print(f"lrbench: skipped {item.folder}: {item.reason}", file=sys.stderr)
+    try:
+        write_study_report(report)
+    except OSError as error:
+        print(report.summary_text())
+        print(f"lrbench: cannot write the study's report into {folder}: {error_reason(error)}", file=sys.stderr)
+        return EXIT_UNWRITABLE
     print(report.summary_text())
     print(f"\nreport: {folder / 'report.md'}   (TensorBoard: tensorboard --logdir {folder})")
     return 0

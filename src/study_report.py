@@ -1,20 +1,23 @@
-"""A study's report: results.csv (one row per run), verdict.csv (one row per schedule), baseline.csv, report.md and
-three figures, written into the study folder. Runs are read with src.compare's reader; the numbers come from
+"""A study's report, from its finished runs to the verdict: results.csv (one row per run), verdict.csv (one row per
+schedule), baseline.csv, report.md and three figures, written together into the study folder. Runs are read with
+src.compare's reader; a run folder it cannot read is skipped and named, never counted. The numbers come from
 src.stats. Collapsed and diverged runs are counted per schedule and left out of every mean and test.
 """
 
 from __future__ import annotations
 
-import csv
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from src.compare import TAIL_METRIC, Run, _figure, _save, find_runs
+from src.compare import TAIL_METRIC, Run, Skipped, failures, scan_runs
+from src.report_files import markdown_table, new_figure, save_figure, write_csv, written_together
 from src.stats import ALPHA, POWER, Comparison, compare, holm
-from src.study import Plan
+
+if TYPE_CHECKING:  # the study imports this module: the plan's type is needed for annotations only
+    from src.study import Plan
 
 FIGURES = ("lr_sensitivity.png", "forest.png", "test_acc_curves.png")
 METRIC_NAMES = {"test_acc": "final test accuracy", TAIL_METRIC: "mean test accuracy over the last 10% of epochs"}
@@ -48,10 +51,10 @@ class StudyRun:
     run: Run
 
 
-def collect(plan: Plan) -> list[StudyRun]:
-    """Every run of the study folder, labelled with its stage and schedule (from its own config)."""
+def collect(found: Iterable[Run]) -> list[StudyRun]:
+    """The study's runs among `found`, labelled with their stage and schedule (from their own config)."""
     runs = []
-    for run in find_runs(Path(plan.dir)):
+    for run in found:
         stage, schedule = run.hparams.get("labels.stage"), run.hparams.get("labels.schedule")
         if stage is not None and schedule is not None:
             runs.append(StudyRun(stage, schedule, run.hparams["optimizer.lr"], run.hparams["seed"], run))
@@ -79,8 +82,7 @@ class Contestant:
         return sum(run.outcome == outcome for run in self.runs.values())
 
     def failures(self) -> str:
-        parts = [f"{self.count(o)}/{len(self.runs)} {o}" for o in ("collapsed", "diverged") if self.count(o)]
-        return ", ".join(parts)
+        return failures(list(self.runs.values()))
 
 
 def paired(reference: Contestant, other: Contestant, alpha: float = ALPHA) -> Comparison | None:
@@ -97,8 +99,13 @@ def _median(values: Iterable[float | None]) -> float | None:
 
 
 class StudyReport:
-    def __init__(self, plan: Plan, picks: dict[str, Any], runs: list[StudyRun], wall_seconds: float):
-        self.plan, self.picks, self.runs, self.wall_seconds = plan, picks, runs, wall_seconds
+    """The verdict on a study's runs; `skipped` are the run folders left out (a file cannot be read, or the run has
+    not ended), named in the report and never counted."""
+
+    def __init__(
+        self, plan: Plan, picks: dict[str, Any], runs: list[StudyRun], wall_seconds: float, skipped: list[Skipped]
+    ):
+        self.plan, self.picks, self.runs, self.wall_seconds, self.skipped = plan, picks, runs, wall_seconds, skipped
         self.contestants = {schedule.name: self._contestant(schedule.name) for schedule in plan.schedules}
         measured = [c for c in self.contestants.values() if c.values]
         reliable = [c for c in measured if not c.failures() and len(c.values) >= 2]
@@ -279,6 +286,14 @@ class StudyReport:
             lines.append(
                 f"Flag: {contestant.name} {contestant.failures()} in the confirm stage (left out of its mean)."
             )
+        for contestant in self.contestants.values():
+            missing = [seed for seed in self.plan.confirm_seeds if seed not in contestant.runs]
+            if contestant.lr is not None and missing:
+                lines.append(
+                    f"Flag: {contestant.name} has {len(contestant.runs)} of the {len(self.plan.confirm_seeds)} planned "
+                    f"confirm seeds; no finished run can be read for seed{'s' * (len(missing) > 1)} "
+                    f"{', '.join(map(str, missing))}."
+                )
         for name, pick in self.picks.items():
             if pick["lr"] is None:
                 lines.append(f"Flag: {name} collapsed or diverged at every lr of its grid; it was not confirmed.")
@@ -314,7 +329,7 @@ class StudyReport:
             f"{POWER:.0%} power for the measured gap and spread (paired / unpaired), at {ALPHA:g} divided by the "
             "number of comparisons (so that Holm's correction is met). The 95% intervals are not corrected.",
             "",
-            _table(
+            markdown_table(
                 VERDICT_HEADER,
                 [
                     [
@@ -340,7 +355,7 @@ class StudyReport:
             out += [
                 f"## Against the baseline ({self.baseline.name})",
                 "",
-                _table(
+                markdown_table(
                     ["schedule", "diff (95% CI)", "p (Holm)", "Welch p (Holm)", "r", "verdict"],
                     [
                         [
@@ -359,7 +374,7 @@ class StudyReport:
         out += [
             f"## Time to {plan.target_acc:g} test accuracy (stage 2)",
             "",
-            _table(
+            markdown_table(
                 ["schedule", "reached", "median steps", "median seconds"],
                 [
                     [
@@ -377,8 +392,12 @@ class StudyReport:
             f"Mean {'of ' + plan.metric if plan.pick == 'metric' else 'best test accuracy'} over the tuning seeds "
             "at each lr; the picked lr in bold. An lr where a tuning run collapsed or diverged cannot be picked.",
             "",
-            _table(["schedule", "lr: score"], [[name, _grid_cell(pick)] for name, pick in self.picks.items()]),
+            markdown_table(
+                ["schedule", "lr: score"],
+                [[name, _grid_cell(pick, len(plan.tune_seeds))] for name, pick in self.picks.items()],
+            ),
             "",
+            *self._skipped_section(),
             *(f"![{name}]({name})" for name in FIGURES),
             "",
             "Files: results.csv (every run), verdict.csv (stage 2 per schedule), baseline.csv, picks.json, "
@@ -387,10 +406,19 @@ class StudyReport:
         ]
         return "\n".join(out)
 
+    def _skipped_section(self) -> list[str]:
+        if not self.skipped:
+            return []
+        lines = ["## Skipped runs (not counted: a file cannot be read, or the run has not ended)", ""]
+        for item in self.skipped:
+            lines.append(f"- `{item.folder.relative_to(self.plan.dir)}`: {item.reason}")
+        return [*lines, ""]
+
     # ------------------------------------------------------------------------------------------ figures
 
-    def plot(self, folder: Path) -> None:
-        figure, axes = _figure()
+    def plot(self, paths: Mapping[str, Path]) -> None:
+        """The FIGURES, each into its path of `paths`."""
+        figure, axes = new_figure()
         for name, pick in self.picks.items():
             points = [(float(row["lr"]), row["score"]) for row in pick["grid"] if row["score"] is not None]
             failed = [float(row["lr"]) for row in pick["grid"] if row["failed"]]
@@ -403,9 +431,9 @@ class StudyReport:
         axes.set_xscale("log")
         axes.set(xlabel="peak lr", ylabel=f"{self.picks and next(iter(self.picks.values()))['rule']} (stage 1 mean)")
         axes.set_title("lr sensitivity (star: picked; x at 0.1: collapsed or diverged)")
-        _save(figure, axes, folder / FIGURES[0])
+        save_figure(figure, axes, paths[FIGURES[0]])
 
-        figure, axes = _figure()
+        figure, axes = new_figure()
         rows = [row for row in self.verdict_rows() if row["diff_vs_best"] is not None]
         for index, row in enumerate(rows):
             low, high = (100 * (row[key] - row["diff_vs_best"]) for key in ("diff_ci_low", "diff_ci_high"))
@@ -416,9 +444,9 @@ class StudyReport:
         axes.set_yticks(range(len(rows)), [row["schedule"] for row in rows])
         axes.set(xlabel=f"paired difference to {self.best.name if self.best else '-'} (points, 95% CI)")
         axes.set_title("Paired differences to the best schedule")
-        _save(figure, axes, folder / FIGURES[1])
+        save_figure(figure, axes, paths[FIGURES[1]])
 
-        figure, axes = _figure()
+        figure, axes = new_figure()
         for contestant in self.contestants.values():
             curves = [
                 [epoch["test_acc"] for epoch in run.metrics.get("history", [])]
@@ -436,7 +464,7 @@ class StudyReport:
             axes.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.2)
         axes.set(xlabel="epoch", ylabel="test accuracy (mean; band: min to max over seeds)")
         axes.set_title("Stage 2 test accuracy per epoch")
-        _save(figure, axes, folder / FIGURES[2])
+        save_figure(figure, axes, paths[FIGURES[2]])
 
 
 STAGE_ORDER = {"tune": 0, "confirm": 1}
@@ -493,7 +521,8 @@ def _seeds_text(comparison: Comparison) -> str:
     )
 
 
-def _grid_cell(pick: dict[str, Any]) -> str:
+def _grid_cell(pick: dict[str, Any], seeds: int) -> str:
+    """Each lr's score (or its failures), with its number of runs when a tuning seed has none."""
     cells = []
     for row in sorted(pick["grid"], key=lambda row: float(row["lr"])):
         if row["failed"]:
@@ -502,31 +531,27 @@ def _grid_cell(pick: dict[str, Any]) -> str:
             text = f"{row['lr']}: -"
         else:
             text = f"{row['lr']}: {row['score']:.4f}"
+        if row["runs"] < seeds:
+            text += f" ({row['runs']} of {seeds} seeds)"
         cells.append(f"**{text}**" if row["lr"] == pick["lr"] else text)
     return " · ".join(cells)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+def build_study_report(plan: Plan, picks: dict[str, Any], wall_seconds: float) -> StudyReport:
+    """The report of the runs in the study folder; a run folder that cannot be read, or whose run has not ended, is
+    skipped and named."""
+    scan = scan_runs(Path(plan.dir))
+    skipped = [*scan.skipped, *(Skipped(item.folder, item.reason) for item in scan.unfinished)]
+    skipped += [Skipped(job.folder, f"failed.json: {job.reason}") for job in scan.failed]
+    return StudyReport(plan, picks, collect(scan.runs), wall_seconds, sorted(skipped, key=lambda item: item.folder))
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], columns: Iterable[str] | None = None) -> None:
-    columns = list(columns or (rows[0].keys() if rows else []))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: "" if row.get(key) is None else row[key] for key in columns})
-
-
-def write_study_report(plan: Plan, picks: dict[str, Any], wall_seconds: float) -> StudyReport:
-    folder = Path(plan.dir)
-    report = StudyReport(plan, picks, collect(plan), wall_seconds)
-    _write_csv(folder / "results.csv", report.result_rows(), RESULT_COLUMNS)
-    _write_csv(folder / "verdict.csv", report.verdict_rows())
-    _write_csv(folder / "baseline.csv", report.baseline_rows())
-    report.plot(folder)
-    (folder / "report.md").write_text(report.markdown())
-    return report
+def write_study_report(report: StudyReport) -> None:
+    """Its CSV files, figures and report.md into the study folder, all or none (OSError when they cannot be)."""
+    names = ("results.csv", "verdict.csv", "baseline.csv", *FIGURES, "report.md")
+    with written_together(Path(report.plan.dir), names) as paths:
+        write_csv(paths["results.csv"], report.result_rows(), RESULT_COLUMNS)
+        write_csv(paths["verdict.csv"], report.verdict_rows())
+        write_csv(paths["baseline.csv"], report.baseline_rows())
+        report.plot(paths)
+        paths["report.md"].write_text(report.markdown())

@@ -114,9 +114,16 @@ class Tracker:
     threads the run computes with: runs on different counts differ in the last digits.
     """
 
-    def __init__(self, run_dir: Path, flush_secs: int = 30, hparams: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        flush_secs: int = 30,
+        hparams: Mapping[str, Any] | None = None,
+        purge_step: int | None = None,
+    ):
         self.run_dir = Path(run_dir)
-        self.writer = SummaryWriter(log_dir=str(self.run_dir), flush_secs=flush_secs)
+        # purge_step (a resumed run's step): TensorBoard drops the earlier session's points at or after it
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), flush_secs=flush_secs, purge_step=purge_step)
         self.writer.add_custom_scalars(COMPARE_LAYOUT)
         if hparams is not None:
             hparams = {**hparams, "threads": torch.get_num_threads()}

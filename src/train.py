@@ -1,10 +1,16 @@
-"""`python -m src.train [overrides]`: compose the config, check it, build the run and hand it to the Trainer.
+"""`python -m src.train [overrides]`: compose the config, check it, build the run, fit it, record it.
 
-Exit status: 0 for a finished run, and for a diverged one too (a schedule that diverges is a result, recorded in
-metrics.json, so a sweep goes on); 2 for a bad config, a missing or damaged dataset, or a checkpoint that does not
-fit, before any training; 3 when the run folder cannot be written (disk full, no permission); 128 + the signal's
-number (130 for SIGINT, 143 for SIGTERM) when stopped by a signal, with `last.pt` holding the last finished epoch.
-A run started again in a folder holding `last.pt`, or with `resume=<run folder>`, continues from it (docs/resume.md).
+Exit status (docs/resume.md lists what each leaves on disk):
+- 0: the run finished, and also when it diverged or collapsed (a schedule that diverges is a result, recorded in
+  metrics.json, so a sweep goes on);
+- 2: bad input before any training: the config, the dataset (missing, damaged, other than the checkpoint's),
+  a checkpoint that does not fit, a run folder another process is training in;
+- 3: the run folder cannot be written (disk full, no permission);
+- 128 + the signal's number (130 for SIGINT, 143 for SIGTERM): stopped by a signal, `last.pt` holds the last
+  finished epoch and the message gives the command that continues it.
+In a sweep (`-m`) a job that cannot run writes failed.json into its folder instead of ending the sweep; the other
+jobs run, and the sweep ends with the first failed job's status (src.callbacks.FailedJobs). A signal ends the sweep.
+A run started again in a folder holding `last.pt`, or with `resume=<run folder>`, continues from it (src/resume.py).
 """
 
 from __future__ import annotations
@@ -14,26 +20,25 @@ import gc
 if __name__ == "__main__":  # the libraries make a million objects for good: collecting during their import is waste
     gc.disable()
 
-import json
 import logging
-import shlex
-import shutil
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from src import REPO_ROOT, checkpointing, data
+from src import REPO_ROOT, checkpointing, data, resume, run_folder
 from src.callbacks import job_folder_name
 from src.device import available_cores, configure_threads, maybe_compile, select_device
+from src.errors import EXIT_BAD_INPUT, BadInput, RunError, Stopped, Unwritable
 from src.lr_from import lr_record, take_lr_from
 from src.optimizers import build_optimizer
 from src.schedules import build_lr_driver
@@ -49,20 +54,23 @@ log = logging.getLogger("src.train")
 OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)
 OmegaConf.register_new_resolver("job_name", job_folder_name, replace=True)  # names sweep job folders
 
-
-EXIT_BAD_INPUT = 2
-EXIT_UNWRITABLE = 3
+WORST_OBJECTIVE = 0.0
 
 
-def fail(message: str, status: int = EXIT_BAD_INPUT) -> None:
-    """Stop with a message and exit status `status` (2: bad input), without a traceback.
-
-    The message goes to stderr once, and into the run's log file (not again to the console through logging).
-    """
+def log_to_files(message: str) -> None:
+    """Write an error into the run's log file only (the console gets it once, from `fail`)."""
     record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+
+
+def fail(message: str, status: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Stop with a message and exit status `status` (2: bad input), without a traceback.
+
+    The message goes to stderr once, and into the run's log file (not again to the console through logging).
+    """
+    log_to_files(message)
     print(f"lrbench: {message}", file=sys.stderr)
     sys.exit(status)
 
@@ -101,59 +109,8 @@ def _task_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def _resume_command(overrides: list[str], run_dir: Path) -> str:
-    kept = [item for item in overrides if not item.startswith(("resume=", "+resume="))]
-    return shlex.join(["python", "-m", "src.train", *kept, f"resume={run_dir}"])
-
-
-def _resume_point(cfg: DictConfig, session_dir: Path) -> tuple[Path, dict[str, Any], list[str]] | None:
-    """The folder and checkpoint this run continues from (`resume=<folder>`, else `last.pt` already in the
-    session's folder) and how its config differs; a difference that changes the run stops here unless forced."""
-    folder = Path(cfg.resume).expanduser().resolve() if cfg.resume else session_dir
-    if not (folder / checkpointing.LAST).is_file():
-        return None
-    try:
-        checkpoint = checkpointing.load(folder / checkpointing.LAST)
-    except checkpointing.CheckpointError as error:
-        fail(str(error))
-    changed = checkpointing.differences(checkpoint["config"], checkpointing.run_config(cfg))
-    if changed and not cfg.checkpoint.force_resume:
-        listed = "\n".join(f"  - {line}" for line in changed)
-        fail(
-            f"cannot resume {folder}: this config differs from the checkpoint's in a way that changes the run:\n"
-            f"{listed}\nThe run was started with: {shlex.join(checkpoint['overrides']) or '(no overrides)'}\n"
-            f"Resume with the same overrides ({_resume_command(checkpoint['overrides'], folder)}), or add "
-            "checkpoint.force_resume=true to continue with this config (weights and counters from the checkpoint, "
-            "schedule and optimizer settings from this config)."
-        )
-    return folder, checkpoint, changed
-
-
-def _finished(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
-    """The metrics.json of the run in `run_dir` when that run has ended (every epoch done, or stopped as diverged
-    or collapsed), else None."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    recorded = json.loads(path.read_text())
-    ended_early = recorded.get("diverged") or (recorded.get("collapsed") and cfg.trainer.stop_on_collapse)
-    return recorded if ended_early or recorded.get("epochs", 0) >= cfg.trainer.epochs else None
-
-
-def _continue_in(run_dir: Path, session_dir: Path, output_root: Path) -> None:
-    """`resume=<folder>`: log into that folder's train.log, and drop the folder Hydra made for this session when
-    it holds nothing but Hydra's files, so a resume leaves no extra run behind."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == session_dir:
-            handler.close()
-            handler.baseFilename = str(run_dir / Path(handler.baseFilename).name)
-            handler.mode = "a"
-    if {path.name for path in session_dir.iterdir()} <= {".hydra", "train.log"}:
-        shutil.rmtree(session_dir, ignore_errors=True)
-        for folder in session_dir.parents:  # and the date and runs folders this session alone filled
-            if folder == output_root or any(folder.iterdir()):
-                break
-            folder.rmdir()
+def _choices() -> dict[str, Any]:
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
 
 
 def _parallel_jobs() -> int:
@@ -174,32 +131,95 @@ def _total_updates(cfg: DictConfig, steps_per_epoch: int) -> int:
     return epochs * steps_per_epoch if cfg.scheduler.interval == "step" else epochs
 
 
+def check(cfg: DictConfig) -> None:
+    """The whole config before anything is read or written: `lr_from` (which sets optimizer.lr), then every key
+    (src.validation). Raises BadInput listing every problem."""
+    try:
+        take_lr_from(cfg, _task_overrides())  # lr_from=<lr_find folder>: optimizer.lr becomes its suggestion
+        validate(cfg)
+    except ConfigError as error:
+        problems = error.problems
+        if named_file := resume.file_problem(OmegaConf.select(cfg, "resume")):
+            problems = [named_file, *(problem for problem in problems if not problem.startswith("resume="))]
+        raise BadInput(f"invalid configuration:\n{ConfigError(problems)}") from None
+
+
+def _load_data(cfg: DictConfig, device: torch.device) -> data.DeviceData:
+    try:
+        return data.load(device=device, **OmegaConf.to_container(cfg.data))
+    except data.DatasetNotFoundError as error:
+        raise BadInput(str(error)) from None
+
+
+def _record_for_hydra(cfg: DictConfig, run_dir: Path, overrides: list[str], *, resumed: bool) -> None:
+    """`.hydra/` as Hydra writes it. For a forced resume it describes the run, not how this session reached it (no
+    `resume`, no `force_resume`): the config a new run of the recorded overrides would have."""
+    config = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    if resumed:
+        config.resume = None
+        config.checkpoint.force_resume = False
+    run_folder.write_hydra_record(run_dir, config, HydraConfig.instance().cfg, overrides)
+
+
 def run(
     cfg: DictConfig,
     run_dir: Path,
-    resume_from: dict[str, Any] | None = None,
+    resume_point: resume.ResumePoint | None = None,
     *,
-    forced: bool = False,
     stop: StopOnSignal | None = None,
 ) -> RunResult:
     """Train the run `cfg` describes, writing its curves, checkpoints and metrics.json into `run_dir`.
 
-    With `resume_from` (a checkpoint) the run continues from it; `forced` keeps this config's schedule and
-    optimizer settings where they differ from the checkpoint's.
+    With `resume_point` the run continues from its checkpoint; where it was forced through a changed config, this
+    config's schedule and optimizer settings apply from there on. Under Hydra, `.hydra/` is written once the data
+    is accepted (for a new run, or a resume that changed the run). Raises BadInput (the data), Unwritable (the
+    folder), Stopped (a signal).
     """
     configure_threads(cfg.trainer.threads, parallel_jobs=_parallel_jobs())
     device = select_device(cfg.trainer.device)
+    dataset = _load_data(cfg, device)
+    identity = resume.identity(cfg, resume_point, dataset.fingerprint, _task_overrides(), _choices())
     try:
-        dataset = data.load(device=device, **OmegaConf.to_container(cfg.data))
-    except data.DatasetNotFoundError as error:
-        fail(str(error))
+        if identity.changed_now and HydraConfig.initialized():
+            _record_for_hydra(cfg, run_dir, identity.overrides, resumed=resume_point is not None)
+        run_folder.clear_failed(run_dir)
+        result = _fit(cfg, run_dir, dataset, device, resume_point, identity, stop)
+        write_json(
+            run_dir / "metrics.json",
+            {
+                **result.summary(),
+                **lr_record(cfg),
+                "overrides": identity.overrides,
+                "config_changes": identity.config_changes,
+            },
+        )
+        run_folder.clear_failed(run_dir)  # also one a command refused by the lock wrote while this one trained
+    except OSError as error:
+        Path(run_dir, "metrics.json.partial").unlink(missing_ok=True)
+        raise Unwritable(
+            f"cannot write the run's files in {run_dir}: {error.strerror or error}. Free some disk space or pick a "
+            "writable folder with output_root=<folder>; an interrupted run resumes from its last.pt."
+        ) from error
+    return result
+
+
+def _fit(
+    cfg: DictConfig,
+    run_dir: Path,
+    dataset: data.DeviceData,
+    device: torch.device,
+    resume_point: resume.ResumePoint | None,
+    identity: resume.RunIdentity,
+    stop: StopOnSignal | None,
+) -> RunResult:
+    """Build the model, optimizer, schedule, tracker and trainer, restore the checkpoint if any, and train."""
     torch.manual_seed(cfg.seed)  # same seed, same initial weights, whatever the schedule or optimizer
     model = instantiate(cfg.model).to(device)
     maybe_compile(model, cfg.trainer.compile)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     lr_driver = build_lr_driver(cfg, optimizer, dataset.steps_per_epoch)
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    tracker = Tracker(run_dir, hparams=run_hparams(cfg, choices))
+    purge_step = resume_point.step if resume_point is not None else None  # the partial epoch is done again
+    tracker = Tracker(run_dir, hparams=run_hparams(cfg, _choices()), purge_step=purge_step)
     log.info("run folder: %s", run_dir)
     log.info(
         "%d training images, %d steps per epoch, %d epochs, device %s",
@@ -208,13 +228,14 @@ def run(
         cfg.trainer.epochs,
         device,
     )
-    overrides = resume_from["overrides"] if resume_from else _task_overrides()
     checkpointer = checkpointing.Checkpointer(
         run_dir,
         checkpointing.run_config(cfg),
-        overrides,
+        identity.overrides,
         keep_best=cfg.checkpoint.keep_best,
         flush_curves=tracker.writer.flush,
+        dataset=identity.dataset_sha256,
+        config_changes=identity.config_changes,
     )
     trainer = Trainer(
         model,
@@ -234,31 +255,33 @@ def run(
         should_stop=stop or (lambda: False),
     )
     try:
-        if resume_from:
-            trainer.load_state_dict(resume_from["trainer"], current_hyperparameters=forced)
-            checkpointing.restart_tensorboard_at(tracker.writer, trainer.step)
+        if resume_point is not None:
+            state = resume.state_to_load(resume_point, identity, optimizer.state_dict())
+            trainer.load_state_dict(state, current_hyperparameters=bool(resume_point.changes))
+            if identity.fresh_optimizer:
+                log.warning(
+                    "forced resume onto another optimizer: %s starts with a fresh state", cfg.optimizer._target_
+                )
             if trainer.result.history:  # its epoch points sit on the restart step, so they are written again
                 tracker.epoch(trainer.step, trainer.result.history[-1])
             log.info("resumed after epoch %d/%d at step %d", trainer.result.epochs, cfg.trainer.epochs, trainer.step)
-        else:
-            checkpointer(trainer)  # the state before the first epoch: even an interrupted first epoch resumes
+        if resume_point is None or identity.changed_now:
+            # the state before this session's first epoch, with what the run now is: even an interrupted first
+            # epoch resumes, and after a forced resume the printed command continues without force
+            checkpointer(trainer)
         result = trainer.fit()
         tracker.finish(result.summary())
     except Interrupted:
         signum, done = stop.received, trainer.result  # Interrupted is raised only once a signal came
-        fail(
+        raise Stopped(
             f"stopped by {signal.Signals(signum).name} during epoch {done.epochs + 1}/{cfg.trainer.epochs}; "
             f"{run_dir / checkpointing.LAST} holds the state after epoch {done.epochs} (step {done.steps}). "
-            f"To continue:\n  {_resume_command(overrides, run_dir)}",
-            status=128 + signum,
-        )
+            f"To continue:\n  {resume.command(identity.overrides, run_dir)}",
+            signum,
+        ) from None
     finally:
         tracker.close()
-    write_json(run_dir / "metrics.json", {**result.summary(), **lr_record(cfg), "overrides": overrides})
     return result
-
-
-WORST_OBJECTIVE = 0.0
 
 
 def objective(summary: dict[str, Any]) -> float:
@@ -269,37 +292,53 @@ def objective(summary: dict[str, Any]) -> float:
     return float(summary["test_acc"])
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
-    try:
-        take_lr_from(cfg, _task_overrides())  # lr_from=<lr_find folder>: optimizer.lr becomes its suggestion
-        validate(cfg)
-    except ConfigError as error:
-        fail(f"invalid configuration:\n{error}")
-    session_dir = Path(HydraConfig.get().runtime.output_dir)
-    resume_point = _resume_point(cfg, session_dir)
-    run_dir, checkpoint, changed = resume_point or (session_dir, None, [])
-    # the checkpoint's config was found equal to this one above: the recorded result is this run's
-    if checkpoint is not None and cfg.checkpoint.skip_finished and (recorded := _finished(run_dir, cfg)):
-        log.info("already finished, not run again: %s (test_acc %s)", run_dir, recorded.get("test_acc"))
-        return objective(recorded)
-    if run_dir != session_dir:
-        _continue_in(run_dir, session_dir, Path(cfg.output_root).resolve())
-    for line in changed:
-        log.warning("forced resume, config changed: %s", line)
-    try:
+def train(cfg: DictConfig, session_dir: Path) -> dict[str, Any]:
+    """The command: check the config, take the run folder (Hydra's, or the `resume=` one) for this process alone,
+    find what it continues, then train; returns the run's summary."""
+    check(cfg)
+    run_dir = resume.run_folder_of(cfg, session_dir)
+    with resume.RunLock(run_dir):
+        resume_point = resume.find(cfg, run_dir)
+        # the checkpoint's config was found equal to this one above: the recorded result is this run's
+        if resume_point and cfg.checkpoint.skip_finished and (recorded := resume.finished(run_dir, cfg)):
+            run_folder.clear_failed(run_dir)
+            log.info("already finished, not run again: %s (test_acc %s)", run_dir, recorded.get("test_acc"))
+            return recorded
+        if run_dir != session_dir:
+            resume.continue_in(run_dir, session_dir)
+        for change in resume_point.changes if resume_point else []:
+            log.warning("forced resume, config changed: %s", checkpointing.describe(change))
         with logging_redirect_tqdm(), StopOnSignal() as stop:
-            result = run(cfg, run_dir, checkpoint, forced=bool(changed), stop=stop)
-    except OSError as error:
-        Path(run_dir, "metrics.json.partial").unlink(missing_ok=True)
-        fail(
-            f"cannot write the run's files in {run_dir}: {error.strerror or error}. Free some disk space or pick a "
-            "writable folder with output_root=<folder>; an interrupted run resumes from its last.pt.",
-            status=EXIT_UNWRITABLE,
-        )
+            result = run(cfg, run_dir, resume_point, stop=stop)
     summary = result.summary()
     log.info("done: test_acc %s after %d epochs in %.1f s", summary["test_acc"], result.epochs, result.wall_seconds)
-    return objective(summary)
+    return summary
+
+
+def _job_failed(error: RunError, job_dir: Path) -> float:
+    """A sweep job that cannot run: failed.json in its folder, a message, and the worst objective, so the sweep
+    goes on (its end counts the failures: src.callbacks.FailedJobs)."""
+    job = HydraConfig.get().job
+    number = job.get("num")
+    log_to_files(f"job failed (exit status {error.status}): {error}")
+    print(f"lrbench: sweep job {number} failed (exit status {error.status}): {error}", file=sys.stderr)
+    run_folder.write_failed(job_dir, error.status, str(error), _task_overrides(), number)
+    return WORST_OBJECTIVE
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    """The one place that turns a RunError into an exit status (or, for a sweep job, into failed.json)."""
+    session_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        return objective(train(cfg, session_dir))
+    except RunError as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN and not isinstance(error, Stopped):
+            return _job_failed(error, session_dir)
+        log_to_files(str(error))
+        run_folder.remove_session_folder(session_dir)  # a run refused before training leaves no folder
+        print(f"lrbench: {error}", file=sys.stderr)
+        sys.exit(error.status)
 
 
 if __name__ == "__main__":

@@ -173,10 +173,7 @@ class Trainer:
         self.result = RunResult(**{**saved, "history": history, "epoch_seconds": list(saved.get("epoch_seconds", []))})
 
     def _with_current_hyperparameters(self, state: dict[str, Any]) -> dict[str, Any]:
-        scheduler = self.lr_driver.state_dict()
-        updates = state["lr_driver"]["last_epoch"]
-        lrs = [base * self.lr_driver.schedule(updates) for base in scheduler["base_lrs"]]
-        scheduler.update(last_epoch=updates, _step_count=state["lr_driver"]["_step_count"], _last_lr=lrs)
+        scheduler, lrs = self.lr_driver.taken_up_from(state["lr_driver"])
         groups = [
             {**current, "params": saved["params"], "lr": lr}
             for current, saved, lr in zip(

@@ -12,9 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from src.curves import read_events
 from src.tracking import FINAL_TAGS
 from tests.conftest import run_sweep
 
@@ -49,24 +48,22 @@ def test_each_run_folder_holds_its_hparams_without_an_extra_run(sweep):
         folder = sweep / name
         assert len(list(folder.glob("events.out.tfevents.*"))) == 1
         assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [".hydra"]  # add_hparams would add one
-        events = EventAccumulator(str(folder))
-        events.Reload()
-        content = events.PluginTagToContent("hparams")
-        start = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info.hparams
+        events = read_events(folder)
+        start = events.hparams["_hparams_/session_start_info"].session_start_info.hparams
         assert start["scheduler"].string_value == name.split("=")[1].split(",")[0]
         assert start["optimizer"].string_value == "sgd"
         assert start["optimizer.lr"].number_value == 0.1
         assert start["data.batch_size"].number_value == 32
         assert start["trainer.epochs"].number_value == 1
         assert start["seed"].number_value == 0
-        experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+        experiment = events.hparams["_hparams_/experiment"].experiment
         assert [info.name.tag for info in experiment.metric_infos] == list(FINAL_TAGS)
         # the dashboard lists differing hyperparameters first: the schedule, its lr and warmup are marked so
         leading = {info.name for info in experiment.hparam_infos if info.differs}
         assert leading == {"scheduler", "optimizer.lr", "scheduler.warmup_ratio"}  # warmup_steps is null: not shown
         metrics = json.loads((folder / "metrics.json").read_text())
-        assert [e.value for e in events.Scalars("final/test_acc")] == [pytest.approx(metrics["test_acc"])]
-        assert "custom_scalars__config__" in events.Tags()["tensors"]
+        assert events.values("final/test_acc") == [pytest.approx(metrics["test_acc"])]
+        assert "custom_scalars__config__" in events.tensors
 
 
 def _free_port() -> int:

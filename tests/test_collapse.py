@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.api_pb2 import Status
-from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from src.curves import read_events
 from src.trainer import at_chance
 from tests.conftest import RAW_NAMES, run_sweep, run_train, write_idx
 
@@ -43,12 +42,6 @@ def test_at_chance_needs_both_the_loss_and_the_accuracy_at_chance():
     assert not at_chance({"train_loss": 1.2, "test_acc": 0.11}, 10)
 
 
-def events(folder: Path) -> EventAccumulator:
-    accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    return accumulator
-
-
 @pytest.mark.slow
 def test_a_collapsed_run_is_marked_and_stopped_with_exit_0(random_labels_root, tmp_path):
     run_dir = tmp_path / "run"
@@ -64,11 +57,9 @@ def test_a_collapsed_run_is_marked_and_stopped_with_exit_0(random_labels_root, t
     assert metrics["collapsed"] is True and metrics["collapsed_epoch"] == 1
     assert metrics["epochs"] == 1 and len(metrics["history"]) == 1  # stopped: four epochs of budget saved
     assert "run collapsed: epoch 1 ended at chance" in (run_dir / "train.log").read_text()
-    accumulator = events(run_dir)
-    assert [event.value for event in accumulator.Scalars("final/collapsed")] == [1.0]
-    content = accumulator.PluginTagToContent("hparams")
-    end = HParamsPluginData.FromString(content["_hparams_/session_end_info"]).session_end_info
-    assert end.status == Status.STATUS_FAILURE
+    events = read_events(run_dir)
+    assert events.values("final/collapsed") == [1.0]
+    assert events.hparams["_hparams_/session_end_info"].session_end_info.status == Status.STATUS_FAILURE
 
 
 @pytest.mark.slow

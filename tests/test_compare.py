@@ -15,7 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from src import REPO_ROOT
-from src.compare import FIGURES, Configuration, find_runs, main, varying_keys
+from src.compare import FIGURES, Configuration, main, scan_runs, varying_keys
 from tests.conftest import run_sweep
 
 TARGET = 0.3
@@ -80,7 +80,7 @@ def test_report_figures_and_curves_come_from_the_event_files(sweep):
     assert main([str(sweep)]) == 0
     for name in FIGURES:
         assert (sweep / name).read_bytes().startswith(PNG_MAGIC)
-    runs = find_runs(sweep)
+    runs = scan_runs(sweep).runs
     assert len(runs) == 4
     for run in runs:
         steps, lrs = run.scalars("train/lr")
@@ -194,14 +194,14 @@ def test_nothing_but_damaged_runs_exits_2_naming_them(sweep, tmp_path, capsys):
     assert not (copy / "summary.md").exists()
 
 
-def run_compare(*args: str, cwd: Path, file_size_limit: int | None = None) -> subprocess.CompletedProcess:
-    """`python -m src.compare ARGS` in a subprocess started in `cwd` (where the fallback outputs/compare/ goes);
+def run_module(module: str, *args: str, cwd: Path, file_size_limit: int | None = None) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` in a subprocess started in `cwd` (where compare's fallback outputs/compare/ goes);
     `file_size_limit` sets RLIMIT_FSIZE, so every write past it fails with EFBIG, for root too."""
     limit = (
         "pass" if file_size_limit is None else f"resource.setrlimit(resource.RLIMIT_FSIZE, ({file_size_limit},) * 2)"
     )
-    # The limit is set inside the child before src.compare runs (preexec_fn is unsafe in a threaded parent).
-    code = f"import resource, runpy; {limit}; runpy.run_module('src.compare', run_name='__main__', alter_sys=True)"
+    # The limit is set inside the child before the module runs (preexec_fn is unsafe in a threaded parent).
+    code = f"import resource, runpy; {limit}; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
     return subprocess.run(
         [sys.executable, "-c", code, *args],
         cwd=cwd,
@@ -222,7 +222,7 @@ def test_a_folder_that_cannot_hold_the_report_gets_it_written_elsewhere(sweep, t
     before = sorted(path.name for path in copy.iterdir())
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    done = run_compare(str(copy), cwd=cwd)
+    done = run_module("src.compare", str(copy), cwd=cwd)
     assert done.returncode == 0, done.stderr
     (fallback,) = (cwd / "outputs" / "compare").glob("sweep-*")
     assert f"lrbench: cannot write the report into {copy}: Is a directory" in done.stderr
@@ -241,7 +241,7 @@ def test_a_report_written_nowhere_is_printed_and_exits_3(sweep, tmp_path):
     before = sorted(path.name for path in copy.iterdir())
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    done = run_compare(str(copy), cwd=cwd, file_size_limit=0)
+    done = run_module("src.compare", str(copy), cwd=cwd, file_size_limit=0)
     assert done.returncode == 3, done.stderr
     assert "| constant |" in done.stdout and "| cosine |" in done.stdout
     assert f"lrbench: cannot write the report into {copy}: File too large" in done.stderr

@@ -13,11 +13,10 @@ import sys
 import pytest
 import torch
 from omegaconf import OmegaConf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from src import REPO_ROOT, data
-from src.compare import load_run
+from src.compare import read_run_folder
+from src.curves import read_events
 from src.device import configure_threads
 from src.lr_find import RangeTestError, find_lr, range_test, settings_problems
 from src.lr_from import take_lr_from
@@ -189,12 +188,11 @@ def test_cli_writes_every_file_and_a_run_takes_its_lr_from_them(tmp_path, synthe
     assert f"optimizer.lr={record['lr']:g}" in done.stdout  # the report, with the exact override to use
     assert "<- suggestion" in done.stdout
 
-    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
-    events.Reload()
-    assert {"lr_find/lr", "lr_find/loss", "lr_find/smoothed_loss"} <= set(events.Tags()["scalars"])
-    smoothed = [point.value for point in events.Scalars("lr_find/smoothed_loss")]
+    events = read_events(folder)
+    assert {"lr_find/lr", "lr_find/loss", "lr_find/smoothed_loss"} <= set(events.scalars)
+    smoothed = events.values("lr_find/smoothed_loss")
     assert smoothed == pytest.approx([float(row["smoothed_loss"]) for row in rows])
-    assert "lr_find/curve" in events.Tags()["images"]
+    assert "lr_find/curve" in events.images
 
     run = run_train(f"lr_from={folder}", "trainer.epochs=1", *common)
     assert run.returncode == 0, run.stderr
@@ -202,14 +200,12 @@ def test_cli_writes_every_file_and_a_run_takes_its_lr_from_them(tmp_path, synthe
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["peak_lr"] == record["lr"]
     assert metrics["lr_from"] == str(folder / "suggestions.json")
-    run_events = EventAccumulator(str(run_dir))
-    run_events.Reload()
-    content = run_events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
-    hparams = HParamsPluginData.FromString(content).session_start_info.hparams
+    run_events = read_events(run_dir)
+    hparams = run_events.hparams["_hparams_/session_start_info"].session_start_info.hparams
     assert hparams["optimizer.lr"].number_value == record["lr"]
     assert hparams["lr_from"].string_value == str(folder)
-    assert max(point.value for point in run_events.Scalars("train/lr")) == pytest.approx(record["lr"])
-    assert load_run(run_dir).hparams["optimizer.lr"] == record["lr"]  # the comparison report's lr
+    assert max(run_events.values("train/lr")) == pytest.approx(record["lr"])
+    assert read_run_folder(run_dir).hparams["optimizer.lr"] == record["lr"]  # the comparison report's lr
 
 
 @pytest.mark.slow

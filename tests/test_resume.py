@@ -10,14 +10,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from src import REPO_ROOT, checkpointing
-from src.train import StopOnSignal, _resume_point, run
+from src import REPO_ROOT, checkpointing, resume
+from src.curves import read_scalars
+from src.errors import BadInput
+from src.train import StopOnSignal, run
 
 SMALL = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=32", "trainer.log_every_steps=5")
 # The killed runs: 512 synthetic images in batches of 2, 256 steps per epoch; the progress bar shows when an epoch
@@ -31,13 +31,6 @@ KILLED = (
     "trainer.stop_on_collapse=false",
 )
 EPOCHS = 4
-
-
-def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar curve of a run folder as TensorBoard reads it: tag -> [(step, value)]."""
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def assert_same_state(a, b, path="state"):
@@ -104,11 +97,11 @@ def test_stop_on_signal_turns_the_first_signal_into_a_request():
 def in_process_run(compose_cfg, synthetic_root, tmp_path):
     """run(overrides) trains in this process into tmp_path/run; returns (cfg, run_dir, result)."""
 
-    def _run(*overrides, resume_from=None, forced=False):
+    def _run(*overrides, resume_point=None):
         cfg = compose_cfg([f"data.root={synthetic_root}", *SMALL, *overrides])
         run_dir = tmp_path / "run"
         run_dir.mkdir(exist_ok=True)
-        return cfg, run_dir, run(cfg, run_dir, resume_from, forced=forced)
+        return cfg, run_dir, run(cfg, run_dir, resume_point)
 
     return _run
 
@@ -122,13 +115,13 @@ def test_keep_best_keeps_the_epoch_with_the_best_test_accuracy(in_process_run):
     assert checkpointing.load(run_dir / checkpointing.LAST)["trainer"]["result"]["epochs"] == 3
 
 
-def test_a_config_that_changes_the_run_is_refused_with_the_differences(in_process_run, compose_cfg, capsys):
+def test_a_config_that_changes_the_run_is_refused_with_the_differences(in_process_run, compose_cfg):
     _, run_dir, _ = in_process_run("trainer.epochs=1")
     changed = compose_cfg([f"data.root={run_dir}", *SMALL, "data.batch_size=64", "optimizer.lr=0.05"])
-    with pytest.raises(SystemExit) as stopped:
-        _resume_point(changed, run_dir)
-    assert stopped.value.code == 2
-    message = capsys.readouterr().err
+    with pytest.raises(BadInput) as refused:
+        resume.find(changed, run_dir)
+    assert refused.value.status == 2
+    message = str(refused.value)
     assert "data.batch_size: checkpoint 32, now 64" in message
     assert "optimizer.lr: checkpoint 0.1, now 0.05" in message
     assert "trainer.epochs: checkpoint 1, now 10" in message
@@ -140,9 +133,10 @@ def test_forced_resume_continues_the_weights_under_the_new_settings(in_process_r
     _, run_dir, first = in_process_run("trainer.epochs=2", "scheduler=constant")
     longer = ["trainer.epochs=3", "scheduler=constant", "optimizer.lr=0.05", "checkpoint.force_resume=true"]
     cfg = compose_cfg([f"data.root={run_dir}", *SMALL, *longer])
-    _, checkpoint, changed = _resume_point(cfg, run_dir)
+    point = resume.find(cfg, run_dir)
+    changed = [checkpointing.describe(change) for change in point.changes]
     assert changed == ["optimizer.lr: checkpoint 0.1, now 0.05", "trainer.epochs: checkpoint 2, now 3"]
-    _, _, resumed = in_process_run(*longer, resume_from=checkpoint, forced=True)
+    _, _, resumed = in_process_run(*longer, resume_point=point)
     assert resumed.history[:2] == first.history  # the first two epochs are the checkpoint's
     assert resumed.epochs == 3 and resumed.steps == 3 * 16
     assert resumed.history[2]["lr"] == 0.05  # the third ran with the new lr
@@ -202,14 +196,15 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_bit_for_bit_like_an_uninterrupt
     assert saved["result"]["epochs"] == 2
     if signum == signal.SIGKILL:
         assert status == -signal.SIGKILL
+        assert (run_dir / resume.LOCK).exists()  # left behind, but its lock died with the process
         resume_command = [*overrides, f"hydra.run.dir={run_dir}"]  # the same command again, in the same folder
     else:
         assert status == 128 + signum, output
         assert f"stopped by {signum.name} during epoch" in output and "Traceback" not in output
         # the message's command resumes the run; it was stopped mid-epoch, past the checkpoint's step
         resume_command = shlex.split(output.split("To continue:")[1].strip().splitlines()[0])[3:]
-        assert resume_command[-1] == f"resume={run_dir}"
-        assert max(step for step, _ in scalars(run_dir)["train/lr"]) >= saved["step"]
+        assert resume_command[-1] == f"resume='{run_dir}'"  # quoted for Hydra
+        assert max(step for step, _ in read_scalars(run_dir)["train/lr"]) >= saved["step"]
 
     status, output = finish(start_train(*resume_command))
     assert status == 0, output
@@ -225,5 +220,6 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_bit_for_bit_like_an_uninterrupt
         for key in TIMINGS:
             state["result"].pop(key)
     assert_same_state(final, expected)  # weights, optimizer moments, scheduler, RNGs, data order, counters
-    assert scalars(run_dir) == scalars(reference_dir)  # every curve: same steps, same values, none twice
+    assert read_scalars(run_dir) == read_scalars(reference_dir)  # every curve: same steps, same values, none twice
     assert not (run_dir.parent / "runs").exists()  # resume=<folder> leaves no extra run folder behind
+    assert not (run_dir / resume.LOCK).exists()

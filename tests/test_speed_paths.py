@@ -13,9 +13,9 @@ import warnings
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src import REPO_ROOT, data
+from src.curves import read_events
 from src.device import autocast, available_cores, configure_threads, maybe_compile
 from src.models import LeNet
 from src.schedules import build_lr_driver
@@ -72,11 +72,10 @@ def test_bf16_trains_evaluates_and_logs_like_fp32(compose_cfg, synthetic_root, t
         assert math.isfinite(after["test_loss"])
         assert after["test_loss"] != before["test_loss"]  # bf16 really changed the arithmetic ...
         assert after["test_loss"] == pytest.approx(before["test_loss"], rel=0.05)  # ... and only a little
-    events = EventAccumulator(str(tmp_path / "bf16"), size_guidance={"scalars": 0})
-    events.Reload()
-    assert [point.step for point in events.Scalars("train/lr")] == list(range(16))
-    assert [point.step for point in events.Scalars("train/loss")] == [3, 7, 11, 15]
-    assert [point.step for point in events.Scalars("test/acc")] == [8, 16]
+    events = read_events(tmp_path / "bf16")
+    assert events.steps("train/lr") == list(range(16))
+    assert events.steps("train/loss") == [3, 7, 11, 15]
+    assert events.steps("test/acc") == [8, 16]
 
 
 def test_autocast_is_bf16_only_when_asked():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -19,6 +20,7 @@ from src.compare import Run
 from src.stats import compare, holm
 from src.study import StudyError, _merge, lr_grid, main, parse_args, pick_lr, presets
 from src.study_report import FIGURES, RESULT_COLUMNS
+from tests.test_compare import run_module
 
 PLUMBING = ("trainer.threads=1", "data.batch_size=64", "data.train_size=null")
 TINY = ("study.schedules=[constant,cosine_warmup]", "study.tune.lrs=[0.003,0.1]", "study.tune.seeds=[0,1]")
@@ -113,6 +115,14 @@ def test_pick_takes_the_best_mean_among_lrs_where_nothing_collapsed():
     assert pick_lr(by_best, runs, ["0.01", "0.1"])["lr"] == "0.01"  # and at the grid's edge
     assert pick_lr(by_best, runs, ["0.01", "0.1"])["edge"]
     assert pick_lr(FakePlan(), [fake_run(0.1, 0.1, collapsed=True)], ["0.1"])["lr"] is None
+
+
+@pytest.mark.slow
+def test_the_report_module_does_not_import_the_study():
+    """src.study imports src.study_report; the report needs the plan's type for its annotations only: no circle."""
+    code = "import sys, src.study_report; print('src.study' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -253,3 +263,73 @@ def test_the_grid_can_centre_on_an_lr_range_test(tmp_path):
     assert plan.lrs == {"constant": lr_grid(0.2, 3.0, 4), "cosine": lr_grid(0.2, 3.0, 4)}
     with pytest.raises(StudyError, match=r"centre_from=.*does not exist; give the folder of a finished"):
         make_plan("quick", ["schedules=[constant,cosine]", f"tune.centre_from={tmp_path / 'none'}"], [])
+
+
+# ------------------------------------------------------------------------------------------------ damaged runs
+
+
+def copy_study(folder: Path, into: Path) -> Path:
+    """A copy of a finished study to damage; its study.json points at the copy, so `study.dir=` continues it."""
+    copy = Path(shutil.copytree(folder, into))
+    plan = json.loads((copy / "study.json").read_text())
+    (copy / "study.json").write_text(json.dumps({**plan, "dir": str(copy)}))
+    return copy
+
+
+def confirm_job(folder: Path, schedule: str, seed: int) -> Path:
+    (found,) = (folder / "confirm" / schedule).glob(f"lr=*,seed={seed}")
+    return found
+
+
+@pytest.mark.slow
+def test_a_job_whose_metrics_json_cannot_be_read_runs_again(tiny_study, tmp_path):
+    """A truncated metrics.json is not a finished job: it is set aside, said, and the job runs again (from its
+    last.pt, to the same result), so the report counts every seed."""
+    copy = copy_study(tiny_study[0], tmp_path / "study")
+    damaged = confirm_job(copy, "constant", 101)
+    recorded = json.loads((damaged / "metrics.json").read_text())
+    (damaged / "metrics.json").write_text('{"test_acc": 0.8, "hist')
+    done = run_study(f"study.dir={copy}")
+    assert done.returncode == 0, done.stderr
+    assert f"{damaged}: metrics.json is not valid JSON" in done.stderr and "the job runs again" in done.stderr
+    assert (damaged / "metrics.json.damaged").read_text() == '{"test_acc": 0.8, "hist'
+    assert json.loads((damaged / "metrics.json").read_text())["test_acc"] == recorded["test_acc"]
+    results = read_csv(copy / "results.csv")
+    assert len(results) == 2 * 2 * 2 + 2 * 2 and "Skipped runs" not in (copy / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_run_that_cannot_be_read_is_skipped_named_and_its_seed_not_counted(tiny_study, tmp_path):
+    copy = copy_study(tiny_study[0], tmp_path / "study")
+    damaged = confirm_job(copy, "constant", 101)
+    (damaged / ".hydra" / "config.yaml").write_text("optimizer: {lr: 0.1\n")
+    done = run_study(f"study.dir={copy}")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"lrbench: skipped {damaged}: .hydra/config.yaml is not valid YAML (line 2" in done.stderr
+    report = (copy / "report.md").read_text()
+    skipped = report.split("## Skipped runs")[1]
+    assert f"- `{damaged.relative_to(copy)}`: .hydra/config.yaml is not valid YAML" in skipped
+    flag = "Flag: constant has 1 of the 2 planned confirm seeds; no finished run can be read for seed 101."
+    assert flag in report and flag in done.stdout
+    verdict = {row["schedule"]: row for row in read_csv(copy / "verdict.csv")}
+    assert verdict["constant"]["runs"] == "1" and verdict["cosine_warmup"]["runs"] == "2"
+    results = read_csv(copy / "results.csv")
+    assert len(results) == 2 * 2 * 2 + 2 * 2 - 1
+    assert str(damaged.relative_to(copy)) not in {row["run_dir"] for row in results}
+
+
+@pytest.mark.slow
+def test_a_report_that_cannot_be_written_leaves_the_old_files_and_no_partial_ones(tiny_study, tmp_path):
+    """With writes past 8 KiB failing (RLIMIT_FSIZE: EFBIG, for root too), the CSV files fit and the first figure
+    does not: the report's files stay as they were, none is half-replaced, no partial file is left, exit 3."""
+    copy = copy_study(tiny_study[0], tmp_path / "study")
+    (copy / "results.csv").write_text("the previous report\n")
+    names = ("results.csv", "verdict.csv", "baseline.csv", "report.md", *FIGURES)
+    before = {name: (copy / name).read_bytes() for name in names}
+    done = run_module("src.study", f"study.dir={copy}", cwd=REPO_ROOT, file_size_limit=8192)
+    assert done.returncode == 3, done.stderr
+    assert f"lrbench: cannot write the study's report into {copy}: File too large" in done.stderr
+    assert "Traceback" not in done.stderr and "Best: " in done.stdout
+    assert {name: (copy / name).read_bytes() for name in names} == before
+    assert not list(copy.glob("*.partial.*"))

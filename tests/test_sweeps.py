@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.api_pb2 import Status
-from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from src import REPO_ROOT
 from src.callbacks import job_folder_name
+from src.curves import read_events
 from src.device import available_cores
 from tests.conftest import run_sweep, run_train
 
@@ -125,11 +124,9 @@ def test_a_diverged_job_is_recorded_and_the_sweep_goes_on(two_sweeps):
     assert isinstance(diverged_metrics["diverged_step"], int)
 
     for folder, flag, status in ((finished, 0.0, Status.STATUS_SUCCESS), (diverged, 1.0, Status.STATUS_FAILURE)):
-        events = EventAccumulator(str(folder))
-        events.Reload()
-        assert [event.value for event in events.Scalars("final/diverged")] == [flag]
-        end = HParamsPluginData.FromString(events.PluginTagToContent("hparams")["_hparams_/session_end_info"])
-        assert end.session_end_info.status == status
+        events = read_events(folder)
+        assert events.values("final/diverged") == [flag]
+        assert events.hparams["_hparams_/session_end_info"].session_end_info.status == status
 
     rows = {row["optimizer.lr"]: row for row in read_csv(sweep / "summary.csv")}
     assert rows["10000"]["diverged"] == "1" and rows["0.05"]["diverged"] == "0"

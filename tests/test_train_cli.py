@@ -3,9 +3,9 @@
 import json
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from src import REPO_ROOT
+from src.curves import read_events
 from tests.conftest import run_train
 
 QUICK = ("data.train_size=2048", "trainer.epochs=1", "trainer.threads=1", "trainer.progress=false")
@@ -28,12 +28,10 @@ def test_real_data_run_from_a_sub_folder_leaves_metrics_events_and_config(tmp_pa
     assert 0.4 < metrics["test_acc"] <= 1.0  # well above chance (0.1) after 24 steps (0.54 with seed 0)
     assert "data.train_size=2048" in metrics["overrides"]
 
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    tags = set(events.Tags()["scalars"])
-    assert {"train/loss", "train/acc", "train/lr", "test/loss", "test/acc"} <= tags
-    assert [point.step for point in events.Scalars("train/lr")] == list(range(24))
-    assert [point.step for point in events.Scalars("test/acc")] == [8, 16, 24]
+    events = read_events(run_dir)
+    assert {"train/loss", "train/acc", "train/lr", "test/loss", "test/acc"} <= set(events.scalars)
+    assert events.steps("train/lr") == list(range(24))
+    assert events.steps("test/acc") == [8, 16, 24]
 
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     log = (run_dir / "train.log").read_text()

@@ -5,9 +5,8 @@ import logging
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from src.curves import read_events, read_scalars
 from src.data import load
 from src.device import available_cores
 from src.models import LeNet
@@ -18,9 +17,7 @@ from src.trainer import Trainer
 
 
 def scalars(run_dir, tag):
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return [(point.step, point.value) for point in events.Scalars(tag)]
+    return read_scalars(run_dir)[tag]
 
 
 @pytest.fixture
@@ -131,21 +128,18 @@ def test_a_model_broken_by_the_last_update_makes_the_run_diverged_at_that_epoch(
     assert metrics["diverged"] is True and metrics["diverged_step"] == 0 and metrics["diverged_epoch"] == 1
     assert metrics["epochs"] == 0 and metrics["history"] == [] and metrics["test_loss"] is None
     # TensorBoard: the step's lr and loss are there, no epoch point of broken weights, and the session failed
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    assert [point.step for point in events.Scalars("train/lr")] == [0]
-    assert "test/loss" not in events.Tags()["scalars"] and "final/test_loss" not in events.Tags()["scalars"]
-    assert [(point.step, point.value) for point in events.Scalars("final/diverged")] == [(0, 1.0)]
+    events = read_events(run_dir)
+    assert events.steps("train/lr") == [0]
+    assert "test/loss" not in events.scalars and "final/test_loss" not in events.scalars
+    assert events.scalars["final/diverged"] == [(0, 1.0)]
 
 
 def test_the_thread_count_used_is_recorded_in_metrics_and_hparams(synthetic_run):
     # trainer.threads=null takes every core this process may use: the count itself is what a repeat needs
     _, run_dir, _ = synthetic_run("trainer.threads=null", "trainer.epochs=1")
     assert json.loads((run_dir / "metrics.json").read_text())["threads"] == available_cores()
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
-    assert HParamsPluginData.FromString(start).session_start_info.hparams["threads"].number_value == available_cores()
+    start = read_events(run_dir).hparams["_hparams_/session_start_info"].session_start_info
+    assert start.hparams["threads"].number_value == available_cores()
 
 
 def test_a_run_continued_on_another_thread_count_says_its_digits_may_differ(compose_cfg, synthetic_root, caplog):

@@ -78,9 +78,13 @@ class LRDriver:
         self.scheduler.step()
         self._apply_momentum()
 
+    def lrs_at(self, t: int) -> list[float]:
+        """The lr of each of the optimizer's parameter groups at update t."""
+        return [base * self.schedule(t) for base in self.scheduler.base_lrs]
+
     def _set_lrs(self, t: int) -> None:
         """Put the schedule's value at update t into the optimizer, as LambdaLR's own step would."""
-        lrs = [base * self.schedule(t) for base in self.scheduler.base_lrs]
+        lrs = self.lrs_at(t)
         for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             group["lr"] = lr
         self.scheduler._last_lr = lrs
@@ -105,6 +109,19 @@ class LRDriver:
     def state_dict(self) -> dict[str, Any]:
         """A snapshot (deep copy): later updates of a stateful schedule do not leak into a saved state."""
         return copy.deepcopy(self.scheduler.state_dict())
+
+    def taken_up_from(self, saved: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
+        """This driver's own schedule and base lrs, moved to the update count of `saved` (another driver's state):
+        a forced resume under a changed config goes on with this schedule where that one stopped. Returns the state
+        to load and the lr of each parameter group at that update.
+
+        This class alone knows LambdaLR's fields (`last_epoch`, `_step_count`, `_last_lr`).
+        """
+        updates = saved["last_epoch"]
+        lrs = self.lrs_at(updates)
+        state = self.state_dict()
+        state.update(last_epoch=updates, _step_count=saved["_step_count"], _last_lr=lrs)
+        return state, lrs
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.scheduler.load_state_dict(copy.deepcopy(state))

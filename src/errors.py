@@ -1,0 +1,39 @@
+"""Why a run stops before it finishes, each with the exit status `python -m src.train` ends with.
+
+The code that finds a problem raises one of these; only `src.train.main` turns them into a message and a status
+(or, in a sweep, into the job's failed.json), so `src.train.run` can be called in-process.
+"""
+
+from __future__ import annotations
+
+EXIT_BAD_INPUT = 2
+EXIT_UNWRITABLE = 3
+
+
+class RunError(Exception):
+    """A run cannot go on; `str(error)` is the whole message for the user, `status` the process's exit status."""
+
+    status = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class BadInput(RunError):
+    """The config, the dataset or the checkpoint does not allow the run (exit status 2), found before training."""
+
+
+class Unwritable(RunError):
+    """The run folder cannot be written: disk full, no permission (exit status 3)."""
+
+    status = EXIT_UNWRITABLE
+
+
+class Stopped(RunError):
+    """A signal stopped the run after an optimizer step (exit status 128 + the signal's number)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message, status=128 + signum)
+        self.signum = signum

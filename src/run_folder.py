@@ -1,0 +1,146 @@
+"""What lrbench writes into a run folder besides the training's own files, and what it removes again.
+
+- `.hydra/` (config.yaml, hydra.yaml, overrides.yaml): the record of what the run is, in Hydra's own format
+  (what Hydra's `_save_config` writes: `OmegaConf.to_yaml`, unresolved). Hydra's own writing is off
+  (`hydra.output_subdir: null` in conf/config.yaml) so that lrbench writes it once the config, the resume and the
+  data are accepted: a refused command never rewrites the record of the run it was refused for, and a disk that
+  is full from the start is a clear error.
+- `failed.json`: a sweep job that could not run (a bad value, a dataset or checkpoint problem, a full disk), with
+  its exit status and reason, so the rest of the sweep runs and the end of the sweep counts it (`failed_jobs`).
+- A single run refused before training leaves no folder behind: the folders Hydra made for it are removed again.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from src.tracking import write_json
+
+log = logging.getLogger(__name__)
+HYDRA_DIR = ".hydra"
+FAILED = "failed.json"
+# What Hydra puts into a run folder before lrbench runs: the log file of the run's logging.
+HYDRA_MADE = {"train.log"}
+
+
+def write_hydra_record(
+    run_dir: Path,
+    config: DictConfig,
+    hydra_config: DictConfig | None,
+    overrides: list[str],
+) -> None:
+    """Write `.hydra/config.yaml` (the run's config), `hydra.yaml` (Hydra's section, with `overrides.task` set to
+    `overrides` and `runtime.output_dir` to the run folder) and `overrides.yaml`, as Hydra writes them.
+
+    All three are written aside first and then renamed, so a full disk leaves the earlier record whole.
+    """
+    folder = Path(run_dir) / HYDRA_DIR
+    contents = {"config.yaml": OmegaConf.to_yaml(config), "overrides.yaml": OmegaConf.to_yaml(list(overrides))}
+    if hydra_config is not None:
+        recorded = copy.deepcopy(hydra_config)
+        for node, key, value in (("overrides", "task", list(overrides)), ("runtime", "output_dir", str(run_dir))):
+            with read_write(recorded.hydra[node]), open_dict(recorded.hydra[node]):
+                recorded.hydra[node][key] = value
+        contents["hydra.yaml"] = OmegaConf.to_yaml(recorded)
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    partials = []
+    try:
+        for name, text in contents.items():
+            partials.append(folder / f"{name}.partial")
+            with open(partials[-1], "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for partial in partials:
+            partial.replace(partial.with_suffix(""))
+    except OSError:
+        for partial in partials:
+            partial.unlink(missing_ok=True)
+        if made:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def write_failed(job_dir: Path, status: int, reason: str, overrides: list[str], job: int | None) -> None:
+    """Record in `job_dir` that this sweep job could not run; a folder that cannot take it is only logged (the
+    job's status is still in the sweep's log and exit status)."""
+    payload: dict[str, Any] = {"failed": True, "status": status, "reason": reason, "overrides": list(overrides)}
+    if job is not None:
+        payload["job"] = job
+    try:
+        Path(job_dir).mkdir(parents=True, exist_ok=True)
+        write_json(Path(job_dir) / FAILED, payload)
+    except OSError as error:
+        Path(job_dir, f"{FAILED}.partial").unlink(missing_ok=True)
+        log.error("cannot write %s: %s", Path(job_dir) / FAILED, error.strerror or error)
+
+
+def clear_failed(run_dir: Path) -> None:
+    """A job that runs (or is found finished) is no longer failed: drop the failed.json of an earlier attempt."""
+    (Path(run_dir) / FAILED).unlink(missing_ok=True)
+
+
+def failed_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The failed.json records below a sweep folder, in job order (each with its `folder`)."""
+    records = []
+    for path in Path(sweep_dir).rglob(FAILED):
+        try:
+            record = {**json.loads(path.read_text()), "folder": str(path.parent)}
+        except (OSError, ValueError):
+            record = {"failed": True, "status": 1, "reason": f"{path} cannot be read", "folder": str(path.parent)}
+        records.append(record)
+    return sorted(records, key=lambda record: (record.get("job") is None, record.get("job") or 0, record["folder"]))
+
+
+# The topmost folder of the single run's folder that did not exist before Hydra made it (`note_run_folder`).
+_made_by_this_process: dict[str, Path | None] = {}
+
+
+def note_run_folder(run_dir: Path) -> None:
+    """Before Hydra makes a single run's folder: note the topmost folder of its path not there yet, so a refused
+    run removes what this process alone made (`remove_session_folder`) and nothing that was there before."""
+    first_missing = None
+    for folder in (Path(os.path.abspath(run_dir)), *Path(os.path.abspath(run_dir)).parents):
+        if folder.exists():
+            break
+        first_missing = folder
+    _made_by_this_process["first"] = first_missing
+    _made_by_this_process["run_dir"] = Path(os.path.abspath(run_dir))
+
+
+def remove_session_folder(session_dir: Path) -> None:
+    """Remove the folder Hydra made for this session, when it holds nothing but Hydra's log, and the parents made
+    with it (the date folder of a run): a refused run, or a `resume=` that continues another folder, leaves no
+    empty run behind. A folder that existed before the session is kept. Log files there are closed first."""
+    session_dir = Path(os.path.abspath(session_dir))
+    if not session_dir.is_dir() or any(path.name not in HYDRA_MADE for path in session_dir.iterdir()):
+        return
+    first = _made_by_this_process.get("first")
+    if _made_by_this_process.get("run_dir") == session_dir:
+        if first is None:
+            return  # the folder was there before: it is the user's
+        top = first
+    else:  # a sweep job's folder, made by its launcher below the sweep folder
+        top = session_dir
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == session_dir:
+            root.removeHandler(handler)
+            handler.close()
+    shutil.rmtree(session_dir, ignore_errors=True)
+    folder = session_dir.parent
+    while folder != top.parent:
+        try:
+            folder.rmdir()  # only an empty one: another run may have started in the same date folder meanwhile
+        except OSError:
+            break
+        folder = folder.parent

@@ -2,9 +2,10 @@
 with the key, the value and what is allowed.
 
 Each key has one rule (kind and range, and the words that say it): SCHEMA declares them in a plain table. Measured
-on the same keys and messages, pydantic models took as many lines (83 against 84) for a new dependency and
-each range written twice, and OmegaConf structured configs 131, still accepting `yes` for true (no ranges, and
-merges stop at the first error).
+on the same keys and messages, pydantic models took as many lines (83 against 84) and a new dependency, and
+OmegaConf structured configs 131 while still accepting `yes` for true (they have no ranges, and a merge stops at
+the first error), so the table stays.
+
 The scheduler's keys take their kinds from its factory's annotations; their ranges are the factory's own, checked
 when the schedule is built here, on the run's timeline, once none of its inputs has a problem. Numbers must also
 fit the float32 the optimizer computes in (FLOAT32_MAX), and so must the schedule's lrs and the first step.

@@ -42,8 +42,6 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from src import REPO_ROOT, data
 from src.device import autocast, configure_threads, select_device
 from src.lr_suggest import (
-    RAMPS,
-    RULES,
     SUGGESTIONS_FILE,
     WHAT_RULES_DO,
     Smoother,
@@ -59,13 +57,11 @@ from src.lr_suggest import (
 from src.optimizers import build_optimizer
 from src.tracking import write_json
 from src.train import fail  # also registers the resolvers the configs use
-from src.validation import ConfigError, override_key_problem, validate
+from src.validation import NUMBER, ConfigError, override_key_problem, validate
 
-__all__ = ["Curve", "RangeTestError", "find_lr", "range_test", "read_suggestion", "settings_problems"]
+__all__ = ["Curve", "RangeTestError", "find_lr", "ramp_problems", "range_test", "read_suggestion"]
 
 log = logging.getLogger("src.lr_find")
-MIN_STEPS = 20
-MAX_STEPS = 1_000_000
 CSV_FILE, PNG_FILE = "lr_find.csv", "lr_find.png"
 
 
@@ -88,38 +84,12 @@ class Curve:
         return self.stop is not None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def settings_problems(settings: Mapping[str, Any]) -> list[str]:
-    """Every problem of the `lr_find` keys, each naming the key, its value and what is allowed."""
-    problems = []
+def ramp_problems(settings: Mapping[str, Any]) -> list[str]:
+    """The ramp must rise: min_lr below max_lr (each key's own kind and range is src.validation's)."""
     min_lr, max_lr = settings.get("min_lr"), settings.get("max_lr")
-    for key, value in (("min_lr", min_lr), ("max_lr", max_lr)):
-        if not (_is_number(value) and value > 0):
-            problems.append(f"lr_find.{key}={value!r}: allowed is a number > 0")
-    if _is_number(min_lr) and _is_number(max_lr) and 0 < max_lr <= min_lr:
-        problems.append(
-            f"lr_find.min_lr={min_lr!r}, lr_find.max_lr={max_lr!r}: allowed is min_lr < max_lr (the ramp rises)"
-        )
-    steps = settings.get("num_steps")
-    if not (isinstance(steps, int) and not isinstance(steps, bool) and MIN_STEPS <= steps <= MAX_STEPS):
-        problems.append(
-            f"lr_find.num_steps={steps!r}: allowed is an integer {MIN_STEPS}..{MAX_STEPS} (too few steps leave no "
-            "curve to read; 300 is the default)"
-        )
-    if settings.get("mode") not in RAMPS:
-        problems.append(f"lr_find.mode={settings.get('mode')!r}: allowed is one of {', '.join(RAMPS)}")
-    beta = settings.get("smooth")
-    if not (_is_number(beta) and 0 <= beta < 1):
-        problems.append(f"lr_find.smooth={beta!r}: allowed is a number with 0 <= smooth < 1 (0.98 is fastai's)")
-    factor = settings.get("stop_factor")
-    if factor is not None and not (_is_number(factor) and factor > 1):
-        problems.append(f"lr_find.stop_factor={factor!r}: allowed is null (never stop early) or a number > 1")
-    if settings.get("suggestion") not in RULES:
-        problems.append(f"lr_find.suggestion={settings.get('suggestion')!r}: allowed is one of {', '.join(RULES)}")
-    return problems
+    if NUMBER.test(min_lr) and NUMBER.test(max_lr) and 0 < max_lr <= min_lr:
+        return [f"lr_find.min_lr={min_lr!r}, lr_find.max_lr={max_lr!r}: allowed is min_lr < max_lr (the ramp rises)"]
+    return []
 
 
 def endless_batches(dataset: data.DeviceData, order: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -326,11 +296,12 @@ def title(cfg: DictConfig) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="lr_find")
 def main(cfg: DictConfig) -> float:
-    problems = settings_problems(cfg.lr_find)
+    problems = []
     try:
         validate(cfg)
     except ConfigError as error:
-        problems = error.problems + problems
+        problems = error.problems
+    problems += ramp_problems(cfg.lr_find)
     if problems:
         fail(f"invalid configuration:\n{ConfigError(problems)}")
     folder = Path(HydraConfig.get().runtime.output_dir)

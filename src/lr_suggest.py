@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 RAMPS = ("exp", "linear")
+# The ramp's length in steps: too few leave no curve to read.
+MIN_STEPS = 20
+MAX_STEPS = 1_000_000
 RULES = ("min_div10", "valley", "steepest")
 SUGGESTIONS_FILE = "suggestions.json"
 # The fewest points the suggestions read, once the curve's ends are left out.

@@ -38,6 +38,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from src import REPO_ROOT
 from src.checkpointing import LAST
 from src.device import DEVICES, PRECISIONS
+from src.lr_suggest import MAX_STEPS, MIN_STEPS, RAMPS, RULES
 from src.optimizers import build_optimizer
 from src.schedules import ScheduleConfigError, Timeline, build_schedule
 from src.schedules.timeline import INTERVALS
@@ -153,6 +154,17 @@ SCHEMA: dict[str, Rule] = {
     # schedule is built (which waits for its inputs): a bad interval is named beside a bad trainer.epochs.
     "scheduler.interval": _one_of(INTERVALS),
     "scheduler.warmup_ratio": NUMBER.where(lambda v: 0 <= v < 1, "a number with 0 <= warmup_ratio < 1"),
+    # `python -m src.lr_find`'s own keys (conf/lr_find.yaml); a training run has none of them.
+    "lr_find.min_lr": NUMBER.where(lambda v: v > 0, "a number > 0"),
+    "lr_find.max_lr": NUMBER.where(lambda v: v > 0, "a number > 0"),
+    "lr_find.num_steps": INTEGER.where(
+        lambda v: MIN_STEPS <= v <= MAX_STEPS,
+        f"an integer {MIN_STEPS}..{MAX_STEPS} (too few steps leave no curve to read; 300 is the default)",
+    ),
+    "lr_find.mode": _one_of(RAMPS),
+    "lr_find.smooth": NUMBER.where(lambda v: 0 <= v < 1, "a number with 0 <= smooth < 1 (0.98 is fastai's)"),
+    "lr_find.stop_factor": NUMBER.where(lambda v: v > 1, "a number > 1").optional(" (never stop early)"),
+    "lr_find.suggestion": _one_of(RULES),
 }
 # The rule a scheduler factory's annotation declares; `X | None` adds null.
 KINDS: dict[Any, Rule] = {

@@ -18,10 +18,10 @@ from src import REPO_ROOT, data
 from src.compare import read_run_folder
 from src.curves import read_events
 from src.device import configure_threads
-from src.lr_find import RangeTestError, find_lr, range_test, settings_problems
+from src.lr_find import RangeTestError, find_lr, ramp_problems, range_test
 from src.lr_from import take_lr_from
 from src.lr_suggest import suggest
-from src.validation import ConfigError
+from src.validation import ConfigError, validate
 from tests.conftest import run_train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -129,26 +129,28 @@ def test_a_loss_not_finite_from_the_first_step_is_an_error_naming_it():
         range_test(model, torch.optim.SGD(model.parameters(), lr=0.1), batches, [1e-3] * 5, progress=False)
 
 
-def test_bad_settings_name_the_key_and_what_is_allowed():
-    good = {"min_lr": 1e-5, "max_lr": 10.0, "num_steps": 300, "mode": "exp", "smooth": 0.98, "stop_factor": 4.0}
-    good["suggestion"] = "valley"
-    assert settings_problems(good) == []
-    assert settings_problems({**good, "stop_factor": None}) == []
-    problems = settings_problems(
-        {**good, "min_lr": 1.0, "max_lr": 0.5, "num_steps": 5, "smooth": 1.0, "suggestion": "best", "mode": "log"}
-    )
-    assert problems == [
-        "lr_find.min_lr=1.0, lr_find.max_lr=0.5: allowed is min_lr < max_lr (the ramp rises)",
+def test_bad_settings_name_the_key_and_what_is_allowed(lr_find_cfg):
+    validate(lr_find_cfg("lr_find.stop_factor=null", "lr_find.suggestion=valley"))
+    cfg = lr_find_cfg("lr_find.num_steps=5", "lr_find.smooth=1.0", "lr_find.suggestion=best", "lr_find.mode=log")
+    with pytest.raises(ConfigError) as refused:
+        validate(cfg)
+    assert refused.value.problems == [
         "lr_find.num_steps=5: allowed is an integer 20..1000000 (too few steps leave no curve to read; 300 is the "
         "default)",
         "lr_find.mode='log': allowed is one of exp, linear",
         "lr_find.smooth=1.0: allowed is a number with 0 <= smooth < 1 (0.98 is fastai's)",
         "lr_find.suggestion='best': allowed is one of min_div10, valley, steepest",
     ]
-    assert settings_problems({**good, "min_lr": 0, "stop_factor": 0.5}) == [
+    with pytest.raises(ConfigError) as refused:
+        validate(lr_find_cfg("lr_find.min_lr=0", "lr_find.stop_factor=0.5"))
+    assert refused.value.problems == [
         "lr_find.min_lr=0: allowed is a number > 0",
         "lr_find.stop_factor=0.5: allowed is null (never stop early) or a number > 1",
     ]
+    assert ramp_problems({"min_lr": 1.0, "max_lr": 0.5}) == [
+        "lr_find.min_lr=1.0, lr_find.max_lr=0.5: allowed is min_lr < max_lr (the ramp rises)"
+    ]
+    assert ramp_problems({"min_lr": 1e-5, "max_lr": 10.0}) == ramp_problems({"min_lr": 0, "max_lr": 0.5}) == []
 
 
 def test_lr_from_refuses_a_missing_test_and_a_second_lr(compose_cfg, tmp_path):

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src import REPO_ROOT
@@ -201,7 +201,13 @@ def test_every_key_of_every_config_file_has_a_declared_rule(compose_cfg, choice)
 
 def test_every_declared_rule_is_of_a_key_some_config_file_has(compose_cfg):
     keys = set().union(*(leaf_keys(compose_cfg([choice])) for choice in GROUP_OPTIONS))
+    keys |= leaf_keys(OmegaConf.load(REPO_ROOT / "conf" / "lr_find.yaml"))  # the range test's own keys
     assert sorted(set(SCHEMA) - keys) == []
+
+
+def test_every_key_of_the_range_test_has_a_declared_rule():
+    own = leaf_keys(OmegaConf.load(REPO_ROOT / "conf" / "lr_find.yaml")) - {"defaults"}
+    assert sorted(own - set(SCHEMA)) == []
 
 
 # ------------------------------------------------------------------------------------------------------ the fuzz

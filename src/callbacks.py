@@ -86,7 +86,8 @@ class FailedJobs(Callback):
         if not failed:
             return
         listed = "\n".join(f"  - {Path(record['folder']).name}: {record.get('reason')}" for record in failed)
-        print(f"lrbench: {len(failed)} sweep jobs failed (the others ran), see their failed.json:", file=sys.stderr)
+        jobs = "1 sweep job" if len(failed) == 1 else f"{len(failed)} sweep jobs"
+        print(f"lrbench: {jobs} failed (the others ran), see their failed.json:", file=sys.stderr)
         print(listed, file=sys.stderr)
         sys.exit(int(failed[0].get("status") or 1))
 

@@ -321,5 +321,5 @@ def test_a_bad_sweep_job_fails_alone_and_the_sweep_says_so(synthetic_root, tmp_p
     assert metrics(good)["epochs"] == 1  # the other job ran
     assert (sweep / "summary.md").is_file()
     assert "1 failed jobs" in done.stdout + done.stderr  # the summary counts it
-    assert "lrbench: 1 sweep jobs failed (the others ran)" in done.stderr
+    assert "lrbench: 1 sweep job failed (the others ran)" in done.stderr
     assert "Traceback" not in done.stdout + done.stderr

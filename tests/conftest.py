@@ -81,17 +81,35 @@ def compose_cfg(tmp_path):
     GlobalHydra.instance().clear()
 
 
-def run_train(*overrides: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m src.train OVERRIDES` in a subprocess, as a user runs it."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_module(
+    module: str, *args: str, cwd: Path | None = None, timeout: float = 600, file_size_limit: int | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` in a subprocess, as a user runs it. With `file_size_limit` (bytes) no file can grow
+    past it: a write beyond fails with EFBIG (Python ignores SIGXFSZ), as one on a full disk fails with ENOSPC, and
+    that works as root too."""
+    command = [sys.executable, "-m", module, *args]
+    if file_size_limit is not None:  # set in the child before the module runs (preexec_fn is unsafe with threads)
+        limit = f"resource.setrlimit(resource.RLIMIT_FSIZE, ({file_size_limit},) * 2)"
+        code = f"import resource, runpy; {limit}; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+        command = [sys.executable, "-c", code, *args]
     return subprocess.run(
-        [sys.executable, "-m", "src.train", *overrides],
+        command,
         cwd=cwd or REPO_ROOT,
-        env=env,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def run_train(*overrides: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m src.train OVERRIDES` in a subprocess, as a user runs it."""
+    return run_module("src.train", *overrides, cwd=cwd, timeout=timeout)
+
+
+def run_preview(*overrides: str) -> subprocess.CompletedProcess:
+    """`python -m src.preview OVERRIDES` on one thread, in a subprocess."""
+    return run_module("src.preview", *overrides, "trainer.threads=1", timeout=300)
 
 
 def run_sweep(output_root: Path, *overrides: str) -> Path:

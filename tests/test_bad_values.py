@@ -3,26 +3,9 @@ message naming the key and what is allowed, by `python -m src.train` and `python
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from src import REPO_ROOT
-from tests.conftest import run_train
-
-
-def run_preview(*overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "src.preview", *overrides, "trainer.threads=1"],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
+from tests.conftest import run_preview, run_train
 
 ENTRY_POINTS = {"train": run_train, "preview": run_preview}
 FLOAT32_BOUND = "allowed is a number of magnitude <= 3.4028235e+38 (the largest float32"

@@ -7,16 +7,13 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from src import REPO_ROOT
 from src.compare import FIGURES, Configuration, main, scan_runs, varying_keys
-from tests.conftest import run_sweep
+from tests.conftest import run_module, run_sweep
 
 TARGET = 0.3
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -192,24 +189,6 @@ def test_nothing_but_damaged_runs_exits_2_naming_them(sweep, tmp_path, capsys):
     assert f"lrbench: no runs under {copy}" in err
     assert err.count("metrics.json holds an array, not an object") == 4
     assert not (copy / "summary.md").exists()
-
-
-def run_module(module: str, *args: str, cwd: Path, file_size_limit: int | None = None) -> subprocess.CompletedProcess:
-    """`python -m MODULE ARGS` in a subprocess started in `cwd` (where compare's fallback outputs/compare/ goes);
-    `file_size_limit` sets RLIMIT_FSIZE, so every write past it fails with EFBIG, for root too."""
-    limit = (
-        "pass" if file_size_limit is None else f"resource.setrlimit(resource.RLIMIT_FSIZE, ({file_size_limit},) * 2)"
-    )
-    # The limit is set inside the child before the module runs (preexec_fn is unsafe in a threaded parent).
-    code = f"import resource, runpy; {limit}; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.mark.slow

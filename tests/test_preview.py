@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,20 +15,10 @@ from src import REPO_ROOT
 from src.preview import preview_arguments, previewed_curves
 from src.schedules import lr_curve, schedule_curves
 from src.validation import MAX_SCHEDULE_POINTS
+from tests.conftest import run_preview
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NO_DATA = ("data.root=/nonexistent/fashion-mnist", "data.download=false")  # a preview must not need the dataset
-
-
-def preview(*overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "src.preview", *overrides, "trainer.threads=1"],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -42,7 +29,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_preview_writes_the_trained_curve_as_csv_and_png_without_the_dataset(tmp_path, compose_cfg):
     overrides = ["scheduler=one_cycle", "trainer.epochs=2", "data.train_size=1000", "data.batch_size=100"]
-    result = preview(*overrides, *NO_DATA, f"output_root={tmp_path}")
+    result = run_preview(*overrides, *NO_DATA, f"output_root={tmp_path}")
     assert result.returncode == 0, result.stderr
     (csv_path,) = (tmp_path / "previews").glob("*/*/lr.csv")
     assert (csv_path.parent / "lr.png").read_bytes()[:8] == PNG_MAGIC
@@ -58,7 +45,9 @@ def test_preview_writes_the_trained_curve_as_csv_and_png_without_the_dataset(tmp
 
 @pytest.mark.slow
 def test_preview_multirun_writes_one_folder_per_job_and_no_training_report(tmp_path):
-    result = preview("-m", "scheduler=step,cosine_restarts", "trainer.epochs=2", *NO_DATA, f"output_root={tmp_path}")
+    result = run_preview(
+        "-m", "scheduler=step,cosine_restarts", "trainer.epochs=2", *NO_DATA, f"output_root={tmp_path}"
+    )
     assert result.returncode == 0, result.stderr
     folders = sorted(path.parent.name for path in (tmp_path / "previews").glob("*/*/*/lr.csv"))
     assert len(folders) == 2 and folders[0].startswith("0_") and "scheduler=step" in folders[0]
@@ -67,7 +56,7 @@ def test_preview_multirun_writes_one_folder_per_job_and_no_training_report(tmp_p
 
 @pytest.mark.slow
 def test_preview_refuses_a_bad_config_with_exit_2_and_no_traceback(tmp_path):
-    result = preview("scheduler=cosine", "scheduler.final_lr=1.0", f"output_root={tmp_path}")
+    result = run_preview("scheduler=cosine", "scheduler.final_lr=1.0", f"output_root={tmp_path}")
     assert result.returncode == 2
     assert "scheduler.final_lr=1.0: allowed is 0 <= final_lr <= the peak lr (0.1)" in result.stderr
     assert "Traceback" not in result.stderr
@@ -95,7 +84,7 @@ def test_a_sampled_preview_holds_the_trained_values_at_its_steps(compose_cfg, ov
 
 @pytest.mark.slow
 def test_preview_of_a_huge_run_is_sampled_to_a_bounded_number_of_rows(tmp_path):
-    result = preview("trainer.epochs=10000", "data.batch_size=1", *NO_DATA, f"output_root={tmp_path}")
+    result = run_preview("trainer.epochs=10000", "data.batch_size=1", *NO_DATA, f"output_root={tmp_path}")
     assert result.returncode == 0, result.stderr
     (csv_path,) = (tmp_path / "previews").glob("*/*/lr.csv")
     rows = read_csv(csv_path)

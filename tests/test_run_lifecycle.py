@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from src import REPO_ROOT, checkpointing
-from tests.conftest import run_train
+from tests.conftest import run_module, run_train
 from tests.test_resume import KILLED, finish, start_train, wait_for
 
 QUICK = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=32")
@@ -58,25 +57,6 @@ def shell_command(command: str, timeout: float = 300) -> subprocess.CompletedPro
         command, shell=True, cwd=REPO_ROOT, env={**os.environ, "PATH": path}, capture_output=True, text=True,
         timeout=timeout,
     )  # fmt: skip
-
-
-def run_train_with_file_size_limit(limit: int, *overrides: str) -> subprocess.CompletedProcess:
-    """`python -m src.train` where no file can grow past `limit` bytes: a write beyond fails with EFBIG, as one on a
-    full disk fails with ENOSPC, and works as root too."""
-
-    def limit_file_size() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return subprocess.run(
-        [sys.executable, "-m", "src.train", *overrides],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=limit_file_size,
-    )
 
 
 # ------------------------------------------------------------------------------------------------ in-process checks
@@ -257,8 +237,13 @@ def test_a_full_disk_at_a_checkpoint_exits_3_and_keeps_the_last_one_whole(finish
     run_dir, overrides = finished_run
     saved = checkpointing.load(run_dir / checkpointing.LAST)["trainer"]
     # last.pt (513 KB) cannot be written again; the run's small files can
-    done = run_train_with_file_size_limit(
-        200_000, *overrides, "trainer.epochs=2", "checkpoint.force_resume=true", f"hydra.run.dir={run_dir}"
+    done = run_module(
+        "src.train",
+        *overrides,
+        "trainer.epochs=2",
+        "checkpoint.force_resume=true",
+        f"hydra.run.dir={run_dir}",
+        file_size_limit=200_000,
     )
     assert done.returncode == 3, done.stderr
     message = f"cannot write the run's files in {run_dir}: File too large"
@@ -273,7 +258,9 @@ def test_a_full_disk_at_a_checkpoint_exits_3_and_keeps_the_last_one_whole(finish
 def test_a_disk_full_from_the_start_exits_3_and_leaves_no_folder(synthetic_root, tmp_path):
     run_dir = tmp_path / "new" / "run"
     # the log's few lines fit, the run's record (.hydra/hydra.yaml, about 5 KB) does not
-    done = run_train_with_file_size_limit(4000, f"data.root={synthetic_root}", *QUICK, f"hydra.run.dir={run_dir}")
+    done = run_module(
+        "src.train", f"data.root={synthetic_root}", *QUICK, f"hydra.run.dir={run_dir}", file_size_limit=4000
+    )
     assert done.returncode == 3, done.stderr
     assert f"cannot write the run's files in {run_dir}: File too large" in done.stderr
     assert "Traceback" not in done.stderr

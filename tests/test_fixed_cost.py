@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from src import REPO_ROOT
+from tests.conftest import run_train
 
 QUICK = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=64", "trainer.epochs=1")
 HEAVY = ("torchvision", "matplotlib")
@@ -41,10 +42,7 @@ def test_a_fresh_run_never_imports_torchvision_or_matplotlib(synthetic_root, tmp
 
 @pytest.mark.slow
 def test_the_jobs_of_an_in_process_sweep_read_the_dataset_once(synthetic_root, tmp_path):
-    command = [sys.executable, "-m", "src.train", "-m", "seed=0,0", f"data.root={synthetic_root}", *QUICK]
-    done = subprocess.run(
-        [*command, f"output_root={tmp_path}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
-    )
+    done = run_train("-m", "seed=0,0", f"data.root={synthetic_root}", *QUICK, f"output_root={tmp_path}", timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     first, second = sorted((tmp_path / "sweeps").glob("*/*/[0-9]_*"))
     assert "Fashion-MNIST read from" in (first / "train.log").read_text()

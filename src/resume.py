@@ -99,22 +99,6 @@ def finished(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     return recorded if ended_early or recorded.get("epochs", 0) >= cfg.trainer.epochs else None
 
 
-def file_problem(resume: Any) -> str | None:
-    """For `resume=<a file>` (typically the run's last.pt): the problem naming the folder it probably meant."""
-    if not isinstance(resume, str) or not Path(resume).expanduser().is_file():
-        return None
-    parent = Path(resume).expanduser().resolve().parent
-    meant = (
-        f"did you mean resume={hydra_quoted(str(parent))}?"
-        if (parent / checkpointing.LAST).is_file()
-        else f"its folder {parent} holds no {checkpointing.LAST} either"
-    )
-    return (
-        f"resume={resume!r}: that is a file, not a run folder ({meant}); allowed is the folder of an earlier run "
-        f"(holding {checkpointing.LAST})"
-    )
-
-
 # ------------------------------------------------------------------------------------------- one process per run
 
 

@@ -138,10 +138,7 @@ def check(cfg: DictConfig) -> None:
         take_lr_from(cfg, _task_overrides())  # lr_from=<lr_find folder>: optimizer.lr becomes its suggestion
         validate(cfg)
     except ConfigError as error:
-        problems = error.problems
-        if named_file := resume.file_problem(OmegaConf.select(cfg, "resume")):
-            problems = [named_file, *(problem for problem in problems if not problem.startswith("resume="))]
-        raise BadInput(f"invalid configuration:\n{ConfigError(problems)}") from None
+        raise BadInput(f"invalid configuration:\n{error}") from None
 
 
 def _load_data(cfg: DictConfig, device: torch.device) -> data.DeviceData:

@@ -40,6 +40,7 @@ from src.checkpointing import LAST
 from src.device import DEVICES, PRECISIONS
 from src.lr_suggest import MAX_STEPS, MIN_STEPS, RAMPS, RULES
 from src.optimizers import build_optimizer
+from src.resume import hydra_quoted
 from src.schedules import ScheduleConfigError, Timeline, build_schedule
 from src.schedules.timeline import INTERVALS
 
@@ -262,12 +263,21 @@ def _added_key_problems(cfg: DictConfig) -> list[Problem]:
 
 
 def _machine_problems(cfg: DictConfig) -> list[Problem]:
-    """Values this machine cannot serve: a resume folder without last.pt, CUDA where there is none."""
+    """Values this machine cannot serve: a resume folder without last.pt (or a file, such as the run's last.pt,
+    named instead of its folder), CUDA where there is none."""
     problems = []
     resume = _get(cfg, "resume")
-    if FOLDER.test(resume) and not (Path(resume).expanduser() / LAST).is_file():
-        found = "does not exist" if not Path(resume).expanduser().exists() else f"holds no {LAST}"
-        allowed = f"allowed is the folder of an earlier run (holding {LAST})"
+    allowed = f"allowed is the folder of an earlier run (holding {LAST})"
+    if FOLDER.test(resume) and (path := Path(resume).expanduser()).is_file():
+        parent = path.resolve().parent
+        meant = (
+            f"did you mean resume={hydra_quoted(str(parent))}?"
+            if (parent / LAST).is_file()
+            else f"its folder {parent} holds no {LAST} either"
+        )
+        problems.append(Problem("resume", f"resume={resume!r}: that is a file, not a run folder ({meant}); {allowed}"))
+    elif FOLDER.test(resume) and not (path / LAST).is_file():
+        found = "does not exist" if not path.exists() else f"holds no {LAST}"
         problems.append(Problem("resume", f"resume={resume!r}: that folder {found}; {allowed}"))
     if _get(cfg, "trainer.device") == "cuda" and not torch.cuda.is_available():
         message = "trainer.device='cuda': CUDA is not available on this machine; use auto or cpu"

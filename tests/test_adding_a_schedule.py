@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from scripts import schedule_table
 from src import REPO_ROOT
-from src.schedules import Constant, Cosine, Join, Schedule, ScheduleConfigError, Timeline, lr_curve
+from src.schedules import Constant, Decay, Join, Schedule, ScheduleConfigError, Timeline, lr_curve
 from src.validation import ConfigError, validate
 
 SAMPLE_YAML = """\
@@ -38,7 +38,7 @@ def hold_then_cosine(timeline: Timeline, *, hold_ratio: float, **common) -> Sche
 
     def make(length: int) -> Schedule:
         hold = math.ceil(length * hold_ratio)
-        return Join(Constant(1.0), Cosine(length - hold), hold)
+        return Join(Constant(1.0), Decay(length - hold, shape="cosine"), hold)
 
     return timeline.with_warmup(make, **common)
 

@@ -17,25 +17,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from src.schedules.core import (
+    DECAY_SHAPES,
     Constant,
-    Cosine,
     CosineRestarts,
     Cyclic,
+    Decay,
     Exponential,
     InversePower,
     Join,
-    Linear,
     Noam,
     OneCycle,
-    OneMinusSqrt,
     Piecewise,
-    Polynomial,
     ReduceOnPlateau,
     Schedule,
 )
 from src.schedules.timeline import ScheduleConfigError, Timeline
 
-DECAY_SHAPES = ("linear", "cosine", "1-sqrt")
 ANNEAL_STRATEGIES = ("cos", "linear")
 CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
 PLATEAU_METRICS = ("test_loss", "test_acc", "train_loss", "train_acc")
@@ -76,20 +73,20 @@ def constant(timeline: Timeline, **common) -> Schedule:
 def linear(timeline: Timeline, *, final_lr: float, **common) -> Schedule:
     """Straight line from the base lr down to `final_lr` at the end of the schedule (BERT / HF "linear")."""
     floor = _floor(timeline, final_lr)
-    return timeline.with_warmup(lambda length: Linear(length, floor), **common)
+    return timeline.with_warmup(lambda length: Decay(length, floor, "linear"), **common)
 
 
 def cosine(timeline: Timeline, *, final_lr: float, **common) -> Schedule:
     """Half cosine from the base lr down to `final_lr` at the end of the schedule, then flat."""
     floor = _floor(timeline, final_lr)
-    return timeline.with_warmup(lambda length: Cosine(length, floor), **common)
+    return timeline.with_warmup(lambda length: Decay(length, floor, "cosine"), **common)
 
 
 def polynomial(timeline: Timeline, *, power: float, final_lr: float, **common) -> Schedule:
     """`(1 - t/T) ** power` from the base lr down to `final_lr` (power 1 is linear)."""
     _require(power > 0, "power", power, "power > 0")
     floor = _floor(timeline, final_lr)
-    return timeline.with_warmup(lambda length: Polynomial(length, float(power), floor), **common)
+    return timeline.with_warmup(lambda length: Decay(length, floor, "polynomial", float(power)), **common)
 
 
 def exponential(
@@ -197,11 +194,10 @@ def warmup_stable_decay(
 ) -> Schedule:
     """WSD: warmup, a plateau at the base lr, then a decay over the last `decay_ratio` of the schedule."""
     _require(0 < decay_ratio <= 1, "decay_ratio", decay_ratio, "0 < decay_ratio <= 1")
-    _choice("decay_shape", decay_shape, DECAY_SHAPES)
+    _choice("decay_shape", decay_shape, list(DECAY_SHAPES))
     floor = _floor(timeline, final_lr)
     span = _span(timeline, common)
     decay_length = math.ceil(span * decay_ratio)
-    shape = {"linear": Linear, "cosine": Cosine, "1-sqrt": OneMinusSqrt}[decay_shape]
 
     def make(length: int) -> Schedule:
         _require(
@@ -210,9 +206,8 @@ def warmup_stable_decay(
             decay_ratio,
             f"a decay of at most the {length} updates left after the warmup",
         )
-        if decay_length == length:
-            return shape(decay_length, floor)
-        return Join(Constant(1.0), shape(decay_length, floor), length - decay_length)
+        decay = Decay(decay_length, floor, decay_shape)
+        return decay if decay_length == length else Join(Constant(1.0), decay, length - decay_length)
 
     return timeline.with_warmup(make, **common)
 

@@ -29,30 +29,32 @@ class Constant:
         return self.value
 
 
+DECAY_SHAPES = {
+    "linear": lambda progress: 1.0 - progress,
+    "cosine": lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)),
+    "1-sqrt": lambda progress: 1.0 - math.sqrt(progress),
+}
+
+
 @dataclass(frozen=True)
-class Linear:
-    """Straight line from 1 at t=0 to `floor` at t=`length`, then `floor`."""
+class Decay:
+    """From 1 at t=0 to `floor` at t=`length` along `shape`, then `floor`.
+
+    Shapes: `linear` (BERT / HF "linear"), `cosine` (half cosine: torch's CosineAnnealingLR, clamped), `1-sqrt` (the
+    cooldown of WSD schedules) and `polynomial`, `(1 - t/length) ** power` (torch's PolynomialLR).
+    """
 
     length: int
     floor: float = 0.0
+    shape: str = "linear"
+    power: float = 1.0
 
     def __call__(self, t: int) -> float:
         if t >= self.length:
             return self.floor
-        return self.floor + (1.0 - self.floor) * (1.0 - t / self.length)
-
-
-@dataclass(frozen=True)
-class Cosine:
-    """Half cosine from 1 at t=0 to `floor` at t=`length`, then `floor` (torch's CosineAnnealingLR, clamped)."""
-
-    length: int
-    floor: float = 0.0
-
-    def __call__(self, t: int) -> float:
-        if t >= self.length:
-            return self.floor
-        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * t / self.length))
+        progress = t / self.length
+        value = (1.0 - progress) ** self.power if self.shape == "polynomial" else DECAY_SHAPES[self.shape](progress)
+        return self.floor + (1.0 - self.floor) * value
 
 
 @dataclass(frozen=True)
@@ -94,33 +96,6 @@ class Join:
         observe = getattr(self.then, "observe", None)
         if observe is not None and (t is None or t >= self.boundary):
             observe(metrics, None if t is None else t - self.boundary)
-
-
-@dataclass(frozen=True)
-class Polynomial:
-    """`floor + (1 - floor) * (1 - t/length) ** power`, then `floor` (HF's polynomial decay, torch's PolynomialLR)."""
-
-    length: int
-    power: float = 1.0
-    floor: float = 0.0
-
-    def __call__(self, t: int) -> float:
-        if t >= self.length:
-            return self.floor
-        return self.floor + (1.0 - self.floor) * (1.0 - t / self.length) ** self.power
-
-
-@dataclass(frozen=True)
-class OneMinusSqrt:
-    """`floor + (1 - floor) * (1 - sqrt(t/length))`, then `floor`: the "1-sqrt" cooldown of WSD schedules."""
-
-    length: int
-    floor: float = 0.0
-
-    def __call__(self, t: int) -> float:
-        if t >= self.length:
-            return self.floor
-        return self.floor + (1.0 - self.floor) * (1.0 - math.sqrt(t / self.length))
 
 
 @dataclass(frozen=True)

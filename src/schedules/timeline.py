@@ -97,13 +97,8 @@ class Timeline:
         span = self.total if span is None else span
         length = self.count("warmup", warmup_steps, warmup_epochs, default=math.ceil(span * warmup_ratio))
         if length >= span:
-            given = (
-                f"warmup_steps={warmup_steps}"
-                if warmup_steps is not None
-                else f"warmup_epochs={warmup_epochs}"
-                if warmup_epochs is not None
-                else f"warmup_ratio={warmup_ratio}"
-            )
+            keys = {"warmup_steps": warmup_steps, "warmup_epochs": warmup_epochs, "warmup_ratio": warmup_ratio}
+            given = next(f"{key}={value}" for key, value in keys.items() if value is not None)
             raise ScheduleConfigError(
                 f"scheduler.{given}: a warmup of {length} {self.interval}s leaves nothing of a schedule of {span} "
                 f"{self.interval}s; allowed is a warmup shorter than the schedule"

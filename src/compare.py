@@ -47,9 +47,6 @@ OUTCOMES = ("collapsed", "diverged")
 RUN_FILES = ("metrics.json", "last.pt", "failed.json")
 # The numbers of metrics.json the report averages: each a number, or null.
 METRIC_NAMES = ("test_acc", "best_test_acc", "train_loss", "wall_seconds")
-# Where the report goes when the compared folder cannot hold it: <this folder>/<compared folder's name>-<time>,
-# relative to the current directory (the repository's outputs/ when run from its root).
-FALLBACK_ROOT = Path("outputs") / "compare"
 
 
 class NoRunsError(RuntimeError):
@@ -565,8 +562,9 @@ def build_report(folder: Path, target_acc: float = DEFAULT_TARGET_ACC) -> Report
 
 
 def fallback_folder(folder: Path) -> Path:
-    """Where the report of `folder` goes when `folder` cannot hold it."""
-    return (FALLBACK_ROOT / f"{Path(folder).resolve().name}-{datetime.now():%Y-%m-%d_%H-%M-%S}").absolute()
+    """Where the report of `folder` goes when `folder` cannot hold it: outputs/compare/<its name>-<time> below the
+    current directory (the repository's outputs/ when run from its root)."""
+    return Path("outputs", "compare", f"{folder.resolve().name}-{datetime.now():%Y-%m-%d_%H-%M-%S}").absolute()
 
 
 def write_report(folder: Path, target_acc: float = DEFAULT_TARGET_ACC, out: Path | None = None) -> Report:
@@ -619,9 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--target-acc", type=float, default=DEFAULT_TARGET_ACC, help="test accuracy whose first epoch is reported"
     )
-    parser.add_argument(
-        "--out", type=Path, help="write the report into this folder (made if missing), not the compared one"
-    )
+    parser.add_argument("--out", type=Path, help="write the report into this folder instead (made if missing)")
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         print(

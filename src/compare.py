@@ -337,9 +337,8 @@ class Configuration:
         return _mean_std(run.value(name) for run in self.ok_runs)
 
     def set_aside_duplicates(self) -> None:
-        """Keep the newest finished run of each seed in `runs`, the older ones in `duplicates`."""
         by_seed: dict[str, list[Run]] = {}
-        for run in [*self.runs, *self.duplicates]:
+        for run in self.runs:
             by_seed.setdefault(_seed(run.hparams), []).append(run)
         self.runs, self.duplicates = [], []
         for same_seed in by_seed.values():
@@ -348,14 +347,12 @@ class Configuration:
             self.duplicates += older
 
     def counted_instead_of(self, duplicate: Run) -> Run:
-        """The run of the duplicate's seed that counts."""
         return next(run for run in self.runs if _seed(run.hparams) == _seed(duplicate.hparams))
 
 
 def group_runs(scan: Scan) -> list[Configuration]:
-    """The scan's runs grouped into configurations, in order of first appearance, one counted run per seed
-    (Configuration); unfinished runs and failed jobs (those with a readable `.hydra/`) join their configuration's
-    lists."""
+    """The scan's runs in configurations (in order of first appearance), one counted run per seed; unfinished runs
+    and failed jobs (those with a readable `.hydra/`) join their configuration's lists."""
     groups: dict[tuple, Configuration] = {}
 
     def configuration(hparams: dict[str, Any]) -> Configuration:

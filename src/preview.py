@@ -75,11 +75,10 @@ def previewed_curves(
 
 def write_csv(path: Path, curves: dict[str, list[float]], steps_per_epoch: int, steps: list[int]) -> None:
     """One row per optimizer step in `steps`: step (0-based), epoch (fractional), lr, and momentum when present."""
-    names = list(curves)
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["step", "epoch", *names])
-        for step, *values in zip(steps, *(curves[name] for name in names), strict=True):
+        writer.writerow(["step", "epoch", *curves])
+        for step, *values in zip(steps, *curves.values(), strict=True):
             writer.writerow([step, f"{step / steps_per_epoch:.6g}", *(repr(value) for value in values)])
 
 

@@ -59,13 +59,12 @@ class SweepSummary(Callback):
             log.error("sweep summary failed (%s); rebuild it with: python -m src.compare %s", error, folder)
             return
         rows = report.rows()
-        diverged, collapsed = (sum(row[key] for row in rows) for key in ("diverged", "collapsed"))
         log.info(
             "sweep summary: %s/summary.md (%d configurations, %d diverged and %d collapsed runs, %d failed jobs)",
             folder,
             len(rows),
-            diverged,
-            collapsed,
+            sum(row["diverged"] for row in rows),
+            sum(row["collapsed"] for row in rows),
             len(run_folder.failed_jobs(folder)),
         )
         print(report.markdown())

@@ -35,8 +35,6 @@ from src.report_files import error_reason, markdown_table, new_figure, save_figu
 from src.tracking import run_hparams
 
 WARMUP_KEY = "scheduler.warmup_ratio"
-# Keys that tell runs of one configuration apart without changing the configuration.
-REPLICA_KEYS = ("seed",)
 FIGURES = ("lr_curves.png", "test_acc.png", "final_acc_vs_warmup.png")
 # The test accuracy whose first epoch the report gives ("epochs to target"), unless asked otherwise.
 DEFAULT_TARGET_ACC = 0.85
@@ -49,9 +47,6 @@ OUTCOMES = ("collapsed", "diverged")
 RUN_FILES = ("metrics.json", "last.pt", "failed.json")
 # The numbers of metrics.json the report averages: each a number, or null.
 METRIC_NAMES = ("test_acc", "best_test_acc", "train_loss", "wall_seconds")
-# Where the report goes when the compared folder cannot hold it: <this folder>/<compared folder's name>-<time>,
-# relative to the current directory (the repository's outputs/ when run from its root).
-FALLBACK_ROOT = Path("outputs") / "compare"
 
 
 class NoRunsError(RuntimeError):
@@ -65,9 +60,9 @@ class DamagedRunError(ValueError):
 class ReportNotWrittenError(OSError):
     """Neither the asked-for folder nor the fallback could hold the report; `report` is still there to print."""
 
-    def __init__(self, report: Report, failures: list[tuple[Path, OSError]]):
-        self.report, self.failures = report, failures
-        where = "; ".join(f"{folder}: {error_reason(error)}" for folder, error in failures)
+    def __init__(self, report: Report):
+        self.report = report
+        where = "; ".join(f"{folder}: {error_reason(error)}" for folder, error in report.unwritable)
         super().__init__(f"cannot write the report ({where})")
 
 
@@ -212,8 +207,8 @@ def _yaml_reason(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def _read_hydra(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run's config and its flat hyperparameters, from `.hydra/config.yaml` and `.hydra/hydra.yaml`."""
+def _read_hydra(folder: Path) -> dict[str, Any]:
+    """The run's flat hyperparameters (src.tracking.run_hparams), from `.hydra/config.yaml` and `.hydra/hydra.yaml`."""
     record: dict[str, dict[str, Any]] = {}
     for name in ("config.yaml", "hydra.yaml"):
         path = folder / ".hydra" / name
@@ -228,22 +223,13 @@ def _read_hydra(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         if not isinstance(loaded, dict):
             raise DamagedRunError(f".hydra/{name} holds {_json_kind(loaded)}, not a mapping")
         record[name] = loaded
-    cfg = record["config.yaml"]
     choices = ((record["hydra.yaml"].get("hydra") or {}).get("runtime") or {}).get("choices")
     if not isinstance(choices, dict):
         raise DamagedRunError(".hydra/hydra.yaml has no hydra.runtime.choices (which config file each group took)")
     try:
-        return cfg, run_hparams(cfg, choices)
+        return run_hparams(record["config.yaml"], choices)
     except (AttributeError, TypeError) as error:
         raise DamagedRunError(f".hydra/config.yaml does not have the shape of a run's config ({error})") from error
-
-
-def _run_from_metrics(folder: Path, hparams: dict[str, Any]) -> Run:
-    path = folder / "metrics.json"
-    metrics = read_metrics(path)
-    if metrics.get("peak_lr") is not None:  # the lr trained with: lr_from= sets it after .hydra/ was written
-        hparams["optimizer.lr"] = metrics["peak_lr"]
-    return Run(folder=folder, hparams=hparams, metrics=metrics, modified=path.stat().st_mtime)
 
 
 def _read_failed_job(folder: Path) -> FailedJob:
@@ -256,7 +242,7 @@ def _read_failed_job(folder: Path) -> FailedJob:
     if not (isinstance(overrides, list) and all(isinstance(override, str) for override in overrides)):
         raise DamagedRunError("failed.json: overrides is not a list of strings")
     try:
-        _, hparams = _read_hydra(folder)
+        hparams = _read_hydra(folder)
     except DamagedRunError:
         hparams = None  # still a failed job, just without a configuration to count it in
     return FailedJob(folder=folder, status=status, reason=reason, overrides=overrides, hparams=hparams)
@@ -276,16 +262,18 @@ def read_run_folder(folder: Path) -> Run | Unfinished | FailedJob:
     """
     if _newest_file(folder, RUN_FILES) == "failed.json":
         return _read_failed_job(folder)
-    cfg, hparams = _read_hydra(folder)
-    metrics_path = folder / "metrics.json"
-    if not (metrics_path.exists() or metrics_path.is_symlink()):  # a dangling link is a damaged metrics.json
+    hparams = _read_hydra(folder)
+    path = folder / "metrics.json"
+    if not (path.exists() or path.is_symlink()):  # a dangling link is a damaged metrics.json
         if not (folder / "last.pt").exists():
             raise DamagedRunError("neither metrics.json nor last.pt can be found (a link to nothing?)")
         return Unfinished(folder, hparams, "last.pt but no metrics.json: stopped, or still running")
-    run = _run_from_metrics(folder, hparams)
-    planned = (cfg.get("trainer") or {}).get("epochs")
-    done = run.metrics.get("epochs")
-    done = done if _is_number(done) else len(run.metrics["history"])
+    metrics = read_metrics(path)
+    if metrics.get("peak_lr") is not None:  # the lr trained with: lr_from= sets it after .hydra/ was written
+        hparams["optimizer.lr"] = metrics["peak_lr"]
+    run = Run(folder=folder, hparams=hparams, metrics=metrics, modified=path.stat().st_mtime)
+    planned, done = hparams.get("trainer.epochs"), metrics.get("epochs")
+    done = done if _is_number(done) else len(metrics["history"])
     if run.outcome == "ok" and _is_number(planned) and done < planned:
         return Unfinished(folder, hparams, f"metrics.json has {done} of the {planned} epochs")
     return run
@@ -295,19 +283,14 @@ def scan_runs(folder: Path) -> Scan:
     """Every run folder below `folder` (one holding metrics.json, last.pt or failed.json), in folder order, sorted
     into finished runs, unfinished runs, failed jobs and folders skipped because a file cannot be read."""
     scan = Scan()
-    folders = sorted({path.parent for name in RUN_FILES for path in Path(folder).rglob(name)})
-    for run_folder in folders:
+    lists = {Run: scan.runs, Unfinished: scan.unfinished, FailedJob: scan.failed}
+    for run_folder in sorted({path.parent for name in RUN_FILES for path in Path(folder).rglob(name)}):
         try:
             found = read_run_folder(run_folder)
         except DamagedRunError as error:
             scan.skipped.append(Skipped(run_folder, str(error)))
             continue
-        if isinstance(found, FailedJob):
-            scan.failed.append(found)
-        elif isinstance(found, Unfinished):
-            scan.unfinished.append(found)
-        else:
-            scan.runs.append(found)
+        lists[type(found)].append(found)
     return scan
 
 
@@ -325,8 +308,8 @@ def _mean_std(values: Iterable[float | None]) -> tuple[float | None, float | Non
     return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else None
 
 
-def _seed(hparams: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(repr(hparams.get(key)) for key in REPLICA_KEYS)
+def _seed(hparams: dict[str, Any]) -> str:
+    return repr(hparams.get("seed"))
 
 
 @dataclass
@@ -354,9 +337,8 @@ class Configuration:
         return _mean_std(run.value(name) for run in self.ok_runs)
 
     def set_aside_duplicates(self) -> None:
-        """Keep the newest finished run of each seed in `runs`, the older ones in `duplicates`."""
-        by_seed: dict[tuple[str, ...], list[Run]] = {}
-        for run in [*self.runs, *self.duplicates]:
+        by_seed: dict[str, list[Run]] = {}
+        for run in self.runs:
             by_seed.setdefault(_seed(run.hparams), []).append(run)
         self.runs, self.duplicates = [], []
         for same_seed in by_seed.values():
@@ -365,27 +347,24 @@ class Configuration:
             self.duplicates += older
 
     def counted_instead_of(self, duplicate: Run) -> Run:
-        """The run of the duplicate's seed that counts."""
         return next(run for run in self.runs if _seed(run.hparams) == _seed(duplicate.hparams))
 
 
-def group_runs(
-    runs: list[Run], unfinished: Iterable[Unfinished] = (), failed: Iterable[FailedJob] = ()
-) -> list[Configuration]:
-    """Runs grouped into configurations, in order of first appearance, one counted run per seed (Configuration);
-    unfinished runs and failed jobs (those with a readable `.hydra/`) join their configuration's lists."""
+def group_runs(scan: Scan) -> list[Configuration]:
+    """The scan's runs in configurations (in order of first appearance), one counted run per seed; unfinished runs
+    and failed jobs (those with a readable `.hydra/`) join their configuration's lists."""
     groups: dict[tuple, Configuration] = {}
 
     def configuration(hparams: dict[str, Any]) -> Configuration:
-        shared = {key: value for key, value in hparams.items() if key not in REPLICA_KEYS}
+        shared = {key: value for key, value in hparams.items() if key != "seed"}
         identity = tuple(sorted((key, repr(value)) for key, value in shared.items()))
         return groups.setdefault(identity, Configuration(hparams=shared))
 
-    for run in runs:
+    for run in scan.runs:
         configuration(run.hparams).runs.append(run)
-    for item in unfinished:
+    for item in scan.unfinished:
         configuration(item.hparams).unfinished.append(item)
-    for job in failed:
+    for job in scan.failed:
         if job.hparams is not None:
             configuration(job.hparams).failed.append(job)
     for group in groups.values():
@@ -432,10 +411,8 @@ class Report:
     configurations: list[Configuration]
     keys: list[str]
     target_acc: float
-    folder: Path | None = None  # the compared folder: listed folders are shown relative to it
-    unfinished: list[Unfinished] = field(default_factory=list)
-    failed: list[FailedJob] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
+    folder: Path  # the compared folder: listed folders are shown relative to it
+    scan: Scan  # what is listed under the table: its unfinished runs, failed jobs and skipped folders
     written_to: Path | None = None  # where write_report wrote the files
     unwritable: list[tuple[Path, OSError]] = field(default_factory=list)  # where it could not, and why
 
@@ -469,30 +446,24 @@ class Report:
         """The table, then the lists of failed jobs, unfinished runs, duplicate seeds and skipped folders."""
         rows = self.rows()
         left_out = any(row["unfinished"] or row["failed_jobs"] for row in rows)
-        target = f"steps to {self.target_acc:g} acc"
         header = ["schedule", *self.keys, "seeds", "final test acc", "last 10% test acc", "best test acc"]
-        header += ["final train loss", target, "wall s", "failed", *(["left out"] if left_out else [])]
+        header += ["final train loss", f"steps to {self.target_acc:g} acc", "wall s", "failed"]
+        header += ["left out"] if left_out else []
         table = []
         for row in rows:
             reached, seeds = row["reached_target"], row["seeds"]
-            steps = _cell(row["steps_to_target_mean"], row["steps_to_target_std"], ".0f")
+            steps = _cell(row, "steps_to_target", ".0f")
             if seeds and reached < seeds:
                 steps = f"{steps} ({reached}/{seeds} reached)" if reached else f"never (0/{seeds})"
             cells = [str(row["schedule"]), *("-" if row[key] is None else str(row[key]) for key in self.keys)]
             cells.append(f"{seeds} (+{_count(row['duplicates'], 'duplicate')})" if row["duplicates"] else str(seeds))
-            cells += [
-                _cell(row["test_acc_mean"], row["test_acc_std"], ".4f"),
-                _cell(row[f"{TAIL_METRIC}_mean"], row[f"{TAIL_METRIC}_std"], ".4f"),
-                _cell(row["best_test_acc_mean"], row["best_test_acc_std"], ".4f"),
-                _cell(row["train_loss_mean"], row["train_loss_std"], ".4f"),
-                steps,
-                _cell(row["wall_seconds_mean"], row["wall_seconds_std"], ".1f"),
-                _failed_cell(row),
-            ]
+            cells += [_cell(row, name, ".4f") for name in ("test_acc", TAIL_METRIC, "best_test_acc", "train_loss")]
+            cells += [steps, _cell(row, "wall_seconds", ".1f")]
+            cells.append(", ".join(f"{row[outcome]}/{seeds} {outcome}" for outcome in OUTCOMES if row[outcome]) or "-")
             if left_out:
-                parts = [f"{row['unfinished']} unfinished" if row["unfinished"] else ""]
-                parts.append(_count(row["failed_jobs"], "failed job") if row["failed_jobs"] else "")
-                cells.append(", ".join(part for part in parts if part) or "-")
+                parts = [f"{row['unfinished']} unfinished"] if row["unfinished"] else []
+                parts += [_count(row["failed_jobs"], "failed job")] if row["failed_jobs"] else []
+                cells.append(", ".join(parts) or "-")
             table.append(cells)
         if not rows:
             table.append(["(no configuration)", *["-"] * (len(header) - 1)])
@@ -500,33 +471,33 @@ class Report:
 
     def _where(self, folder: Path) -> str:
         """A listed folder, relative to the compared one when it is inside it."""
-        if self.folder is not None and folder.is_relative_to(self.folder) and folder != self.folder:
+        if folder.is_relative_to(self.folder) and folder != self.folder:
             return f"`{folder.relative_to(self.folder)}`"
         return f"`{folder}`"
 
     def _sections(self) -> list[str]:
         lines: list[str] = []
-        if self.failed:
+        if self.scan.failed:
             lines += ["", "## Failed jobs (refused before training, never averaged)", ""]
-            for job in self.failed:
+            for job in self.scan.failed:
                 reason = " ".join(job.reason.split())
                 overrides = " ".join(job.overrides) or "(none)"
                 lines.append(f"- {self._where(job.folder)} (exit {job.status}): {reason} Overrides: `{overrides}`")
-        if self.unfinished:
+        if self.scan.unfinished:
             lines += ["", "## Unfinished runs (not averaged)", ""]
-            lines += [f"- {self._where(item.folder)}: {item.reason}" for item in self.unfinished]
+            lines += [f"- {self._where(item.folder)}: {item.reason}" for item in self.scan.unfinished]
         duplicates = [(c, run) for c in self.configurations for run in c.duplicates]
         if duplicates:
             lines += ["", "## Duplicate seeds (the same configuration and seed again: the newest run counts)", ""]
             for configuration, run in duplicates:
-                seed = " ".join(f"{key}={run.hparams.get(key)}" for key in REPLICA_KEYS)
                 counted = self._where(configuration.counted_instead_of(run).folder)
                 lines.append(
-                    f"- {label(configuration, self.keys)} {seed}: {counted} counts, {self._where(run.folder)} not"
+                    f"- {label(configuration, self.keys)} seed={run.hparams.get('seed')}: {counted} counts, "
+                    f"{self._where(run.folder)} not"
                 )
-        if self.skipped:
+        if self.scan.skipped:
             lines += ["", "## Skipped runs (a file cannot be read)", ""]
-            lines += [f"- {self._where(item.folder)}: {item.reason}" for item in self.skipped]
+            lines += [f"- {self._where(item.folder)}: {item.reason}" for item in self.scan.skipped]
         return lines
 
 
@@ -534,12 +505,9 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
-def _failed_cell(row: dict[str, Any]) -> str:
-    parts = [f"{row[outcome]}/{row['seeds']} {outcome}" for outcome in OUTCOMES if row[outcome]]
-    return ", ".join(parts) or "-"
-
-
-def _cell(mean: float | None, std: float | None, spec: str) -> str:
+def _cell(row: dict[str, Any], name: str, spec: str) -> str:
+    """The row's `<name>_mean ± <name>_std` formatted by `spec`; `-` without a mean."""
+    mean, std = row[f"{name}_mean"], row[f"{name}_std"]
     if mean is None:
         return "-"
     return f"{mean:{spec}} ± {std:{spec}}" if std is not None else f"{mean:{spec}}"
@@ -582,26 +550,18 @@ def plot_figures(report: Report, paths: Mapping[str, Path]) -> None:
 
 def build_report(folder: Path, target_acc: float = DEFAULT_TARGET_ACC) -> Report:
     """The report of the run folders below `folder`; NoRunsError when there is nothing but damaged ones."""
-    folder = Path(folder)
     scan = scan_runs(folder)
     if not (scan.runs or scan.unfinished or scan.failed):
         skipped = "".join(f"; skipped {item.folder}: {item.reason}" for item in scan.skipped)
         raise NoRunsError(f"no runs under {folder} (a run folder holds metrics.json, last.pt or failed.json){skipped}")
-    configurations = group_runs(scan.runs, scan.unfinished, scan.failed)
-    return Report(
-        configurations,
-        varying_keys(configurations),
-        target_acc,
-        folder=folder,
-        unfinished=scan.unfinished,
-        failed=scan.failed,
-        skipped=scan.skipped,
-    )
+    configurations = group_runs(scan)
+    return Report(configurations, varying_keys(configurations), target_acc, folder, scan)
 
 
 def fallback_folder(folder: Path) -> Path:
-    """Where the report of `folder` goes when `folder` cannot hold it."""
-    return (FALLBACK_ROOT / f"{Path(folder).resolve().name}-{datetime.now():%Y-%m-%d_%H-%M-%S}").absolute()
+    """Where the report of `folder` goes when `folder` cannot hold it: outputs/compare/<its name>-<time> below the
+    current directory (the repository's outputs/ when run from its root)."""
+    return Path("outputs", "compare", f"{folder.resolve().name}-{datetime.now():%Y-%m-%d_%H-%M-%S}").absolute()
 
 
 def write_report(folder: Path, target_acc: float = DEFAULT_TARGET_ACC, out: Path | None = None) -> Report:
@@ -621,7 +581,7 @@ def write_report(folder: Path, target_acc: float = DEFAULT_TARGET_ACC, out: Path
             continue
         report.written_to = target
         return report
-    raise ReportNotWrittenError(report, report.unwritable)
+    raise ReportNotWrittenError(report)
 
 
 def _write_files(report: Report, target: Path) -> None:
@@ -654,12 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--target-acc", type=float, default=DEFAULT_TARGET_ACC, help="test accuracy whose first epoch is reported"
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="write the report into this folder (made if missing) instead of the compared one",
-    )
+    parser.add_argument("--out", type=Path, help="write the report into this folder instead (made if missing)")
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         print(
@@ -690,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_problems(report: Report) -> None:
     """The skipped run folders and the folders the report could not be written into, on stderr."""
-    for item in report.skipped:
+    for item in report.scan.skipped:
         print(f"lrbench: skipped {item.folder}: {item.reason}", file=sys.stderr)
     for target, error in report.unwritable:
         print(f"lrbench: cannot write the report into {target}: {error_reason(error)}", file=sys.stderr)

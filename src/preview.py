@@ -73,15 +73,12 @@ def previewed_curves(
     return steps, curves
 
 
-def write_csv(path: Path, curves: dict[str, list[float]], steps_per_epoch: int, steps: list[int] | None = None) -> None:
-    """One row per optimizer step in `steps` (default: every step): step (0-based), epoch (fractional), lr, and
-    momentum when present."""
-    names = list(curves)
-    steps = range(len(curves["lr"])) if steps is None else steps
+def write_csv(path: Path, curves: dict[str, list[float]], steps_per_epoch: int, steps: list[int]) -> None:
+    """One row per optimizer step in `steps`: step (0-based), epoch (fractional), lr, and momentum when present."""
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["step", "epoch", *names])
-        for step, *values in zip(steps, *(curves[name] for name in names), strict=True):
+        writer.writerow(["step", "epoch", *curves])
+        for step, *values in zip(steps, *curves.values(), strict=True):
             writer.writerow([step, f"{step / steps_per_epoch:.6g}", *(repr(value) for value in values)])
 
 
@@ -102,9 +99,7 @@ def draw(
     axes.grid(alpha=0.3)
 
 
-def plot(
-    path: Path, curves: dict[str, list[float]], steps_per_epoch: int, title: str, steps: list[int] | None = None
-) -> None:
+def plot(path: Path, curves: dict[str, list[float]], steps_per_epoch: int, title: str, steps: list[int]) -> None:
     """lr.png: the lr curve, and the momentum on a second axis when the schedule moves it."""
     figure = Figure(figsize=(7, 4), layout="constrained")
     axes = figure.subplots()
@@ -121,8 +116,7 @@ def plot(
 
 def describe(cfg: DictConfig) -> str:
     """`scheduler=<name>`, the base lr and the interval, for a plot title."""
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    name = choices.get("scheduler", cfg.scheduler._target_.rsplit(".", 1)[-1])
+    name = HydraConfig.get().runtime.choices.get("scheduler", cfg.scheduler._target_.rsplit(".", 1)[-1])
     return f"scheduler={name}, optimizer.lr={cfg.optimizer.lr}, interval={cfg.scheduler.interval}"
 
 

@@ -43,13 +43,12 @@ def new_figure() -> tuple[Figure, Any]:
     return figure, axes
 
 
-def save_figure(figure: Figure, axes: Any, path: Path) -> Path:
+def save_figure(figure: Figure, axes: Any, path: Path) -> None:
     """The figure with its legend (beside the plot, when it has lines with labels) and a light grid, as a PNG."""
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     axes.grid(alpha=0.3)
     figure.savefig(path, dpi=110, bbox_inches="tight")
-    return path
 
 
 @contextmanager

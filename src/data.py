@@ -54,6 +54,7 @@ OFFICIAL = {
 }
 RAW_FILES = tuple(OFFICIAL)
 IDX_UBYTE_MAGIC = b"\x00\x00\x08"  # two zero bytes, then the type code of unsigned bytes
+PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530  # of the training images, scaled to [0, 1]
 # Each file's shape after the item count: images are 28x28, labels scalars.
 ITEM_SHAPES = {name: ((28, 28) if "images" in name else ()) for name in OFFICIAL}
 
@@ -357,16 +358,13 @@ def load(
     download: bool = True,
     train_size: int | None = None,
     normalize: bool = True,
-    mean: float = 0.2860,
-    std: float = 0.3530,
 ) -> DeviceData:
     """Find the data and put it on `device`, reading the files only the first time this process asks for them;
     `train_size` keeps the first N training images (a view, no copy)."""
     (train_x, train_y, test_x, test_y), fingerprint = _tensors(locate(root, system_dir, download), device)
     if train_size is not None:
         train_x, train_y = train_x[:train_size], train_y[:train_size]
-    if not normalize:
-        mean, std = 0.0, 1.0
+    mean, std = (PIXEL_MEAN, PIXEL_STD) if normalize else (0.0, 1.0)
     return DeviceData(train_x, train_y, test_x, test_y, batch_size, mean, std, fingerprint)
 
 

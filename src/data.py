@@ -256,10 +256,9 @@ def check_files(root: Path) -> None:
     read_checked(root)
 
 
-# What this process has read: (the files' identity, device) -> (train_x, train_y, test_x, test_y) on that device,
-# and the files' fingerprint.
-# Two entries at most, so a sweep over two data folders or two devices does not read on every job, and a long-lived
-# process does not hoard datasets.
+# What this process has read: (the files' identity, device) -> (train_x, train_y, test_x, test_y) on that device and
+# the files' fingerprint. Two entries at most, so a sweep over two data folders or two devices does not read on every
+# job, and a long-lived process does not hoard datasets.
 _LOADED: OrderedDict[tuple, tuple[tuple[torch.Tensor, ...], str]] = OrderedDict()
 _LOADED_MAX = 2
 

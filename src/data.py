@@ -26,7 +26,6 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
@@ -36,12 +35,7 @@ log = logging.getLogger(__name__)
 
 PROJECT_DATA_DIR = REPO_ROOT / "data"
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
-RAW_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+RAW = Path("FashionMNIST", "raw")  # torchvision's layout below a root
 HOW_TO_GET_IT = (
     "Get Fashion-MNIST in one of these ways:\n"
     "  - Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist   (then nothing else to do)\n"
@@ -58,7 +52,9 @@ OFFICIAL = {
     "t10k-images-idx3-ubyte": (10_000, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
     "t10k-labels-idx1-ubyte": (10_000, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
 }
-IDX_UBYTE = 0x08
+RAW_FILES = tuple(OFFICIAL)
+IDX_UBYTE_MAGIC = b"\x00\x00\x08"  # two zero bytes, then the type code of unsigned bytes
+PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530  # of the training images, scaled to [0, 1]
 # Each file's shape after the item count: images are 28x28, labels scalars.
 ITEM_SHAPES = {name: ((28, 28) if "images" in name else ()) for name in OFFICIAL}
 
@@ -71,15 +67,11 @@ class DatasetCorruptError(DatasetNotFoundError):
     """A Fashion-MNIST file is truncated or damaged; the message says which, what was found and how to fix it."""
 
 
-def _raw_dir(root: Path) -> Path:
-    return root / "FashionMNIST" / "raw"
-
-
 def _sources(root: Path) -> dict[str, Path] | None:
     """Where each of the four files is below `root`: uncompressed in `FashionMNIST/raw/`, else its `.gz` there or in
     `root` itself; None when any is missing. Anything of that name counts (a folder, a dangling link), so reading it
     names it instead of calling the dataset missing."""
-    raw = _raw_dir(root)
+    raw = root / RAW
     found = {}
     for name in RAW_FILES:
         candidates = (raw / name, raw / f"{name}.gz", root / f"{name}.gz")
@@ -99,7 +91,7 @@ def _decompress(sources: dict[str, Path], root: Path) -> bool:
     A read error names the `.gz` file (DatasetNotFoundError). A folder that cannot be written (read-only, full)
     is no error: False, and the `.gz` files are read directly instead.
     """
-    target = _raw_dir(root)
+    target = root / RAW
     for name, source in sources.items():
         if source == target / name:
             continue
@@ -109,8 +101,7 @@ def _decompress(sources: dict[str, Path], root: Path) -> bool:
         partial = target / f"{name}.partial"
         try:
             target.mkdir(parents=True, exist_ok=True)
-            with open(partial, "wb") as handle:
-                handle.write(content)
+            partial.write_bytes(content)
             partial.replace(target / name)
         except OSError as error:
             with contextlib.suppress(OSError):
@@ -131,7 +122,10 @@ def _prepare(root: Path, download: bool, origin: str) -> Path:
         return root
     if download:
         try:
-            _download(root)
+            from torchvision.datasets import FashionMNIST  # imported here: only a download needs torchvision
+
+            for train in (True, False):
+                FashionMNIST(str(root), train=train, download=True)
         except Exception as error:  # torchvision raises several kinds for a failed download
             raise DatasetNotFoundError(
                 f"Fashion-MNIST is not in {origin} and the download failed ({error}).\n{HOW_TO_GET_IT}"
@@ -140,34 +134,22 @@ def _prepare(root: Path, download: bool, origin: str) -> Path:
     raise DatasetNotFoundError(f"Fashion-MNIST is not in {origin} (download disabled).\n{HOW_TO_GET_IT}")
 
 
-def _download(root: Path) -> None:
-    """torchvision's download into `root/FashionMNIST/raw` (imported here: only a download needs torchvision)."""
-    from torchvision.datasets import FashionMNIST
-
-    FashionMNIST(str(root), train=True, download=True)
-    FashionMNIST(str(root), train=False, download=True)
-
-
 def locate(root: str | None = None, system_dir: str | None = None, download: bool = True) -> Path:
     """Return a folder holding the four files (see `_sources`), preparing it if needed.
 
     Any error of the file system while looking or reading is a DatasetNotFoundError naming the file and the cause.
     """
     try:
-        return _locate(root, system_dir, download)
+        if root is not None:
+            explicit = Path(root).expanduser().resolve()
+            return _prepare(explicit, download, f"data.root={explicit}")
+        project = _sources(PROJECT_DATA_DIR)
+        if project is None and system_dir is not None and (system := _sources(Path(system_dir))) is not None:
+            return PROJECT_DATA_DIR if _decompress(system, PROJECT_DATA_DIR) else Path(system_dir)
+        where = f"{PROJECT_DATA_DIR}" + (f" nor in {system_dir}" if system_dir else "")
+        return _prepare(PROJECT_DATA_DIR, download, where)
     except OSError as error:
         raise _unreadable(Path(error.filename or root or PROJECT_DATA_DIR), error) from None
-
-
-def _locate(root: str | None, system_dir: str | None, download: bool) -> Path:
-    if root is not None:
-        explicit = Path(root).expanduser().resolve()
-        return _prepare(explicit, download, f"data.root={explicit}")
-    project = _sources(PROJECT_DATA_DIR)
-    if project is None and system_dir is not None and (system := _sources(Path(system_dir))) is not None:
-        return PROJECT_DATA_DIR if _decompress(system, PROJECT_DATA_DIR) else Path(system_dir)
-    where = f"{PROJECT_DATA_DIR}" + (f" nor in {system_dir}" if system_dir else "")
-    return _prepare(PROJECT_DATA_DIR, download, where)
 
 
 def _unreadable(path: Path, error: OSError) -> DatasetNotFoundError:
@@ -204,7 +186,7 @@ def _idx_problem(name: str, data: bytes | bytearray, sha256: str) -> str | None:
     """What is wrong with the IDX file `name` holding `data` (of SHA-256 `sha256`), or None: its header (ubyte, rank,
     sizes) must promise exactly its size, and a file with the official item count must carry the official checksum."""
     expected_items, expected_sha256 = OFFICIAL[name]
-    if len(data) < 4 or data[:3] != b"\x00\x00" + bytes([IDX_UBYTE]):
+    if len(data) < 4 or data[:3] != IDX_UBYTE_MAGIC:
         return f"{len(data)} bytes that do not start like an IDX ubyte file"
     rank = data[3]
     header = 4 + 4 * rank
@@ -230,23 +212,23 @@ def _decode(data: bytearray) -> torch.Tensor:
     return torch.frombuffer(data, dtype=torch.uint8, offset=4 + 4 * len(sizes)).view(sizes)
 
 
-class CheckedFiles(NamedTuple):
-    """The four files decoded (file name to uint8 tensor) and their fingerprint (`_fingerprint`)."""
+def _still_there(root: Path) -> dict[str, Path]:
+    """`_sources` of a folder `locate` returned: the files are gone when it finds nothing now."""
+    sources = _sources(root)
+    if sources is None:
+        raise DatasetNotFoundError(f"Fashion-MNIST is no longer in {root}.\n{HOW_TO_GET_IT}")
+    return sources
 
-    tensors: dict[str, torch.Tensor]
-    fingerprint: str
 
-
-def read_checked(root: Path) -> CheckedFiles:
-    """Read the four files below `root` (see `_sources`) once each, check them and decode them.
+def read_checked(root: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """Read the four files below `root` (see `_sources`) once each, check them and decode them: file name to uint8
+    tensor, and the files' fingerprint, one SHA-256 from theirs (another dataset, or a file changed, gives another).
 
     Raises DatasetCorruptError unless all four are whole IDX files with matching image and label counts, naming
     every damaged file. A subset (e.g. a small synthetic set) passes; a file claiming to be the official one must be
     it, byte for byte.
     """
-    sources = _sources(root)
-    if sources is None:
-        raise DatasetNotFoundError(f"Fashion-MNIST is no longer in {root}.\n{HOW_TO_GET_IT}")
+    sources = _still_there(root)
     contents = {name: _read_file(path) for name, path in sources.items()}
     digests = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
     problems = [
@@ -265,12 +247,8 @@ def read_checked(root: Path) -> CheckedFiles:
             f"Fashion-MNIST in {_where(sources)} is damaged:\n{found}\nDelete that folder and run again (or "
             f"`make setup`) to prepare it afresh, or put whole copies of the files there.\n{HOW_TO_GET_IT}"
         )
-    return CheckedFiles({name: _decode(data) for name, data in contents.items()}, _fingerprint(digests))
-
-
-def _fingerprint(digests: dict[str, str]) -> str:
-    """One SHA-256 for the four files, from theirs: another dataset, or a file changed, gives another one."""
-    return hashlib.sha256("".join(digests[name] for name in RAW_FILES).encode()).hexdigest()
+    fingerprint = hashlib.sha256("".join(digests[name] for name in RAW_FILES).encode()).hexdigest()
+    return {name: _decode(data) for name, data in contents.items()}, fingerprint
 
 
 def check_files(root: Path) -> None:
@@ -278,19 +256,15 @@ def check_files(root: Path) -> None:
     read_checked(root)
 
 
-# What this process has read: (the files' identity, device) -> (train_x, train_y, test_x, test_y) on that device,
-# and the files' fingerprint.
-# Two entries at most, so a sweep over two data folders or two devices does not read on every job, and a long-lived
-# process does not hoard datasets.
+# What this process has read: (the files' identity, device) -> (train_x, train_y, test_x, test_y) on that device and
+# the files' fingerprint. Two entries at most, so a sweep over two data folders or two devices does not read on every
+# job, and a long-lived process does not hoard datasets.
 _LOADED: OrderedDict[tuple, tuple[tuple[torch.Tensor, ...], str]] = OrderedDict()
 _LOADED_MAX = 2
 
 
-def _identity(root: Path) -> tuple:
+def _identity(sources: dict[str, Path]) -> tuple:
     """The four files as the file system sees them: a file replaced or rewritten since it was read is read again."""
-    sources = _sources(root)
-    if sources is None:
-        raise DatasetNotFoundError(f"Fashion-MNIST is no longer in {root}.\n{HOW_TO_GET_IT}")
     identity = []
     for path in sources.values():
         try:
@@ -309,20 +283,18 @@ def forget_loaded() -> None:
 def _tensors(root: Path, device: torch.device) -> tuple[tuple[torch.Tensor, ...], str]:
     """The whole train and test sets on `device` and the files' fingerprint: read and checked the first time, then
     from memory."""
-    key = (_identity(root), str(device))
+    sources = _still_there(root)
+    key = (_identity(sources), str(device))
     if key in _LOADED:
         _LOADED.move_to_end(key)
-        log.info("Fashion-MNIST from memory (read earlier in this process from %s)", _where(_sources(root) or {}))
+        log.info("Fashion-MNIST from memory (read earlier in this process from %s)", _where(sources))
         return _LOADED[key]
     files, fingerprint = read_checked(root)
-    non_blocking = device.type == "cuda"
-    tensors = (
-        files[RAW_FILES[0]].to(device, non_blocking=non_blocking),
-        files[RAW_FILES[1]].long().to(device, non_blocking=non_blocking),
-        files[RAW_FILES[2]].to(device, non_blocking=non_blocking),
-        files[RAW_FILES[3]].long().to(device, non_blocking=non_blocking),
+    tensors = tuple(  # train_x, train_y, test_x, test_y: the labels as int64, which cross_entropy takes
+        (files[name].long() if "labels" in name else files[name]).to(device, non_blocking=device.type == "cuda")
+        for name in RAW_FILES
     )
-    log.info("Fashion-MNIST read from %s", _where(_sources(root) or {}))
+    log.info("Fashion-MNIST read from %s", _where(sources))
     _LOADED[key] = tensors, fingerprint
     while len(_LOADED) > _LOADED_MAX:
         _LOADED.popitem(last=False)
@@ -385,24 +357,14 @@ def load(
     download: bool = True,
     train_size: int | None = None,
     normalize: bool = True,
-    mean: float = 0.2860,
-    std: float = 0.3530,
 ) -> DeviceData:
     """Find the data and put it on `device`, reading the files only the first time this process asks for them;
     `train_size` keeps the first N training images (a view, no copy)."""
     (train_x, train_y, test_x, test_y), fingerprint = _tensors(locate(root, system_dir, download), device)
     if train_size is not None:
         train_x, train_y = train_x[:train_size], train_y[:train_size]
-    return DeviceData(
-        train_x=train_x,
-        train_y=train_y,
-        test_x=test_x,
-        test_y=test_y,
-        batch_size=batch_size,
-        mean=mean if normalize else 0.0,
-        std=std if normalize else 1.0,
-        fingerprint=fingerprint,
-    )
+    mean, std = (PIXEL_MEAN, PIXEL_STD) if normalize else (0.0, 1.0)
+    return DeviceData(train_x, train_y, test_x, test_y, batch_size, mean, std, fingerprint)
 
 
 if __name__ == "__main__":

@@ -31,22 +31,19 @@ def select_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-def keep_freed_memory() -> bool:
-    """Let the C allocator keep freed blocks for reuse instead of handing them back to the system; False where
-    this is not glibc (nothing changed).
+def keep_freed_memory() -> None:
+    """Let the C allocator keep freed blocks for reuse instead of handing them back to the system (glibc only).
 
     torch has no caching allocator on the CPU. A LeNet step's activations (several MB each) are above glibc's
     starting mmap threshold, so each was mapped, touched page by page and unmapped again: about 400,000 page
     faults in a first epoch, and on some runs as many in every epoch. Served from the heap and kept there, they
     fault once. Peak memory stays what a step needs; the process just does not shrink between steps.
     """
-    try:
-        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
-            return False
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError, ValueError):  # no such confstr name (not glibc), or no libc.so.6
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    with contextlib.suppress(OSError, AttributeError, ValueError):  # no such confstr name (not glibc), no libc.so.6
+        if (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            mallopt = ctypes.CDLL("libc.so.6").mallopt
+            mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
+            mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
 
 
 def available_cores() -> int:
@@ -57,11 +54,8 @@ def available_cores() -> int:
 
 
 def configure_threads(threads: int | None, parallel_jobs: int = 1) -> int:
-    """Set torch's intra-op threads: `threads` if given, else the machine's cores shared among parallel jobs.
-
-    One run takes every core; when a launcher runs N jobs at once each takes cores // N (at least 1), so jobs
-    times threads never oversubscribes the machine.
-    """
+    """Set torch's intra-op threads: `threads` if given, else cores // `parallel_jobs` (at least 1), so the jobs a
+    launcher runs at once never oversubscribe the machine."""
     if threads is None:
         threads = max(1, available_cores() // max(1, parallel_jobs))
     torch.set_num_threads(threads)

@@ -1,14 +1,10 @@
 """`python -m src.lr_find [run overrides]`: the LR range test (Smith 2017) for the run those overrides describe.
 
-The same model, optimizer, data, batch size, seed, precision and device as `python -m src.train [run overrides]`;
-the schedule is replaced by a ramp: from a fresh model (the run's initial weights), the lr rises from
-`lr_find.min_lr` to `lr_find.max_lr` over `lr_find.num_steps` steps, exponentially (or linearly), one batch per step
-in the run's batch order. The loss is smoothed by a bias-corrected moving average and the test stops once the smoothed
-loss exceeds `lr_find.stop_factor` times its best. Settings: conf/lr_find.yaml; the rules: src/lr_suggest.py.
-
-Nothing leaks into what follows: the test builds its own model and optimizer and draws its batches from its own
-generator, inside `torch.random.fork_rng`, so a run started afterwards (even in this process) sees the same weights,
-batches and RNG streams as without it.
+The same model, optimizer, data, batch size, seed, precision and device as `python -m src.train [run overrides]`,
+but from the run's initial weights the lr ramps from `lr_find.min_lr` to `lr_find.max_lr` over `lr_find.num_steps`
+steps, one batch per step in the run's batch order, until the smoothed loss exceeds `lr_find.stop_factor` times its
+best. Settings: conf/lr_find.yaml; the ramp, the smoothing and the rules: src/lr_suggest.py. Nothing leaks into a
+run started afterwards, even in this process (see `find_lr`).
 
 Written into `${output_root}/lr_find/<date>/<time>/`: lr_find.csv (step, lr, raw and smoothed loss), lr_find.png
 (loss against lr on a log axis, the suggestions marked), the curve in TensorBoard (scalars against the step, and the
@@ -20,6 +16,7 @@ after a handful of steps), with a message and no traceback.
 from __future__ import annotations
 
 import csv
+import itertools
 import logging
 import math
 import shlex
@@ -56,7 +53,7 @@ from src.lr_suggest import (
 )
 from src.optimizers import build_optimizer
 from src.tracking import write_json
-from src.train import fail  # also registers the resolvers the configs use
+from src.train import _choices, _task_overrides, fail  # importing it registers the resolvers the configs use
 from src.validation import NUMBER, ConfigError, override_key_problem, validate
 
 __all__ = ["Curve", "RangeTestError", "find_lr", "ramp_problems", "range_test", "read_suggestion"]
@@ -92,12 +89,6 @@ def ramp_problems(settings: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def endless_batches(dataset: data.DeviceData, order: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Epochs of shuffled batches back to back: a ramp longer than an epoch goes on into the next."""
-    while True:
-        yield from dataset.train_batches(order)
-
-
 def range_test(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -118,8 +109,7 @@ def range_test(
     smoother = Smoother(beta)
     best = math.inf
     model.train()
-    bar = tqdm(total=len(lrs), desc="lr range test", disable=not progress, leave=False)
-    try:
+    with tqdm(total=len(lrs), desc="lr range test", disable=not progress, leave=False) as bar:
         for step, (lr, (inputs, labels)) in enumerate(zip(lrs, batches, strict=False)):  # batches never end
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -150,8 +140,6 @@ def range_test(
                     f"(lr {lr:.3g})"
                 )
                 break
-    finally:
-        bar.close()
     return curve
 
 
@@ -171,10 +159,12 @@ def find_lr(cfg: DictConfig, dataset: data.DeviceData, *, progress: bool | None 
         model = instantiate(cfg.model).to(device)
         optimizer = build_optimizer(cfg.optimizer, model.parameters())
         order = torch.Generator(device=device).manual_seed(cfg.seed)
+        # Epochs back to back: a ramp longer than an epoch goes on into the next.
+        batches = itertools.chain.from_iterable(dataset.train_batches(order) for _ in itertools.count())
         return range_test(
             model,
             optimizer,
-            endless_batches(dataset, order),
+            batches,
             lrs,
             beta=settings.smooth,
             stop_factor=settings.stop_factor,
@@ -191,7 +181,7 @@ def write_csv(path: Path, curve: Curve) -> None:
             writer.writerow([step, *(repr(value) for value in row)])
 
 
-def draw(curve: Curve, suggestions: Mapping[str, Suggestion], chosen: str | None, title: str):
+def draw(curve: Curve, suggestions: Mapping[str, Suggestion], chosen: str, title: str):
     """The loss against lr on a log axis, raw (faint) and smoothed, the suggestions as vertical lines."""
     from matplotlib.figure import Figure  # only this path plots; the object API needs no display
 
@@ -201,22 +191,15 @@ def draw(curve: Curve, suggestions: Mapping[str, Suggestion], chosen: str | None
     axes.plot(curve.lrs, curve.smoothed, color="tab:blue", linewidth=1.8, label="smoothed loss")
     colours = {"valley": "tab:green", "steepest": "tab:orange", "min_div10": "tab:purple"}
     for name, suggestion in suggestions.items():
+        line = {"linestyle": "-", "linewidth": 2.0} if name == chosen else {"linestyle": "--", "linewidth": 1.2}
         mark = " (suggestion)" if name == chosen else ""
-        axes.axvline(
-            suggestion.lr,
-            color=colours.get(name, "tab:red"),
-            linestyle="-" if name == chosen else "--",
-            linewidth=2.0 if name == chosen else 1.2,
-            label=f"{name} {suggestion.lr:g}{mark}",
-        )
-    axes.set_xscale("log")
+        axes.axvline(suggestion.lr, color=colours[name], label=f"{name} {suggestion.lr:g}{mark}", **line)
     # The y range of the curve the suggestions read (and its start): neither a raw spike nor the blow-up flattens it.
     kept = [curve.smoothed[i] for i in window(len(curve.smoothed), curve.stopped_early)] or curve.smoothed
     top, bottom = max(curve.smoothed[0], *kept), min(min(kept), min(curve.losses))
     margin = max(top - bottom, 0.05)
+    axes.set(xscale="log", xlabel="learning rate (log scale)", ylabel="training loss")
     axes.set_ylim(bottom - 0.1 * margin, top + 0.3 * margin)
-    axes.set_xlabel("learning rate (log scale)")
-    axes.set_ylabel("training loss")
     axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize=8)
@@ -229,8 +212,7 @@ def write_tensorboard(folder: Path, curve: Curve, figure, report: str) -> None:
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    writer = SummaryWriter(log_dir=str(folder))
-    try:
+    with SummaryWriter(log_dir=str(folder)) as writer:
         writer.add_custom_scalars(
             {"lr range test": {"loss against step": ["Multiline", ["^lr_find/(loss|smoothed_loss)$"]]}}
         )
@@ -243,16 +225,6 @@ def write_tensorboard(folder: Path, curve: Curve, figure, report: str) -> None:
             canvas.draw()
             writer.add_image("lr_find/curve", np.asarray(canvas.buffer_rgba())[..., :3], 0, dataformats="HWC")
         writer.add_text("lr_find/suggestions", "    " + report.replace("\n", "\n    "), 0)
-    finally:
-        writer.close()
-
-
-def _choices() -> Mapping[str, Any]:
-    return HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-
-
-def _task_overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def train_command(overrides: Sequence[str], extra: str) -> str:

@@ -45,8 +45,5 @@ def take_lr_from(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None
 
 def lr_record(cfg: DictConfig) -> dict[str, Any]:
     """metrics.json's record of the lr: the peak lr the run trained with, and the range test it came from."""
-    record: dict[str, Any] = {"peak_lr": cfg.optimizer.lr, "lr_from": None}
     source = _given(cfg)
-    if source is not None:
-        record["lr_from"] = str(suggestions_path(source).resolve())
-    return record
+    return {"peak_lr": cfg.optimizer.lr, "lr_from": str(suggestions_path(source).resolve()) if source else None}

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 RAMPS = ("exp", "linear")
 # The ramp's length in steps: too few leave no curve to read.
 MIN_STEPS = 20
@@ -86,26 +88,13 @@ def should_stop(smoothed: float, best: float, stop_factor: float | None) -> bool
 
 def window(count: int, stopped_early: bool) -> range:
     """The indices the suggestions read: without the first tenth, and without the blow-up of a test stopped early."""
-    start = count // 10
-    stop = count - TAIL_POINTS if stopped_early else count
-    return range(start, stop)
+    return range(count // 10, count - TAIL_POINTS if stopped_early else count)
 
 
 def steepest_index(smoothed: Sequence[float]) -> int:
     """The index where `smoothed` falls fastest per step: the most negative central difference (one-sided at the
     ends). On an exponential ramp a step is a fixed factor of lr, so this is the steepest fall against log lr."""
-    n = len(smoothed)
-    if n < 2:
-        return 0
-
-    def slope(i: int) -> float:
-        if i == 0:
-            return smoothed[1] - smoothed[0]
-        if i == n - 1:
-            return smoothed[-1] - smoothed[-2]
-        return (smoothed[i + 1] - smoothed[i - 1]) / 2
-
-    return min(range(n), key=slope)
+    return int(np.argmin(np.gradient(smoothed)))
 
 
 def valley_index(smoothed: Sequence[float]) -> tuple[int, int, int]:
@@ -114,21 +103,17 @@ def valley_index(smoothed: Sequence[float]) -> tuple[int, int, int]:
 
     fastai's own loop is quadratic; this is the same result in O(n log n) (patience sorting), so long ramps are cheap.
     """
-    n = len(smoothed)
-    tails: list[float] = []
-    longest = [1] * n
-    for i, loss in enumerate(smoothed):
+    tails: list[float] = []  # tails[k]: the smallest end (in -loss) of a falling run of k + 1 points so far
+    longest = []
+    for loss in smoothed:
         position = bisect_left(tails, -loss)  # a strictly decreasing run of losses is strictly increasing in -loss
-        longest[i] = position + 1
-        if position == len(tails):
-            tails.append(-loss)
-        else:
-            tails[position] = -loss
-    last = max(range(n), key=lambda i: (longest[i], -i))  # the first index reaching the longest run
+        longest.append(position + 1)
+        tails[position : position + 1] = [-loss]  # a lower end for runs of that length, or a run one longer
+    last = max(range(len(longest)), key=lambda i: (longest[i], -i))  # the first index reaching the longest run
     start = last - longest[last]  # fastai's arithmetic: one before the stretch's first point
     sections = (last - start) / 3
     index = start + int(sections) + int(sections / 2)
-    return min(max(index, 0), n - 1), max(start + 1, 0), last
+    return max(index, 0), start + 1, last  # a run of one or two points from index 0 puts fastai's index at -1
 
 
 @dataclass
@@ -144,8 +129,6 @@ def _rounded(lr: float) -> float:
 
 def suggest(lrs: Sequence[float], smoothed: Sequence[float], *, stopped_early: bool) -> dict[str, Suggestion]:
     """Every rule's suggestion from a range test's lrs and smoothed losses (in ramp order)."""
-    if len(lrs) != len(smoothed):
-        raise ValueError("lrs and smoothed losses differ in length")
     kept = window(len(lrs), stopped_early)
     if len(kept) < MIN_POINTS:
         raise SuggestionError(

@@ -303,33 +303,30 @@ def _schedule_problems(cfg: DictConfig) -> tuple[str | None, float]:
         cfg.scheduler.interval, math.ceil(train_size / cfg.data.batch_size), cfg.trainer.epochs, base_lr
     )
     keys = ", ".join(f"{key}={value!r}" for key, value in cfg.scheduler.items() if not str(key).startswith("_"))
+    about = f" (the schedule's keys: {keys})"  # ends each message below
     try:
         schedule = build_schedule(cfg.scheduler, timeline)
         multipliers = [(t, schedule(t)) for t in sampled_updates(timeline.total)]
     except ScheduleConfigError as error:
         return str(error), base_lr
     except (TypeError, ValueError, ArithmeticError) as error:  # a value out of its domain
-        return f"scheduler: {error} (the schedule's keys: {keys})", base_lr
+        return f"scheduler: {error}{about}", base_lr
     bad = [t for t, multiplier in multipliers if not (math.isfinite(multiplier) and multiplier >= 0)]
     if bad:
-        return (
-            f"scheduler: the lr multiplier is negative or not finite at update {bad[0]} (the schedule's keys: {keys})",
-            base_lr,
-        )
+        return f"scheduler: the lr multiplier is negative or not finite at update {bad[0]}{about}", base_lr
     over = [(t, multiplier) for t, multiplier in multipliers if base_lr * multiplier > FLOAT32_MAX]
     if over:
         t, multiplier = over[0]
         return (
             f"scheduler: the lr reaches {base_lr * multiplier:.4g} (optimizer.lr={base_lr:g} times {multiplier:.4g}) "
-            f"at update {t}; allowed is an lr of {FLOAT32_BOUND} (the schedule's keys: {keys})"
+            f"at update {t}; allowed is an lr of {FLOAT32_BOUND}{about}"
         ), base_lr
-    return None, base_lr * max((multiplier for _, multiplier in multipliers), default=1.0)
+    return None, base_lr * max(multiplier for _, multiplier in multipliers)
 
 
 def sampled_updates(total: int, max_points: int = MAX_SCHEDULE_POINTS) -> list[int]:
-    """Every update of a run of `total` updates, or about `max_points` evenly spread ones and the last."""
-    stride = max(1, total // max_points)
-    return [*range(0, total, stride), total - 1] if total > 0 else []
+    """Every update of a run of `total` (>= 1) updates, or about `max_points` evenly spread ones and the last."""
+    return [*range(0, total, max(1, total // max_points)), total - 1]
 
 
 def _first_step_problems(cfg: DictConfig, lr: float) -> list[Problem]:

@@ -120,7 +120,7 @@ def range_test(
                 if step == 0:
                     raise RangeTestError(
                         f"the loss is {value} at the first step, before any update (lr {lr:.3g}): the model or the "
-                        "data give a non-finite loss whatever the lr. Check data.mean, data.std and trainer.precision."
+                        "data give a non-finite loss whatever the lr. Check data.normalize and trainer.precision."
                     )
                 curve.stop = f"the loss was {value} at step {step} (lr {lr:.3g})"
                 break

@@ -326,7 +326,7 @@ def _schedule_problems(cfg: DictConfig) -> tuple[str | None, float]:
 
 def sampled_updates(total: int, max_points: int = MAX_SCHEDULE_POINTS) -> list[int]:
     """Every update of a run of `total` (>= 1) updates, or about `max_points` evenly spread ones and the last."""
-    return [*range(0, total, max(1, total // max_points)), total - 1]
+    return sorted({*range(0, total, max(1, total // max_points)), total - 1})
 
 
 def _first_step_problems(cfg: DictConfig, lr: float) -> list[Problem]:

@@ -82,6 +82,13 @@ def test_a_sampled_preview_holds_the_trained_values_at_its_steps(compose_cfg, ov
         assert values == [every[name][step] for step in steps], name
 
 
+def test_a_run_just_over_the_point_limit_is_previewed_once_per_step(compose_cfg):
+    cfg = compose_cfg(["trainer.epochs=3", "data.train_size=1000", "data.batch_size=50"])
+    steps, sampled = previewed_curves(cfg, steps_per_epoch=20, max_points=40)
+    assert steps == list(range(60))  # every 60 // 40 = 1st step: the last is not listed twice
+    assert sampled["lr"] == schedule_curves(cfg, steps_per_epoch=20)["lr"]
+
+
 @pytest.mark.slow
 def test_preview_of_a_huge_run_is_sampled_to_a_bounded_number_of_rows(tmp_path):
     result = run_preview("trainer.epochs=10000", "data.batch_size=1", *NO_DATA, f"output_root={tmp_path}")

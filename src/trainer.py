@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -48,24 +48,13 @@ class RunResult:
     epoch_seconds: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
+        """What metrics.json records, in this order: the last epoch's metrics, the best test accuracy, the fields."""
         last = self.history[-1] if self.history else {}
         return {
-            "test_acc": last.get("test_acc"),
-            "test_loss": last.get("test_loss"),
-            "train_loss": last.get("train_loss"),
-            "train_acc": last.get("train_acc"),
+            **{key: last.get(key) for key in ("test_acc", "test_loss", "train_loss", "train_acc")},
             "best_test_acc": max((h["test_acc"] for h in self.history), default=None),
-            "epochs": self.epochs,
-            "steps": self.steps,
+            **asdict(self),
             "wall_seconds": round(self.wall_seconds, 3),
-            "diverged": self.diverged,
-            "diverged_step": self.diverged_step,
-            "diverged_epoch": self.diverged_epoch,
-            "collapsed": self.collapsed,
-            "collapsed_epoch": self.collapsed_epoch,
-            "threads": self.threads,
-            "history": self.history,
-            "epoch_seconds": self.epoch_seconds,
         }
 
 
@@ -92,6 +81,7 @@ class Interrupted(Exception):
     """A stop was asked for (SIGTERM or SIGINT); raised between two optimizer steps, never inside one."""
 
 
+@dataclass(eq=False)
 class Trainer:
     """Runs the epochs; `on_epoch_end(trainer)` is called after each (the checkpoint), `should_stop()` polled
     after every optimizer step (a signal). `state_dict`/`load_state_dict` carry everything the next epoch
@@ -102,43 +92,27 @@ class Trainer:
     ends there, a result like any other. Without it, an epoch off chance again clears the mark.
     """
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        lr_driver: LRDriver,
-        data: DeviceData,
-        tracker: Tracker,
-        *,
-        epochs: int,
-        data_seed: int,
-        log_every_steps: int = 10,
-        eval_batch_size: int = 500,
-        precision: str = "fp32",
-        progress: bool = True,
-        stop_on_collapse: bool = True,
-        warmup_updates: int = 0,
-        on_epoch_end: Callable[[Trainer], None] | None = None,
-        should_stop: Callable[[], bool] = lambda: False,
-    ):
-        self.model = model
-        self.optimizer = optimizer
-        self.lr_driver = lr_driver
-        self.data = data
-        self.tracker = tracker
-        self.epochs = epochs
-        self.log_every_steps = log_every_steps
-        self.eval_batch_size = eval_batch_size
-        self.precision = precision
-        self.progress = progress
-        self.stop_on_collapse = stop_on_collapse
-        self.warmup_updates = warmup_updates
-        self.num_classes = int(data.test_y.max()) + 1 if data.test_y.numel() else 10
-        self.on_epoch_end = on_epoch_end
-        self.should_stop = should_stop
-        device = data.train_x.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_driver: LRDriver
+    data: DeviceData
+    tracker: Tracker
+    _: KW_ONLY
+    epochs: int
+    data_seed: int
+    log_every_steps: int = 10
+    eval_batch_size: int = 500
+    precision: str = "fp32"
+    progress: bool = True
+    stop_on_collapse: bool = True
+    warmup_updates: int = 0
+    on_epoch_end: Callable[[Trainer], None] | None = None
+    should_stop: Callable[[], bool] = lambda: False
+
+    def __post_init__(self) -> None:
+        self.num_classes = int(self.data.test_y.max()) + 1 if self.data.test_y.numel() else 10
         # The batch order has its own generator: same seed, same order, whatever the model or optimizer draw.
-        self.order = torch.Generator(device=device).manual_seed(data_seed)
+        self.order = torch.Generator(device=self.data.train_x.device).manual_seed(self.data_seed)
         self.step = 0
         self.result = RunResult()
 
@@ -291,7 +265,10 @@ class Trainer:
                 step_correct[i] = (logits.argmax(dim=1) == labels).sum()
                 if (i + 1) % self.log_every_steps == 0 or i + 1 == len(sizes):
                     window = slice(window_start, i + 1)
-                    loss_sum, correct = self._read_window(step_loss[window], step_correct[window], step_weight[window])
+                    # one device-to-host copy: the window's summed per-image losses and correct predictions
+                    loss_sum, correct = torch.stack(
+                        [(step_loss[window] * step_weight[window]).sum(), step_correct[window].sum()]
+                    ).tolist()
                     count = sum(sizes[window])
                     self.tracker.lrs(first_step + window_start, step_lr[window])
                     if not math.isfinite(loss_sum):
@@ -314,12 +291,6 @@ class Trainer:
             "train_acc": totals["correct"] / self.data.train_size,
             "lr": step_lr[-1],  # the lr of the epoch's last step
         }
-
-    @staticmethod
-    def _read_window(losses: torch.Tensor, correct: torch.Tensor, sizes: torch.Tensor) -> tuple[float, float]:
-        """Sum of per-image losses and of correct predictions over a window: one device-to-host copy."""
-        loss_sum, correct_sum = torch.stack([(losses * sizes).sum(), correct.sum()]).tolist()
-        return loss_sum, correct_sum
 
     @torch.inference_mode()
     def evaluate(self) -> dict[str, float]:

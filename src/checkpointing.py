@@ -6,9 +6,8 @@ trainer's whole state (`Trainer.state_dict`: weights, optimizer, lr scheduler, e
 step/epoch counters, history), the run's resolved config, the overrides that describe it, the fingerprint of the
 data it trains on, and the config changes forced resumes made to it.
 
-Resuming (`resume=<run folder>`, or a run started again in a folder that holds `last.pt`; src/resume.py) reloads
-that state, so the run goes on bit for bit as if never stopped. A config that would change the run, or other data,
-is refused unless forced (see `changes`).
+Resuming (src/resume.py) reloads that state, so the run goes on bit for bit as if never stopped; `changes` finds
+what in a config would change the run.
 """
 
 from __future__ import annotations
@@ -137,11 +136,8 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[st
 
 @dataclass
 class Checkpointer:
-    """Saves the trainer into the run folder at every epoch end: `last.pt` always, `best.pt` when asked.
-
-    Beside the trainer's state a checkpoint holds what the run is: its config, the overrides that describe it, the
-    fingerprint of its data (`DeviceData.fingerprint`) and `config_changes`, what forced resumes changed and when.
-    """
+    """Saves the trainer into the run folder at every epoch end: `last.pt` always, `best.pt` when asked; beside the
+    trainer's state, what the run is (`dataset`: `DeviceData.fingerprint`; `config_changes`: see src/resume.py)."""
 
     run_dir: Path
     config: dict[str, Any]

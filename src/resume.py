@@ -19,7 +19,7 @@ import re
 import shlex
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,8 @@ class ResumePoint:
 
     folder: Path
     checkpoint: dict[str, Any]
-    changes: list[dict[str, Any]] = field(default_factory=list)
-    forced: bool = False
+    changes: list[dict[str, Any]]
+    forced: bool
 
     @property
     def epochs(self) -> int:
@@ -60,11 +60,8 @@ def run_folder_of(cfg: DictConfig, session_dir: Path) -> Path:
 
 
 def find(cfg: DictConfig, folder: Path) -> ResumePoint | None:
-    """The checkpoint in `folder` this command continues, or None when there is none (a new run).
-
-    Raises BadInput for a checkpoint that cannot be read, or whose config differs from this one in what the run
-    computes, listing every difference, unless `checkpoint.force_resume=true`.
-    """
+    """The checkpoint in `folder` this command continues, or None (a new run). Raises BadInput for a checkpoint
+    that cannot be read, or whose config changes what the run computes, unless `checkpoint.force_resume=true`."""
     if not (folder / checkpointing.LAST).is_file():
         return None
     checkpoint = checkpointing.load(folder / checkpointing.LAST)
@@ -90,7 +87,7 @@ def finished(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
         return None
     try:
         recorded = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8, not JSON
         log.warning("%s cannot be read (%s): the run goes on from its last.pt", path, error)
         return None
     if not isinstance(recorded, dict):

@@ -117,7 +117,6 @@ class Trainer:
         self.result = RunResult()
 
     def state_dict(self) -> dict[str, Any]:
-        """Weights, optimizer, lr scheduler, the torch RNGs of every device, the data order, counters, history."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),

@@ -67,12 +67,10 @@ def write_hydra_record(run_dir: Path, config: DictConfig, hydra_config: DictConf
         raise
 
 
-def write_failed(job_dir: Path, status: int, reason: str, overrides: list[str], job: int | None) -> None:
+def write_failed(job_dir: Path, status: int, reason: str, overrides: list[str], job: int) -> None:
     """Record in `job_dir` that this sweep job could not run; a folder that cannot take it is only logged (the
     job's status is still in the sweep's log and exit status)."""
-    payload: dict[str, Any] = {"failed": True, "status": status, "reason": reason, "overrides": list(overrides)}
-    if job is not None:
-        payload["job"] = job
+    payload = {"failed": True, "status": status, "reason": reason, "overrides": list(overrides), "job": job}
     try:
         Path(job_dir).mkdir(parents=True, exist_ok=True)
         write_json(Path(job_dir) / FAILED, payload)

@@ -6,6 +6,7 @@ correct counts are written into device buffers, and a window of them is copied t
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -141,9 +142,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.order.set_state(state["order"])
         self.step = state["step"]
-        saved = state["result"]
-        history = [dict(entry) for entry in saved["history"]]
-        self.result = RunResult(**{**saved, "history": history, "epoch_seconds": list(saved.get("epoch_seconds", []))})
+        self.result = RunResult(**copy.deepcopy(state["result"]))  # a copy: the checkpoint's lists stay as saved
 
     def _with_current_hyperparameters(self, state: dict[str, Any]) -> dict[str, Any]:
         scheduler, lrs = self.lr_driver.taken_up_from(state["lr_driver"])

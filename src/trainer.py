@@ -183,17 +183,10 @@ class Trainer:
                 result.history.append({"epoch": epoch + 1, "step": self.step, **metrics})
                 result.epoch_seconds.append(round(seconds, 3))
                 result.epochs, result.steps = epoch + 1, self.step
-                log.info(
-                    "epoch %d/%d step %d: train_loss %.4f train_acc %.4f test_loss %.4f test_acc %.4f lr %.6g",
-                    epoch + 1,
-                    self.epochs,
-                    self.step,
-                    metrics["train_loss"],
-                    metrics["train_acc"],
-                    metrics["test_loss"],
-                    metrics["test_acc"],
-                    metrics["lr"],
+                shown = " ".join(
+                    f"{name} {metrics[name]:.4f}" for name in ("train_loss", "train_acc", "test_loss", "test_acc")
                 )
+                log.info("epoch %d/%d step %d: %s lr %.6g", epoch + 1, self.epochs, self.step, shown, metrics["lr"])
                 result.wall_seconds = seconds
                 stop = self._note_collapse(epoch + 1, first_update, metrics)
                 if self.on_epoch_end is not None:

@@ -6,15 +6,15 @@ trainer's whole state (`Trainer.state_dict`: weights, optimizer, lr scheduler, e
 step/epoch counters, history), the run's resolved config, the overrides that describe it, the fingerprint of the
 data it trains on, and the config changes forced resumes made to it.
 
-Resuming (`resume=<run folder>`, or a run started again in a folder that holds `last.pt`; src/resume.py) reloads
-that state, so the run goes on bit for bit as if never stopped. A config that would change the run, or other data,
-is refused unless forced (see `changes`).
+Resuming (src/resume.py) reloads that state, so the run goes on bit for bit as if never stopped; `changes` finds
+what in a config would change the run.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +62,13 @@ def save(path: Path, payload: Mapping[str, Any]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         partial.replace(path)
-    except OSError:
+    except (OSError, RuntimeError) as error:
         partial.unlink(missing_ok=True)
-        raise
-    except RuntimeError as error:  # torch's zip writer reports a failed write (ENOSPC, EFBIG) as a RuntimeError
-        partial.unlink(missing_ok=True)
-        if (cause := _os_error_behind(error)) is not None:
-            raise cause from None
-        raise
+        # torch's zip writer reports a failed write (ENOSPC, EFBIG) as a RuntimeError raised from the OSError
+        cause = _os_error_behind(error)
+        if cause is None or cause is error:
+            raise
+        raise cause from None
 
 
 def _os_error_behind(error: BaseException) -> OSError | None:
@@ -135,34 +134,24 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[st
     return [describe(change) for change in changes(saved, current)]
 
 
+@dataclass
 class Checkpointer:
-    """Saves the trainer into the run folder at every epoch end: `last.pt` always, `best.pt` when asked.
+    """Saves the trainer into the run folder at every epoch end: `last.pt` always, `best.pt` when asked; beside the
+    trainer's state, what the run is (`dataset`: `DeviceData.fingerprint`; `config_changes`: see src/resume.py)."""
 
-    Beside the trainer's state a checkpoint holds what the run is: its config, the overrides that describe it, the
-    fingerprint of its data (`DeviceData.fingerprint`) and `config_changes`, what forced resumes changed and when.
-    """
+    run_dir: Path
+    config: dict[str, Any]
+    overrides: list[str]
+    keep_best: bool
+    flush_curves: Callable[[], None]
+    dataset: str
+    config_changes: list[dict[str, Any]]
 
-    def __init__(
-        self,
-        run_dir: Path,
-        config: Mapping[str, Any],
-        overrides: list[str],
-        *,
-        keep_best: bool = False,
-        flush_curves: Callable[[], None] | None = None,
-        dataset: str | None = None,
-        config_changes: list[dict[str, Any]] | None = None,
-    ):
-        self.run_dir = Path(run_dir)
-        self.config = dict(config)
-        self.overrides = list(overrides)
-        self.keep_best = keep_best
-        self.flush_curves = flush_curves
-        self.dataset = dataset
-        self.config_changes = list(config_changes or [])
-
-    def payload(self, trainer: Any) -> dict[str, Any]:
-        return {
+    def __call__(self, trainer: Any) -> None:
+        """Write the state after an epoch (or before the first); TensorBoard is flushed first, so every point up
+        to the saved step is on the disk before the checkpoint says the run got that far."""
+        self.flush_curves()
+        payload = {
             "format": FORMAT_VERSION,
             "trainer": trainer.state_dict(),
             "config": self.config,
@@ -170,13 +159,6 @@ class Checkpointer:
             "dataset_sha256": self.dataset,
             "config_changes": self.config_changes,
         }
-
-    def __call__(self, trainer: Any) -> None:
-        """Write the state after an epoch (or before the first); TensorBoard is flushed first, so every point up
-        to the saved step is on the disk before the checkpoint says the run got that far."""
-        if self.flush_curves is not None:
-            self.flush_curves()
-        payload = self.payload(trainer)
         save(self.run_dir / LAST, payload)
         history = trainer.result.history
         if (

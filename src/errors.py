@@ -7,18 +7,12 @@ The code that finds a problem raises one of these; only `src.train.main` turns t
 from __future__ import annotations
 
 EXIT_BAD_INPUT = 2
-EXIT_UNWRITABLE = 3
 
 
 class RunError(Exception):
     """A run cannot go on; `str(error)` is the whole message for the user, `status` the process's exit status."""
 
     status = EXIT_BAD_INPUT
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        if status is not None:
-            self.status = status
 
 
 class BadInput(RunError):
@@ -28,12 +22,12 @@ class BadInput(RunError):
 class Unwritable(RunError):
     """The run folder cannot be written: disk full, no permission (exit status 3)."""
 
-    status = EXIT_UNWRITABLE
+    status = 3
 
 
 class Stopped(RunError):
     """A signal stopped the run after an optimizer step (exit status 128 + the signal's number)."""
 
     def __init__(self, message: str, signum: int):
-        super().__init__(message, status=128 + signum)
-        self.signum = signum
+        super().__init__(message)
+        self.status = 128 + signum

@@ -2,7 +2,7 @@
 
 - `find`: the checkpoint a command continues (`resume=<folder>`, or `last.pt` already in its own folder); a config
   that changes what the run computes is refused unless `checkpoint.force_resume=true`.
-- `RunLock`: one process at a time trains in a run folder.
+- `run_lock`: one process at a time trains in a run folder.
 - `identity`: what the run is once this session starts: the overrides that describe it, its data's fingerprint
   and the history of what forced resumes changed (`config_changes`); other data is refused unless forced.
 - `command`: the command line that continues a run, quoted for the shell and for Hydra's override grammar.
@@ -17,8 +17,9 @@ import logging
 import os
 import re
 import shlex
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,8 @@ class ResumePoint:
 
     folder: Path
     checkpoint: dict[str, Any]
-    changes: list[dict[str, Any]] = field(default_factory=list)
-    forced: bool = False
+    changes: list[dict[str, Any]]
+    forced: bool
 
     @property
     def epochs(self) -> int:
@@ -59,11 +60,8 @@ def run_folder_of(cfg: DictConfig, session_dir: Path) -> Path:
 
 
 def find(cfg: DictConfig, folder: Path) -> ResumePoint | None:
-    """The checkpoint in `folder` this command continues, or None when there is none (a new run).
-
-    Raises BadInput for a checkpoint that cannot be read, or whose config differs from this one in what the run
-    computes, listing every difference, unless `checkpoint.force_resume=true`.
-    """
+    """The checkpoint in `folder` this command continues, or None (a new run). Raises BadInput for a checkpoint
+    that cannot be read, or whose config changes what the run computes, unless `checkpoint.force_resume=true`."""
     if not (folder / checkpointing.LAST).is_file():
         return None
     checkpoint = checkpointing.load(folder / checkpointing.LAST)
@@ -89,7 +87,7 @@ def finished(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
         return None
     try:
         recorded = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8, not JSON
         log.warning("%s cannot be read (%s): the run goes on from its last.pt", path, error)
         return None
     if not isinstance(recorded, dict):
@@ -102,57 +100,52 @@ def finished(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
 # ------------------------------------------------------------------------------------------- one process per run
 
 
-class RunLock:
-    """Holds an exclusive `flock` on `<run folder>/.lock` while a process trains there, so a second command on the
+@contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `<run folder>/.lock` while a process trains there, so a second command on the
     same folder (a resume started twice, two sweeps into one folder) is refused instead of interleaving its
     checkpoints. The kernel drops the lock when its process ends, however it ends, so a killed run leaves no
     stale lock; the file holds the holder's process id for the message, and is removed on release."""
+    path = Path(folder) / LOCK
+    try:
+        fd = _acquire(path)
+    except OSError as error:
+        raise Unwritable(
+            f"cannot write the run's files in {path.parent}: {error.strerror or error}. Pick a writable "
+            "folder with output_root=<folder>."
+        ) from None
+    try:  # only for the message of a process refused later: a full disk does not stop the run here
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # still holding the lock, so nobody locks the file being removed
+        os.close(fd)
 
-    def __init__(self, folder: Path):
-        self.path = Path(folder) / LOCK
-        self._fd: int | None = None
 
-    def __enter__(self) -> RunLock:
+def _acquire(path: Path) -> int:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            self._fd = self._acquire()
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
-            raise Unwritable(
-                f"cannot write the run's files in {self.path.parent}: {error.strerror or error}. Pick a writable "
-                "folder with output_root=<folder>."
+            holder = _read_holder(fd)
+            os.close(fd)
+            if error.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise BadInput(
+                f"cannot train in {path.parent}: {holder} is training there (it holds {path}). "
+                "Wait for it to end, or stop it; a run stopped by a signal or killed resumes from its last.pt."
             ) from None
-        try:  # only for the message of a process refused later: a full disk does not stop the run here
-            os.ftruncate(self._fd, 0)
-            os.write(self._fd, f"{os.getpid()}\n".encode())
-        except OSError:
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
             pass
-        return self
-
-    def _acquire(self) -> int:
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as error:
-                holder = _read_holder(fd)
-                os.close(fd)
-                if error.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                raise BadInput(
-                    f"cannot train in {self.path.parent}: {holder} is training there (it holds {self.path}). "
-                    "Wait for it to end, or stop it; a run stopped by a signal or killed resumes from its last.pt."
-                ) from None
-            try:
-                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
-                    return fd
-            except FileNotFoundError:
-                pass
-            os.close(fd)  # its last holder removed the file between our open and our lock: lock the new one
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._fd is not None:
-            self.path.unlink(missing_ok=True)  # still holding the lock, so nobody locks the file being removed
-            os.close(self._fd)
-            self._fd = None
+        os.close(fd)  # its last holder removed the file between our open and our lock: lock the new one
 
 
 def _read_holder(fd: int) -> str:
@@ -206,7 +199,9 @@ def identity(
         changes.append({"key": "dataset_sha256", "old": saved_sha256, "new": dataset_sha256})
     if not changes:
         return RunIdentity(list(point.checkpoint["overrides"]), dataset_sha256, history, changed_now=False)
-    fresh_optimizer = optimizer_switched(point, cfg)
+    # a forced resume onto another optimizer class (e.g. SGD to Adam): the saved state does not fit it
+    saved_optimizer = (point.checkpoint["config"].get("optimizer") or {}).get("_target_")
+    fresh_optimizer = saved_optimizer != OmegaConf.select(cfg, "optimizer._target_")
     history.append(
         {
             "epoch": point.epochs,
@@ -217,19 +212,6 @@ def identity(
     )
     overrides = merged_overrides(point.checkpoint["overrides"], task_overrides, cfg, choices)
     return RunIdentity(overrides, dataset_sha256, history, changed_now=True, fresh_optimizer=fresh_optimizer)
-
-
-def optimizer_switched(point: ResumePoint, cfg: DictConfig) -> bool:
-    """A forced resume onto another optimizer class (e.g. SGD to Adam): the saved state does not fit it."""
-    saved = (point.checkpoint["config"].get("optimizer") or {}).get("_target_")
-    return saved != OmegaConf.select(cfg, "optimizer._target_")
-
-
-def state_to_load(point: ResumePoint, run: RunIdentity, fresh_optimizer_state: dict[str, Any]) -> dict[str, Any]:
-    """The trainer state to restore: the checkpoint's, with the new optimizer's own empty state where the optimizer
-    class changed (SGD's momentum buffers mean nothing to Adam, which starts its moments afresh)."""
-    state = point.checkpoint["trainer"]
-    return {**state, "optimizer": fresh_optimizer_state} if run.fresh_optimizer else state
 
 
 def _parsed(override: str) -> Any | None:

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from src.tracking import write_json
 
@@ -31,25 +31,22 @@ FAILED = "failed.json"
 HYDRA_MADE = {"train.log"}
 
 
-def write_hydra_record(
-    run_dir: Path,
-    config: DictConfig,
-    hydra_config: DictConfig | None,
-    overrides: list[str],
-) -> None:
+def write_hydra_record(run_dir: Path, config: DictConfig, hydra_config: DictConfig, overrides: list[str]) -> None:
     """Write `.hydra/config.yaml` (the run's config), `hydra.yaml` (Hydra's section, with `overrides.task` set to
     `overrides` and `runtime.output_dir` to the run folder) and `overrides.yaml`, as Hydra writes them.
 
     All three are written aside first and then renamed, so a full disk leaves the earlier record whole.
     """
     folder = Path(run_dir) / HYDRA_DIR
-    contents = {"config.yaml": OmegaConf.to_yaml(config), "overrides.yaml": OmegaConf.to_yaml(list(overrides))}
-    if hydra_config is not None:
-        recorded = copy.deepcopy(hydra_config)
-        for node, key, value in (("overrides", "task", list(overrides)), ("runtime", "output_dir", str(run_dir))):
-            with read_write(recorded.hydra[node]), open_dict(recorded.hydra[node]):
-                recorded.hydra[node][key] = value
-        contents["hydra.yaml"] = OmegaConf.to_yaml(recorded)
+    recorded = copy.deepcopy(hydra_config)
+    with read_write(recorded.hydra):  # Hydra makes its section read-only
+        recorded.hydra.overrides.task = list(overrides)
+        recorded.hydra.runtime.output_dir = str(run_dir)
+    contents = {
+        "config.yaml": OmegaConf.to_yaml(config),
+        "overrides.yaml": OmegaConf.to_yaml(list(overrides)),
+        "hydra.yaml": OmegaConf.to_yaml(recorded),
+    }
     made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     partials = []
@@ -70,12 +67,10 @@ def write_hydra_record(
         raise
 
 
-def write_failed(job_dir: Path, status: int, reason: str, overrides: list[str], job: int | None) -> None:
+def write_failed(job_dir: Path, status: int, reason: str, overrides: list[str], job: int) -> None:
     """Record in `job_dir` that this sweep job could not run; a folder that cannot take it is only logged (the
     job's status is still in the sweep's log and exit status)."""
-    payload: dict[str, Any] = {"failed": True, "status": status, "reason": reason, "overrides": list(overrides)}
-    if job is not None:
-        payload["job"] = job
+    payload = {"failed": True, "status": status, "reason": reason, "overrides": list(overrides), "job": job}
     try:
         Path(job_dir).mkdir(parents=True, exist_ok=True)
         write_json(Path(job_dir) / FAILED, payload)
@@ -101,20 +96,16 @@ def failed_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     return sorted(records, key=lambda record: (record.get("job") is None, record.get("job") or 0, record["folder"]))
 
 
-# The topmost folder of the single run's folder that did not exist before Hydra made it (`note_run_folder`).
-_made_by_this_process: dict[str, Path | None] = {}
+# A single run's folder -> the topmost folder of its path that did not exist before Hydra made it (None: none).
+_made_by_this_process: dict[Path, Path | None] = {}
 
 
 def note_run_folder(run_dir: Path) -> None:
     """Before Hydra makes a single run's folder: note the topmost folder of its path not there yet, so a refused
     run removes what this process alone made (`remove_session_folder`) and nothing that was there before."""
-    first_missing = None
-    for folder in (Path(os.path.abspath(run_dir)), *Path(os.path.abspath(run_dir)).parents):
-        if folder.exists():
-            break
-        first_missing = folder
-    _made_by_this_process["first"] = first_missing
-    _made_by_this_process["run_dir"] = Path(os.path.abspath(run_dir))
+    run_dir = Path(os.path.abspath(run_dir))
+    missing = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
+    _made_by_this_process[run_dir] = missing[-1] if missing else None
 
 
 def remove_session_folder(session_dir: Path) -> None:
@@ -124,13 +115,10 @@ def remove_session_folder(session_dir: Path) -> None:
     session_dir = Path(os.path.abspath(session_dir))
     if not session_dir.is_dir() or any(path.name not in HYDRA_MADE for path in session_dir.iterdir()):
         return
-    first = _made_by_this_process.get("first")
-    if _made_by_this_process.get("run_dir") == session_dir:
-        if first is None:
-            return  # the folder was there before: it is the user's
-        top = first
-    else:  # a sweep job's folder, made by its launcher below the sweep folder
-        top = session_dir
+    # a sweep job's folder is not noted: its launcher made it, below the sweep folder
+    top = _made_by_this_process.get(session_dir, session_dir)
+    if top is None:
+        return  # the folder was there before: it is the user's
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == session_dir:

@@ -27,8 +27,6 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, Sessi
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-TRAIN_TAGS = ("train/loss", "train/acc", "train/lr")
-EPOCH_TAGS = ("train/epoch_loss", "train/epoch_acc", "test/loss", "test/acc")
 # Final metrics shown next to the hyperparameters; `final/diverged` is 1 for a run stopped by a NaN/inf loss,
 # `final/collapsed` 1 for a run that ended at chance (Trainer).
 FINAL_METRICS = ("test_acc", "best_test_acc", "test_loss", "train_loss", "diverged", "collapsed")
@@ -114,16 +112,9 @@ class Tracker:
     threads the run computes with: runs on different counts differ in the last digits.
     """
 
-    def __init__(
-        self,
-        run_dir: Path,
-        flush_secs: int = 30,
-        hparams: Mapping[str, Any] | None = None,
-        purge_step: int | None = None,
-    ):
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: Path, hparams: Mapping[str, Any] | None = None, purge_step: int | None = None):
         # purge_step (a resumed run's step): TensorBoard drops the earlier session's points at or after it
-        self.writer = SummaryWriter(log_dir=str(self.run_dir), flush_secs=flush_secs, purge_step=purge_step)
+        self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=30, purge_step=purge_step)
         self.writer.add_custom_scalars(COMPARE_LAYOUT)
         if hparams is not None:
             hparams = {**hparams, "threads": torch.get_num_threads()}
@@ -178,8 +169,7 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     partial = path.with_name(path.name + ".partial")
     text = json.dumps(_finite_or_none(payload), indent=2, allow_nan=False)
     with open(partial, "w") as handle:
-        handle.write(text)
-        handle.write("\n")
+        handle.write(text + "\n")
         handle.flush()
         os.fsync(handle.fileno())
     partial.replace(path)

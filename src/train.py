@@ -1,13 +1,9 @@
 """`python -m src.train [overrides]`: compose the config, check it, build the run, fit it, record it.
 
-Exit status (docs/resume.md lists what each leaves on disk):
-- 0: the run finished, and also when it diverged or collapsed (a schedule that diverges is a result, recorded in
-  metrics.json, so a sweep goes on);
-- 2: bad input before any training: the config, the dataset (missing, damaged, other than the checkpoint's),
-  a checkpoint that does not fit, a run folder another process is training in;
-- 3: the run folder cannot be written (disk full, no permission);
-- 128 + the signal's number (130 for SIGINT, 143 for SIGTERM): stopped by a signal, `last.pt` holds the last
-  finished epoch and the message gives the command that continues it.
+Exit status (src/errors.py; docs/resume.md lists what each leaves on disk): 0 when the run finished, also when it
+diverged or collapsed (a schedule that diverges is a result, recorded in metrics.json, so a sweep goes on); 2 for
+bad input before any training; 3 for a run folder that cannot be written; 128 + the signal's number when a signal
+stopped it (`last.pt` holds the last finished epoch, the message gives the command that continues it).
 In a sweep (`-m`) a job that cannot run writes failed.json into its folder instead of ending the sweep; the other
 jobs run, and the sweep ends with the first failed job's status (src.callbacks.FailedJobs). A signal ends the sweep.
 A run started again in a folder holding `last.pt`, or with `resume=<run folder>`, continues from it (src/resume.py).
@@ -66,10 +62,8 @@ def log_to_files(message: str) -> None:
 
 
 def fail(message: str, status: int = EXIT_BAD_INPUT) -> NoReturn:
-    """Stop with a message and exit status `status` (2: bad input), without a traceback.
-
-    The message goes to stderr once, and into the run's log file (not again to the console through logging).
-    """
+    """Stop with a message and exit status `status` (2: bad input), without a traceback; the message goes to
+    stderr once, and into the run's log file (not again to the console through logging)."""
     log_to_files(message)
     print(f"lrbench: {message}", file=sys.stderr)
     sys.exit(status)
@@ -79,21 +73,18 @@ class StopOnSignal:
     """While active, SIGTERM and SIGINT ask the trainer to stop after its current step (`stop()` is true, and
     `received` names the signal); a second signal ends the process at once."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():  # Python handles signals in its main thread only
-            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGTERM, signal.SIGINT)}
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
-        self._previous = {}
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.received is not None:
@@ -118,9 +109,7 @@ def _parallel_jobs() -> int:
 
     A negative n_jobs counts back from the cores as joblib does (-1: one job per core, -2: all but one).
     """
-    if not HydraConfig.initialized():
-        return 1
-    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
+    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs") if HydraConfig.initialized() else None
     if not isinstance(n_jobs, int) or n_jobs == 0:
         return 1
     return n_jobs if n_jobs > 0 else max(1, available_cores() + 1 + n_jobs)
@@ -141,13 +130,6 @@ def check(cfg: DictConfig) -> None:
         raise BadInput(f"invalid configuration:\n{error}") from None
 
 
-def _load_data(cfg: DictConfig, device: torch.device) -> data.DeviceData:
-    try:
-        return data.load(device=device, **OmegaConf.to_container(cfg.data))
-    except data.DatasetNotFoundError as error:
-        raise BadInput(str(error)) from None
-
-
 def _record_for_hydra(cfg: DictConfig, run_dir: Path, overrides: list[str], *, resumed: bool) -> None:
     """`.hydra/` as Hydra writes it. For a forced resume it describes the run, not how this session reached it (no
     `resume`, no `force_resume`): the config a new run of the recorded overrides would have."""
@@ -165,16 +147,15 @@ def run(
     *,
     stop: StopOnSignal | None = None,
 ) -> RunResult:
-    """Train the run `cfg` describes, writing its curves, checkpoints and metrics.json into `run_dir`.
-
-    With `resume_point` the run continues from its checkpoint; where it was forced through a changed config, this
-    config's schedule and optimizer settings apply from there on. Under Hydra, `.hydra/` is written once the data
-    is accepted (for a new run, or a resume that changed the run). Raises BadInput (the data), Unwritable (the
-    folder), Stopped (a signal).
-    """
+    """Train the run `cfg` describes (from `resume_point`'s checkpoint, if given) into `run_dir`: curves,
+    checkpoints, metrics.json, and under Hydra `.hydra/` once the data is accepted (for a new run, or a resume that
+    changed the run). Raises BadInput (the data), Unwritable (the folder), Stopped (a signal)."""
     configure_threads(cfg.trainer.threads, parallel_jobs=_parallel_jobs())
     device = select_device(cfg.trainer.device)
-    dataset = _load_data(cfg, device)
+    try:
+        dataset = data.load(device=device, **OmegaConf.to_container(cfg.data))
+    except data.DatasetNotFoundError as error:
+        raise BadInput(str(error)) from None
     identity = resume.identity(cfg, resume_point, dataset.fingerprint, _task_overrides(), _choices())
     try:
         if identity.changed_now and HydraConfig.initialized():
@@ -253,12 +234,13 @@ def _fit(
     )
     try:
         if resume_point is not None:
-            state = resume.state_to_load(resume_point, identity, optimizer.state_dict())
-            trainer.load_state_dict(state, current_hyperparameters=bool(resume_point.changes))
-            if identity.fresh_optimizer:
+            state = resume_point.checkpoint["trainer"]
+            if identity.fresh_optimizer:  # SGD's momentum buffers mean nothing to Adam, which starts afresh
+                state = {**state, "optimizer": optimizer.state_dict()}
                 log.warning(
                     "forced resume onto another optimizer: %s starts with a fresh state", cfg.optimizer._target_
                 )
+            trainer.load_state_dict(state, current_hyperparameters=bool(resume_point.changes))
             if trainer.result.history:  # its epoch points sit on the restart step, so they are written again
                 tracker.epoch(trainer.step, trainer.result.history[-1])
             log.info("resumed after epoch %d/%d at step %d", trainer.result.epochs, cfg.trainer.epochs, trainer.step)
@@ -294,7 +276,7 @@ def train(cfg: DictConfig, session_dir: Path) -> dict[str, Any]:
     find what it continues, then train; returns the run's summary."""
     check(cfg)
     run_dir = resume.run_folder_of(cfg, session_dir)
-    with resume.RunLock(run_dir):
+    with resume.run_lock(run_dir):
         resume_point = resume.find(cfg, run_dir)
         # the checkpoint's config was found equal to this one above: the recorded result is this run's
         if resume_point and cfg.checkpoint.skip_finished and (recorded := resume.finished(run_dir, cfg)):
@@ -315,8 +297,7 @@ def train(cfg: DictConfig, session_dir: Path) -> dict[str, Any]:
 def _job_failed(error: RunError, job_dir: Path) -> float:
     """A sweep job that cannot run: failed.json in its folder, a message, and the worst objective, so the sweep
     goes on (its end counts the failures: src.callbacks.FailedJobs)."""
-    job = HydraConfig.get().job
-    number = job.get("num")
+    number = HydraConfig.get().job.num
     log_to_files(f"job failed (exit status {error.status}): {error}")
     print(f"lrbench: sweep job {number} failed (exit status {error.status}): {error}", file=sys.stderr)
     run_folder.write_failed(job_dir, error.status, str(error), _task_overrides(), number)
@@ -332,10 +313,8 @@ def main(cfg: DictConfig) -> float:
     except RunError as error:
         if HydraConfig.get().mode == RunMode.MULTIRUN and not isinstance(error, Stopped):
             return _job_failed(error, session_dir)
-        log_to_files(str(error))
         run_folder.remove_session_folder(session_dir)  # a run refused before training leaves no folder
-        print(f"lrbench: {error}", file=sys.stderr)
-        sys.exit(error.status)
+        fail(str(error), error.status)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ correct counts are written into device buffers, and a window of them is copied t
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -48,24 +49,13 @@ class RunResult:
     epoch_seconds: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
+        """What metrics.json records, in this order: the last epoch's metrics, the best test accuracy, the fields."""
         last = self.history[-1] if self.history else {}
         return {
-            "test_acc": last.get("test_acc"),
-            "test_loss": last.get("test_loss"),
-            "train_loss": last.get("train_loss"),
-            "train_acc": last.get("train_acc"),
+            **{key: last.get(key) for key in ("test_acc", "test_loss", "train_loss", "train_acc")},
             "best_test_acc": max((h["test_acc"] for h in self.history), default=None),
-            "epochs": self.epochs,
-            "steps": self.steps,
+            **asdict(self),
             "wall_seconds": round(self.wall_seconds, 3),
-            "diverged": self.diverged,
-            "diverged_step": self.diverged_step,
-            "diverged_epoch": self.diverged_epoch,
-            "collapsed": self.collapsed,
-            "collapsed_epoch": self.collapsed_epoch,
-            "threads": self.threads,
-            "history": self.history,
-            "epoch_seconds": self.epoch_seconds,
         }
 
 
@@ -92,6 +82,7 @@ class Interrupted(Exception):
     """A stop was asked for (SIGTERM or SIGINT); raised between two optimizer steps, never inside one."""
 
 
+@dataclass(eq=False)
 class Trainer:
     """Runs the epochs; `on_epoch_end(trainer)` is called after each (the checkpoint), `should_stop()` polled
     after every optimizer step (a signal). `state_dict`/`load_state_dict` carry everything the next epoch
@@ -102,48 +93,31 @@ class Trainer:
     ends there, a result like any other. Without it, an epoch off chance again clears the mark.
     """
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        lr_driver: LRDriver,
-        data: DeviceData,
-        tracker: Tracker,
-        *,
-        epochs: int,
-        data_seed: int,
-        log_every_steps: int = 10,
-        eval_batch_size: int = 500,
-        precision: str = "fp32",
-        progress: bool = True,
-        stop_on_collapse: bool = True,
-        warmup_updates: int = 0,
-        on_epoch_end: Callable[[Trainer], None] | None = None,
-        should_stop: Callable[[], bool] = lambda: False,
-    ):
-        self.model = model
-        self.optimizer = optimizer
-        self.lr_driver = lr_driver
-        self.data = data
-        self.tracker = tracker
-        self.epochs = epochs
-        self.log_every_steps = log_every_steps
-        self.eval_batch_size = eval_batch_size
-        self.precision = precision
-        self.progress = progress
-        self.stop_on_collapse = stop_on_collapse
-        self.warmup_updates = warmup_updates
-        self.num_classes = int(data.test_y.max()) + 1 if data.test_y.numel() else 10
-        self.on_epoch_end = on_epoch_end
-        self.should_stop = should_stop
-        device = data.train_x.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_driver: LRDriver
+    data: DeviceData
+    tracker: Tracker
+    _: KW_ONLY
+    epochs: int
+    data_seed: int
+    log_every_steps: int = 10
+    eval_batch_size: int = 500
+    precision: str = "fp32"
+    progress: bool = True
+    stop_on_collapse: bool = True
+    warmup_updates: int = 0
+    on_epoch_end: Callable[[Trainer], None] | None = None
+    should_stop: Callable[[], bool] = lambda: False
+
+    def __post_init__(self) -> None:
+        self.num_classes = int(self.data.test_y.max()) + 1 if self.data.test_y.numel() else 10
         # The batch order has its own generator: same seed, same order, whatever the model or optimizer draw.
-        self.order = torch.Generator(device=device).manual_seed(data_seed)
+        self.order = torch.Generator(device=self.data.train_x.device).manual_seed(self.data_seed)
         self.step = 0
         self.result = RunResult()
 
     def state_dict(self) -> dict[str, Any]:
-        """Weights, optimizer, lr scheduler, the torch RNGs of every device, the data order, counters, history."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -168,9 +142,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.order.set_state(state["order"])
         self.step = state["step"]
-        saved = state["result"]
-        history = [dict(entry) for entry in saved["history"]]
-        self.result = RunResult(**{**saved, "history": history, "epoch_seconds": list(saved.get("epoch_seconds", []))})
+        self.result = RunResult(**copy.deepcopy(state["result"]))  # a copy: the checkpoint's lists stay as saved
 
     def _with_current_hyperparameters(self, state: dict[str, Any]) -> dict[str, Any]:
         scheduler, lrs = self.lr_driver.taken_up_from(state["lr_driver"])
@@ -211,17 +183,10 @@ class Trainer:
                 result.history.append({"epoch": epoch + 1, "step": self.step, **metrics})
                 result.epoch_seconds.append(round(seconds, 3))
                 result.epochs, result.steps = epoch + 1, self.step
-                log.info(
-                    "epoch %d/%d step %d: train_loss %.4f train_acc %.4f test_loss %.4f test_acc %.4f lr %.6g",
-                    epoch + 1,
-                    self.epochs,
-                    self.step,
-                    metrics["train_loss"],
-                    metrics["train_acc"],
-                    metrics["test_loss"],
-                    metrics["test_acc"],
-                    metrics["lr"],
+                shown = " ".join(
+                    f"{name} {metrics[name]:.4f}" for name in ("train_loss", "train_acc", "test_loss", "test_acc")
                 )
+                log.info("epoch %d/%d step %d: %s lr %.6g", epoch + 1, self.epochs, self.step, shown, metrics["lr"])
                 result.wall_seconds = seconds
                 stop = self._note_collapse(epoch + 1, first_update, metrics)
                 if self.on_epoch_end is not None:
@@ -291,7 +256,10 @@ class Trainer:
                 step_correct[i] = (logits.argmax(dim=1) == labels).sum()
                 if (i + 1) % self.log_every_steps == 0 or i + 1 == len(sizes):
                     window = slice(window_start, i + 1)
-                    loss_sum, correct = self._read_window(step_loss[window], step_correct[window], step_weight[window])
+                    # one device-to-host copy: the window's summed per-image losses and correct predictions
+                    loss_sum, correct = torch.stack(
+                        [(step_loss[window] * step_weight[window]).sum(), step_correct[window].sum()]
+                    ).tolist()
                     count = sum(sizes[window])
                     self.tracker.lrs(first_step + window_start, step_lr[window])
                     if not math.isfinite(loss_sum):
@@ -314,12 +282,6 @@ class Trainer:
             "train_acc": totals["correct"] / self.data.train_size,
             "lr": step_lr[-1],  # the lr of the epoch's last step
         }
-
-    @staticmethod
-    def _read_window(losses: torch.Tensor, correct: torch.Tensor, sizes: torch.Tensor) -> tuple[float, float]:
-        """Sum of per-image losses and of correct predictions over a window: one device-to-host copy."""
-        loss_sum, correct_sum = torch.stack([(losses * sizes).sum(), correct.sum()]).tolist()
-        return loss_sum, correct_sum
 
     @torch.inference_mode()
     def evaluate(self) -> dict[str, float]:

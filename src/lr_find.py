@@ -53,7 +53,7 @@ from src.lr_suggest import (
 )
 from src.optimizers import build_optimizer
 from src.tracking import write_json
-from src.train import _choices, _task_overrides, fail  # importing it registers the resolvers the configs use
+from src.train import fail, group_choices, task_overrides  # importing it registers the resolvers the configs use
 from src.validation import NUMBER, ConfigError, override_key_problem, validate
 
 __all__ = ["Curve", "RangeTestError", "find_lr", "ramp_problems", "range_test", "read_suggestion"]
@@ -259,7 +259,7 @@ def report_lines(
 
 
 def title(cfg: DictConfig) -> str:
-    choices = _choices()
+    choices = group_choices()
     return (
         f"LR range test: {choices.get('model', 'model')}, {choices.get('optimizer', 'optimizer')}, "
         f"batch {cfg.data.batch_size}, seed {cfg.seed}, {cfg.lr_find.mode} ramp over {cfg.lr_find.num_steps} steps"
@@ -300,7 +300,7 @@ def main(cfg: DictConfig) -> float:
             f"or raise lr_find.num_steps. The curve is in {folder / CSV_FILE}."
         )
     chosen = cfg.lr_find.suggestion
-    overrides = _task_overrides()
+    overrides = task_overrides()
     lines = report_lines(curve, suggestions, chosen, folder, overrides)
     figure = draw(curve, suggestions, chosen, title(cfg))
     figure.savefig(folder / PNG_FILE, dpi=120)
@@ -313,7 +313,7 @@ def main(cfg: DictConfig) -> float:
             "settings": OmegaConf.to_container(cfg.lr_find),
             "steps_run": len(curve.lrs),
             "stop": curve.stop,
-            "optimizer": _choices().get("optimizer"),
+            "optimizer": group_choices().get("optimizer"),
             "overrides": overrides,
         },
     )

@@ -96,11 +96,13 @@ class StopOnSignal:
         return self.received is not None
 
 
-def _task_overrides() -> list[str]:
+def task_overrides() -> list[str]:
+    """The command line's overrides of this Hydra run (none outside one)."""
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def _choices() -> dict[str, Any]:
+def group_choices() -> dict[str, Any]:
+    """Which config file each group took (`scheduler: cosine_warmup`, ...), as Hydra recorded it."""
     return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
 
 
@@ -124,7 +126,7 @@ def check(cfg: DictConfig) -> None:
     """The whole config before anything is read or written: `lr_from` (which sets optimizer.lr), then every key
     (src.validation). Raises BadInput listing every problem."""
     try:
-        take_lr_from(cfg, _task_overrides())  # lr_from=<lr_find folder>: optimizer.lr becomes its suggestion
+        take_lr_from(cfg, task_overrides())  # lr_from=<lr_find folder>: optimizer.lr becomes its suggestion
         validate(cfg)
     except ConfigError as error:
         raise BadInput(f"invalid configuration:\n{error}") from None
@@ -156,7 +158,7 @@ def run(
         dataset = data.load(device=device, **OmegaConf.to_container(cfg.data))
     except data.DatasetNotFoundError as error:
         raise BadInput(str(error)) from None
-    identity = resume.identity(cfg, resume_point, dataset.fingerprint, _task_overrides(), _choices())
+    identity = resume.identity(cfg, resume_point, dataset.fingerprint, task_overrides(), group_choices())
     try:
         if identity.changed_now and HydraConfig.initialized():
             _record_for_hydra(cfg, run_dir, identity.overrides, resumed=resume_point is not None)
@@ -197,7 +199,7 @@ def _fit(
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     lr_driver = build_lr_driver(cfg, optimizer, dataset.steps_per_epoch)
     purge_step = resume_point.step if resume_point is not None else None  # the partial epoch is done again
-    tracker = Tracker(run_dir, hparams=run_hparams(cfg, _choices()), purge_step=purge_step)
+    tracker = Tracker(run_dir, hparams=run_hparams(cfg, group_choices()), purge_step=purge_step)
     log.info("run folder: %s", run_dir)
     log.info(
         "%d training images, %d steps per epoch, %d epochs, device %s",
@@ -300,7 +302,7 @@ def _job_failed(error: RunError, job_dir: Path) -> float:
     number = HydraConfig.get().job.num
     log_to_files(f"job failed (exit status {error.status}): {error}")
     print(f"lrbench: sweep job {number} failed (exit status {error.status}): {error}", file=sys.stderr)
-    run_folder.write_failed(job_dir, error.status, str(error), _task_overrides(), number)
+    run_folder.write_failed(job_dir, error.status, str(error), task_overrides(), number)
     return WORST_OBJECTIVE
 
 

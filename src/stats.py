@@ -45,8 +45,10 @@ def compare(
     n = len(reference)
     differences = [b - a for a, b in zip(reference, other, strict=True)]
     diff = statistics.fmean(differences) if differences else math.nan
-    ci_low = ci_high = p_paired = p_wilcoxon = p_welch = correlation = None
+    ci_low = ci_high = p_paired = p_wilcoxon = p_welch = correlation = sd_paired = sd_pooled = None
     if n >= 2:
+        sd_paired = statistics.stdev(differences)
+        sd_pooled = math.sqrt((statistics.variance(reference) + statistics.variance(other)) / 2)
         if _constant(differences):  # no spread: the t statistic is undefined, the interval a point
             ci_low = ci_high = diff
             p_paired = 1.0 if diff == 0 else 0.0
@@ -60,8 +62,6 @@ def compare(
             p_welch = float(stats.ttest_ind(other, reference, equal_var=False).pvalue)
     if n >= 3 and not (_constant(reference) or _constant(other)):
         correlation = float(stats.pearsonr(reference, other).statistic)
-    sd_paired = statistics.stdev(differences) if n >= 2 else None
-    sd_pooled = math.sqrt((statistics.variance(reference) + statistics.variance(other)) / 2) if n >= 2 else None
     return Comparison(
         n=n,
         diff=diff,

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from src import REPO_ROOT
 from src.compare import TAIL_METRIC, DamagedRunError, Run, read_metrics, scan_runs
+from src.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError
 from src.report_files import error_reason
 from src.study_report import build_study_report, write_study_report
 from src.tracking import write_json
@@ -55,8 +56,6 @@ STUDY_OWNED = (
     "resume",
 )
 JOB_FOLDER = "lr=${optimizer.lr},seed=${seed}"
-EXIT_BAD_INPUT = 2
-EXIT_UNWRITABLE = 3
 
 
 class StudyError(ValueError):
@@ -88,7 +87,7 @@ class Plan:
     baseline: str | None
     target_acc: float
     dir: str
-    jobs: dict[str, int] = field(default_factory=dict)
+    jobs: dict[str, int]  # per stage, for the progress bar
 
     def stage_overrides(self, stage: str) -> list[str]:
         return _merge(self.run_overrides, self.tune_overrides) if stage == "tune" else list(self.run_overrides)
@@ -176,23 +175,21 @@ def _schedules(spec: DictConfig) -> list[Schedule]:
                 "allowed is a schedule name, a pattern, or {name: <label>, overrides: [...]}"
             )
     labels = [schedule.name for schedule in schedules]
-    if not schedules:
-        raise StudyError("study.schedules is empty; allowed is a list of at least two schedules")
     if len(set(labels)) != len(labels):
         raise StudyError(f"study.schedules: a label appears twice ({', '.join(labels)}); give each its own name")
     if len(schedules) < 2:
         raise StudyError(f"study.schedules={labels}: a study compares at least two schedules")
+    if spec.baseline is not None and spec.baseline not in labels:
+        raise StudyError(
+            f"study.baseline={spec.baseline!r}: allowed is null or one of the study's schedules: {', '.join(labels)}"
+        )
     return schedules
 
 
 def lr_grid(centre: float, factor: float, points: int) -> list[str]:
     """`points` lrs log-spaced around `centre`, `factor` apart, to 3 significant digits (clean folder names)."""
     middle = (points - 1) / 2
-    return [_lr_text(centre * factor ** (k - middle)) for k in range(points)]
-
-
-def _lr_text(lr: float) -> str:
-    return repr(float(f"{lr:.3g}"))
+    return [repr(float(f"{centre * factor ** (k - middle):.3g}")) for k in range(points)]
 
 
 def _positive_number(value: Any) -> bool:
@@ -249,9 +246,6 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
     spec = load_spec(preset, options)
     _check_spec(spec)
     schedules = _schedules(spec)
-    if spec.baseline is not None and spec.baseline not in [schedule.name for schedule in schedules]:
-        labels = ", ".join(schedule.name for schedule in schedules)
-        raise StudyError(f"study.baseline={spec.baseline!r}: allowed is null or one of the study's schedules: {labels}")
     run_overrides = _merge([str(item) for item in spec.run], run_overrides)
     tune_overrides = [str(item) for item in spec.tune.overrides]
     tune_seeds = [int(seed) for seed in spec.tune.seeds]
@@ -299,7 +293,7 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
     if problems:
         raise StudyError("\n".join(dict.fromkeys(problems)))
     folder = spec.dir or str(Path(output_root) / "studies" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S"))
-    plan = Plan(
+    return Plan(
         preset=preset,
         options=options,
         run_overrides=run_overrides,
@@ -313,12 +307,11 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
         baseline=spec.baseline,
         target_acc=float(spec.target_acc),
         dir=str(Path(folder).expanduser().resolve()),
+        jobs={
+            "tune": sum(len(grid) for grid in lrs.values()) * len(tune_seeds),
+            "confirm": len(schedules) * len(confirm_seeds),
+        },
     )
-    plan.jobs = {
-        "tune": sum(len(grid) for grid in lrs.values()) * len(tune_seeds),
-        "confirm": len(schedules) * len(confirm_seeds),
-    }
-    return plan
 
 
 def plan_from_json(payload: dict[str, Any]) -> Plan:
@@ -327,12 +320,6 @@ def plan_from_json(payload: dict[str, Any]) -> Plan:
 
 
 # ------------------------------------------------------------------------------------------------ running
-
-
-class StageFailed(RuntimeError):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 class Launcher:
@@ -386,7 +373,7 @@ class Launcher:
         if not todo:
             return
         if self.received is not None:
-            raise StageFailed(128 + self.received, "stopped")
+            raise RunError("stopped", 128 + self.received)
         # the product of what is left; finished jobs inside it return their recorded result at once
         todo_lrs = [lr for lr in lrs if any(lr == job_lr for job_lr, _ in todo)]
         todo_seeds = [seed for seed in seeds if any(seed == job_seed for _, job_seed in todo)]
@@ -414,7 +401,7 @@ class Launcher:
             tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-15:])
             stopped = self.received is not None or status >= 128 or status < 0
             reason = "stopped" if stopped else f"a job failed (exit {status}); the end of {log_path}:\n{tail}"
-            raise StageFailed(128 + self.received if self.received else status, reason)
+            raise RunError(reason, 128 + self.received if self.received else status)
 
 
 def stage_dir(plan: Plan, stage: str, schedule: str) -> Path:
@@ -456,9 +443,7 @@ def pick_lr(plan: Plan, runs: list[Run], lrs: list[str]) -> dict[str, Any]:
         score = sum(ok) / len(ok) if ok and not failed else None
         table.append({"lr": lr, "runs": len(at_lr), "failed": failed, "score": score})
     eligible = [row for row in table if row["score"] is not None]
-    if not eligible:
-        return {"lr": None, "score": None, "rule": score_of, "edge": False, "grid": table}
-    best = max(eligible, key=lambda row: row["score"])
+    best = max(eligible, key=lambda row: row["score"], default={"lr": None, "score": None})
     ordered = sorted(lrs, key=float)
     edge = len(ordered) > 1 and best["lr"] in (ordered[0], ordered[-1])
     return {"lr": best["lr"], "score": best["score"], "rule": score_of, "edge": edge, "grid": table}
@@ -535,19 +520,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         picks = run_study(plan)
-    except StageFailed as failure:
+    except RunError as failure:
         print(f"lrbench: study {failure}. To continue:\n  python -m src.study study.dir={folder}", file=sys.stderr)
         return failure.status
     report = build_study_report(plan, picks, wall_seconds=time.perf_counter() - started)
     for item in report.skipped:
         print(f"lrbench: skipped {item.folder}: {item.reason}", file=sys.stderr)
+    print(report.summary_text())
     try:
         write_study_report(report)
     except OSError as error:
-        print(report.summary_text())
         print(f"lrbench: cannot write the study's report into {folder}: {error_reason(error)}", file=sys.stderr)
         return EXIT_UNWRITABLE
-    print(report.summary_text())
     print(f"\nreport: {folder / 'report.md'}   (TensorBoard: tensorboard --logdir {folder})")
     return 0
 

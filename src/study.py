@@ -89,8 +89,9 @@ class Plan:
     dir: str
     jobs: dict[str, int]  # per stage, for the progress bar
 
-    def stage_overrides(self, stage: str) -> list[str]:
-        return _merge(self.run_overrides, self.tune_overrides) if stage == "tune" else list(self.run_overrides)
+    def job_overrides(self, stage: str, schedule: Schedule) -> list[str]:
+        """The run overrides of a stage's jobs of one schedule, as validated and as launched."""
+        return _merge(self.run_overrides, self.tune_overrides if stage == "tune" else [], schedule.overrides)
 
     def identity(self) -> dict[str, Any]:
         """What must not change when a study is continued."""
@@ -247,7 +248,6 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
     _check_spec(spec)
     schedules = _schedules(spec)
     run_overrides = _merge([str(item) for item in spec.run], run_overrides)
-    tune_overrides = [str(item) for item in spec.tune.overrides]
     tune_seeds = [int(seed) for seed in spec.tune.seeds]
     centre = spec.tune.centre
     if spec.tune.centre_from is not None and spec.tune.lrs is None:
@@ -257,50 +257,33 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
             centre = read_suggestion(spec.tune.centre_from)
         except SuggestionError as error:
             raise StudyError(f"study.tune.centre_from={spec.tune.centre_from!r}: {error}") from None
-    confirm_seeds = list(range(spec.confirm.first_seed, spec.confirm.first_seed + spec.confirm.seeds))
     lrs: dict[str, list[str]] = {}
-    problems: list[str] = []
-    output_root = None
     for schedule in schedules:
         base = _merge(run_overrides, schedule.overrides)
         try:
             cfg = compose_run(base)
         except Exception as error:
             raise StudyError(f"schedule {schedule.name} ({' '.join(base)}): {error}") from None
-        output_root = cfg.output_root
         if OmegaConf.select(cfg, "hydra.sweeper.params"):
             raise StudyError(
                 f"schedule {schedule.name} ({' '.join(base)}): a sweep preset (hydra.sweeper.params "
                 f"{OmegaConf.to_container(cfg.hydra.sweeper.params)}); a study runs its own sweeps, so give a "
                 "single-run preset"
             )
-        if spec.tune.lrs is not None:
-            lrs[schedule.name] = [repr(float(lr)) for lr in spec.tune.lrs]
+        if spec.tune.lrs is None:  # around the centre given, else around the schedule's own lr
+            lrs[schedule.name] = lr_grid(centre or float(cfg.optimizer.lr), spec.tune.factor, spec.tune.points)
         else:
-            around = centre if centre is not None else float(cfg.optimizer.lr)
-            lrs[schedule.name] = lr_grid(around, spec.tune.factor, spec.tune.points)
-        grid = sorted({float(lr) for lr in lrs[schedule.name]})
-        for stage in STAGES:
-            stage_base = _merge(base, tune_overrides) if stage == "tune" else base
-            for lr in {grid[0], grid[-1]}:
-                try:
-                    validate(compose_run([*stage_base, f"optimizer.lr={lr}", f"seed={tune_seeds[0]}"]))
-                except ConfigError as error:
-                    problems.append(f"schedule {schedule.name}, {stage} stage, optimizer.lr={lr}:\n{error}")
-                except Exception as error:
-                    problems.append(f"schedule {schedule.name}, {stage} stage: {error}")
-    GlobalHydra.instance().clear()
-    if problems:
-        raise StudyError("\n".join(dict.fromkeys(problems)))
-    folder = spec.dir or str(Path(output_root) / "studies" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S"))
-    return Plan(
+            lrs[schedule.name] = [repr(float(lr)) for lr in spec.tune.lrs]
+    folder = spec.dir or str(Path(cfg.output_root) / "studies" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S"))
+    confirm_seeds = list(range(spec.confirm.first_seed, spec.confirm.first_seed + spec.confirm.seeds))
+    plan = Plan(
         preset=preset,
         options=options,
         run_overrides=run_overrides,
         schedules=schedules,
         lrs=lrs,
         tune_seeds=tune_seeds,
-        tune_overrides=tune_overrides,
+        tune_overrides=[str(item) for item in spec.tune.overrides],
         confirm_seeds=confirm_seeds,
         pick=spec.tune.pick,
         metric=spec.metric,
@@ -312,6 +295,22 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
             "confirm": len(schedules) * len(confirm_seeds),
         },
     )
+    problems: list[str] = []
+    for schedule in schedules:
+        grid = sorted({float(lr) for lr in lrs[schedule.name]})
+        for stage in STAGES:
+            job = plan.job_overrides(stage, schedule)
+            for lr in {grid[0], grid[-1]}:
+                try:
+                    validate(compose_run([*job, f"optimizer.lr={lr}", f"seed={tune_seeds[0]}"]))
+                except ConfigError as error:
+                    problems.append(f"schedule {schedule.name}, {stage} stage, optimizer.lr={lr}:\n{error}")
+                except Exception as error:
+                    problems.append(f"schedule {schedule.name}, {stage} stage: {error}")
+    GlobalHydra.instance().clear()
+    if problems:
+        raise StudyError("\n".join(dict.fromkeys(problems)))
+    return plan
 
 
 def plan_from_json(payload: dict[str, Any]) -> Plan:
@@ -346,7 +345,7 @@ class Launcher:
         self.received = self.received or signum
 
     def command(self, stage: str, schedule: Schedule, lrs: list[str], seeds: list[int]) -> list[str]:
-        overrides = _merge(self.plan.stage_overrides(stage), schedule.overrides)
+        overrides = self.plan.job_overrides(stage, schedule)
         if "trainer.progress" not in {_key(override) for override in overrides}:
             overrides.append("trainer.progress=false")  # the study shows its own progress
         return [
@@ -377,9 +376,8 @@ class Launcher:
         # the product of what is left; finished jobs inside it return their recorded result at once
         todo_lrs = [lr for lr in lrs if any(lr == job_lr for job_lr, _ in todo)]
         todo_seeds = [seed for seed in seeds if any(seed == job_seed for _, job_seed in todo)]
-        logs = Path(self.plan.dir) / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"{stage}-{schedule.name}.log"
+        log_path = Path(self.plan.dir) / "logs" / f"{stage}-{schedule.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         self.bar.set_postfix_str(f"{stage} {schedule.name}")
         with open(log_path, "a") as output:
             self.child = subprocess.Popen(
@@ -462,9 +460,8 @@ def run_study(plan: Plan) -> dict[str, Any]:
         for schedule in plan.schedules:
             launcher.run("tune", schedule, plan.lrs[schedule.name], plan.tune_seeds)
             runs = scan_runs(stage_dir(plan, "tune", schedule.name)).runs  # the report names those it skips
-            picks[schedule.name] = pick_lr(plan, runs, plan.lrs[schedule.name])
+            picked = picks[schedule.name] = pick_lr(plan, runs, plan.lrs[schedule.name])
             write_json(picks_path, picks)
-            picked = picks[schedule.name]
             if picked["lr"] is None:
                 tqdm.write(f"{schedule.name}: every lr of the grid collapsed or diverged; it has no confirm stage")
             else:
@@ -515,8 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(plan.dir)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / STUDY_FILE, asdict(plan))
-    total = sum(plan.jobs.values())
-    print(f"study {plan.preset}: {len(plan.schedules)} schedules, {total} jobs, folder {folder}")
+    print(f"study {plan.preset}: {len(plan.schedules)} schedules, {sum(plan.jobs.values())} jobs, folder {folder}")
     started = time.perf_counter()
     try:
         picks = run_study(plan)

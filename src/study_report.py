@@ -21,23 +21,6 @@ if TYPE_CHECKING:  # the study imports this module: the plan's type is needed fo
 
 FIGURES = ("lr_sensitivity.png", "forest.png", "test_acc_curves.png")
 METRIC_NAMES = {"test_acc": "final test accuracy", TAIL_METRIC: "mean test accuracy over the last 10% of epochs"}
-RESULT_COLUMNS = (
-    "stage",
-    "schedule",
-    "lr",
-    "seed",
-    "test_acc",
-    TAIL_METRIC,
-    "best_test_acc",
-    "collapsed",
-    "collapsed_epoch",
-    "diverged",
-    "epochs",
-    "wall_seconds",
-    "steps_to_target",
-    "seconds_to_target",
-    "run_dir",
-)
 
 
 @dataclass
@@ -57,6 +40,26 @@ def collect(found: Iterable[Run]) -> list[StudyRun]:
         if stage is not None and schedule is not None:
             runs.append(StudyRun(stage, schedule, run.hparams["optimizer.lr"], run.hparams["seed"], run))
     return runs
+
+
+# results.csv, one row per run: each column, and how a run of the study fills it.
+RESULT_COLUMNS: dict[str, Callable[[StudyRun, Plan], Any]] = {
+    "stage": lambda item, plan: item.stage,
+    "schedule": lambda item, plan: item.schedule,
+    "lr": lambda item, plan: item.lr,
+    "seed": lambda item, plan: item.seed,
+    "test_acc": lambda item, plan: item.run.value("test_acc"),
+    TAIL_METRIC: lambda item, plan: item.run.value(TAIL_METRIC),
+    "best_test_acc": lambda item, plan: item.run.value("best_test_acc"),
+    "collapsed": lambda item, plan: bool(item.run.metrics.get("collapsed")),
+    "collapsed_epoch": lambda item, plan: item.run.metrics.get("collapsed_epoch"),
+    "diverged": lambda item, plan: bool(item.run.metrics.get("diverged")),
+    "epochs": lambda item, plan: item.run.metrics.get("epochs"),
+    "wall_seconds": lambda item, plan: item.run.metrics.get("wall_seconds"),
+    "steps_to_target": lambda item, plan: item.run.steps_to(plan.target_acc),
+    "seconds_to_target": lambda item, plan: item.run.seconds_to(plan.target_acc),
+    "run_dir": lambda item, plan: str(item.run.folder.relative_to(plan.dir)),
+}
 
 
 @dataclass
@@ -219,29 +222,8 @@ class StudyReport:
         return rows
 
     def result_rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for item in sorted(self.runs, key=lambda r: (r.stage == "confirm", r.schedule, r.lr, r.seed)):  # tune first
-            run = item.run
-            rows.append(
-                {
-                    "stage": item.stage,
-                    "schedule": item.schedule,
-                    "lr": item.lr,
-                    "seed": item.seed,
-                    "test_acc": run.value("test_acc"),
-                    TAIL_METRIC: run.value(TAIL_METRIC),
-                    "best_test_acc": run.value("best_test_acc"),
-                    "collapsed": bool(run.metrics.get("collapsed")),
-                    "collapsed_epoch": run.metrics.get("collapsed_epoch"),
-                    "diverged": bool(run.metrics.get("diverged")),
-                    "epochs": run.metrics.get("epochs"),
-                    "wall_seconds": run.metrics.get("wall_seconds"),
-                    "steps_to_target": run.steps_to(self.plan.target_acc),
-                    "seconds_to_target": run.seconds_to(self.plan.target_acc),
-                    "run_dir": str(run.folder.relative_to(self.plan.dir)),
-                }
-            )
-        return rows
+        ordered = sorted(self.runs, key=lambda r: (r.stage == "confirm", r.schedule, r.lr, r.seed))  # tune first
+        return [{column: cell(item, self.plan) for column, cell in RESULT_COLUMNS.items()} for item in ordered]
 
     # ------------------------------------------------------------------------------------------ words
 

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from src import REPO_ROOT
 from src.compare import TAIL_METRIC, DamagedRunError, Run, read_metrics, scan_runs
-from src.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError
+from src.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError, Stopped
 from src.report_files import error_reason
 from src.study_report import build_study_report, write_study_report
 from src.tracking import write_json
@@ -372,7 +372,7 @@ class Launcher:
         if not todo:
             return
         if self.received is not None:
-            raise RunError("stopped", 128 + self.received)
+            raise Stopped("stopped", self.received)
         # the product of what is left; finished jobs inside it return their recorded result at once
         todo_lrs = [lr for lr in lrs if any(lr == job_lr for job_lr, _ in todo)]
         todo_seeds = [seed for seed in seeds if any(seed == job_seed for _, job_seed in todo)]

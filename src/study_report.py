@@ -112,7 +112,7 @@ class StudyReport:
         reliable = [c for c in measured if not c.failures() and len(c.values) >= 2]
         self.best = max(reliable or measured, key=lambda c: c.mean) if measured else None
         self.verdict = self._comparisons(self.best)
-        baseline = self.contestants.get(plan.baseline) if plan.baseline else None
+        baseline = self.contestants.get(plan.baseline)
         self.baseline = baseline if baseline is not None and baseline.values else None
         self.against_baseline = self._comparisons(self.baseline) if self.baseline else {}
 
@@ -133,15 +133,11 @@ class StudyReport:
         comparisons = {c.name: paired(reference, c, alpha) for c in others}
         p_holm = holm([comparison.p_paired if comparison else None for comparison in comparisons.values()])
         welch_holm = holm([comparison.p_welch if comparison else None for comparison in comparisons.values()])
-        return {
-            name: {
-                "comparison": comparison,
-                "p_holm": p,
-                "p_welch_holm": p_welch,
-                "resolved": p is not None and p < ALPHA,
-            }
-            for (name, comparison), p, p_welch in zip(comparisons.items(), p_holm, welch_holm, strict=True)
-        }
+        rows = {}
+        for (name, comparison), p, p_welch in zip(comparisons.items(), p_holm, welch_holm, strict=True):
+            resolved = p is not None and p < ALPHA
+            rows[name] = {"comparison": comparison, "p_holm": p, "p_welch_holm": p_welch, "resolved": resolved}
+        return rows
 
     # ------------------------------------------------------------------------------------------ the verdict
 

@@ -34,9 +34,7 @@ class Comparison:
     seeds_welch: int | None  # seeds per schedule for Welch's test at the same power
 
 
-def compare(
-    reference: Sequence[float], other: Sequence[float], confidence: float = 0.95, alpha: float = ALPHA
-) -> Comparison:
+def compare(reference: Sequence[float], other: Sequence[float], alpha: float = ALPHA) -> Comparison:
     """`other` against `reference`, both listed in the same seed order (entry i of each is seed i's result).
 
     `alpha` is the level the seed counts are sized for (e.g. 0.05 divided by the number of comparisons made)."""
@@ -45,14 +43,16 @@ def compare(
     n = len(reference)
     differences = [b - a for a, b in zip(reference, other, strict=True)]
     diff = statistics.fmean(differences) if differences else math.nan
-    ci_low = ci_high = p_paired = p_wilcoxon = p_welch = correlation = None
+    ci_low = ci_high = p_paired = p_wilcoxon = p_welch = correlation = sd_paired = sd_pooled = None
     if n >= 2:
+        sd_paired = statistics.stdev(differences)
+        sd_pooled = math.sqrt((statistics.variance(reference) + statistics.variance(other)) / 2)
         if _constant(differences):  # no spread: the t statistic is undefined, the interval a point
             ci_low = ci_high = diff
             p_paired = 1.0 if diff == 0 else 0.0
         else:
             paired = stats.ttest_rel(other, reference)
-            interval = paired.confidence_interval(confidence)
+            interval = paired.confidence_interval(0.95)
             ci_low, ci_high, p_paired = float(interval.low), float(interval.high), float(paired.pvalue)
         if any(d != 0 for d in differences):
             p_wilcoxon = float(stats.wilcoxon(other, reference).pvalue)
@@ -60,8 +60,6 @@ def compare(
             p_welch = float(stats.ttest_ind(other, reference, equal_var=False).pvalue)
     if n >= 3 and not (_constant(reference) or _constant(other)):
         correlation = float(stats.pearsonr(reference, other).statistic)
-    sd_paired = statistics.stdev(differences) if n >= 2 else None
-    sd_pooled = math.sqrt((statistics.variance(reference) + statistics.variance(other)) / 2) if n >= 2 else None
     return Comparison(
         n=n,
         diff=diff,
@@ -108,10 +106,8 @@ def t_test_power(effect: float, n: int, *, paired: bool, alpha: float = ALPHA) -
     return float(stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality))
 
 
-def seeds_needed(
-    diff: float, sd: float | None, *, paired: bool, alpha: float = ALPHA, power: float = POWER
-) -> int | None:
-    """The fewest seeds (per schedule) at which the t-test reaches `power` for a true difference `diff` with spread
+def seeds_needed(diff: float, sd: float | None, *, paired: bool, alpha: float = ALPHA) -> int | None:
+    """The fewest seeds (per schedule) at which the t-test reaches POWER for a true difference `diff` with spread
     `sd`, both as measured; None when they say nothing (no spread measured, no difference) or past MAX_SEEDS."""
     if sd is None or not math.isfinite(diff) or diff == 0:
         return None
@@ -120,7 +116,7 @@ def seeds_needed(
     effect = abs(diff) / sd
 
     def enough(n: int) -> bool:
-        return t_test_power(effect, n, paired=paired, alpha=alpha) >= power
+        return t_test_power(effect, n, paired=paired, alpha=alpha) >= POWER
 
     if not enough(MAX_SEEDS):
         return None

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from src import REPO_ROOT
 from src.compare import TAIL_METRIC, DamagedRunError, Run, read_metrics, scan_runs
+from src.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError, Stopped
 from src.report_files import error_reason
 from src.study_report import build_study_report, write_study_report
 from src.tracking import write_json
@@ -55,8 +56,6 @@ STUDY_OWNED = (
     "resume",
 )
 JOB_FOLDER = "lr=${optimizer.lr},seed=${seed}"
-EXIT_BAD_INPUT = 2
-EXIT_UNWRITABLE = 3
 
 
 class StudyError(ValueError):
@@ -88,10 +87,11 @@ class Plan:
     baseline: str | None
     target_acc: float
     dir: str
-    jobs: dict[str, int] = field(default_factory=dict)
+    jobs: dict[str, int]  # per stage, for the progress bar
 
-    def stage_overrides(self, stage: str) -> list[str]:
-        return _merge(self.run_overrides, self.tune_overrides) if stage == "tune" else list(self.run_overrides)
+    def job_overrides(self, stage: str, schedule: Schedule) -> list[str]:
+        """The run overrides of a stage's jobs of one schedule, as validated and as launched."""
+        return _merge(self.run_overrides, self.tune_overrides if stage == "tune" else [], schedule.overrides)
 
     def identity(self) -> dict[str, Any]:
         """What must not change when a study is continued."""
@@ -176,23 +176,21 @@ def _schedules(spec: DictConfig) -> list[Schedule]:
                 "allowed is a schedule name, a pattern, or {name: <label>, overrides: [...]}"
             )
     labels = [schedule.name for schedule in schedules]
-    if not schedules:
-        raise StudyError("study.schedules is empty; allowed is a list of at least two schedules")
     if len(set(labels)) != len(labels):
         raise StudyError(f"study.schedules: a label appears twice ({', '.join(labels)}); give each its own name")
     if len(schedules) < 2:
         raise StudyError(f"study.schedules={labels}: a study compares at least two schedules")
+    if spec.baseline is not None and spec.baseline not in labels:
+        raise StudyError(
+            f"study.baseline={spec.baseline!r}: allowed is null or one of the study's schedules: {', '.join(labels)}"
+        )
     return schedules
 
 
 def lr_grid(centre: float, factor: float, points: int) -> list[str]:
     """`points` lrs log-spaced around `centre`, `factor` apart, to 3 significant digits (clean folder names)."""
     middle = (points - 1) / 2
-    return [_lr_text(centre * factor ** (k - middle)) for k in range(points)]
-
-
-def _lr_text(lr: float) -> str:
-    return repr(float(f"{lr:.3g}"))
+    return [repr(float(f"{centre * factor ** (k - middle):.3g}")) for k in range(points)]
 
 
 def _positive_number(value: Any) -> bool:
@@ -249,11 +247,7 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
     spec = load_spec(preset, options)
     _check_spec(spec)
     schedules = _schedules(spec)
-    if spec.baseline is not None and spec.baseline not in [schedule.name for schedule in schedules]:
-        labels = ", ".join(schedule.name for schedule in schedules)
-        raise StudyError(f"study.baseline={spec.baseline!r}: allowed is null or one of the study's schedules: {labels}")
     run_overrides = _merge([str(item) for item in spec.run], run_overrides)
-    tune_overrides = [str(item) for item in spec.tune.overrides]
     tune_seeds = [int(seed) for seed in spec.tune.seeds]
     centre = spec.tune.centre
     if spec.tune.centre_from is not None and spec.tune.lrs is None:
@@ -263,42 +257,25 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
             centre = read_suggestion(spec.tune.centre_from)
         except SuggestionError as error:
             raise StudyError(f"study.tune.centre_from={spec.tune.centre_from!r}: {error}") from None
-    confirm_seeds = list(range(spec.confirm.first_seed, spec.confirm.first_seed + spec.confirm.seeds))
     lrs: dict[str, list[str]] = {}
-    problems: list[str] = []
-    output_root = None
     for schedule in schedules:
         base = _merge(run_overrides, schedule.overrides)
         try:
             cfg = compose_run(base)
         except Exception as error:
             raise StudyError(f"schedule {schedule.name} ({' '.join(base)}): {error}") from None
-        output_root = cfg.output_root
         if OmegaConf.select(cfg, "hydra.sweeper.params"):
             raise StudyError(
                 f"schedule {schedule.name} ({' '.join(base)}): a sweep preset (hydra.sweeper.params "
                 f"{OmegaConf.to_container(cfg.hydra.sweeper.params)}); a study runs its own sweeps, so give a "
                 "single-run preset"
             )
-        if spec.tune.lrs is not None:
-            lrs[schedule.name] = [repr(float(lr)) for lr in spec.tune.lrs]
+        if spec.tune.lrs is None:  # around the centre given, else around the schedule's own lr
+            lrs[schedule.name] = lr_grid(centre or float(cfg.optimizer.lr), spec.tune.factor, spec.tune.points)
         else:
-            around = centre if centre is not None else float(cfg.optimizer.lr)
-            lrs[schedule.name] = lr_grid(around, spec.tune.factor, spec.tune.points)
-        grid = sorted({float(lr) for lr in lrs[schedule.name]})
-        for stage in STAGES:
-            stage_base = _merge(base, tune_overrides) if stage == "tune" else base
-            for lr in {grid[0], grid[-1]}:
-                try:
-                    validate(compose_run([*stage_base, f"optimizer.lr={lr}", f"seed={tune_seeds[0]}"]))
-                except ConfigError as error:
-                    problems.append(f"schedule {schedule.name}, {stage} stage, optimizer.lr={lr}:\n{error}")
-                except Exception as error:
-                    problems.append(f"schedule {schedule.name}, {stage} stage: {error}")
-    GlobalHydra.instance().clear()
-    if problems:
-        raise StudyError("\n".join(dict.fromkeys(problems)))
-    folder = spec.dir or str(Path(output_root) / "studies" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S"))
+            lrs[schedule.name] = [repr(float(lr)) for lr in spec.tune.lrs]
+    folder = spec.dir or str(Path(cfg.output_root) / "studies" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S"))
+    confirm_seeds = list(range(spec.confirm.first_seed, spec.confirm.first_seed + spec.confirm.seeds))
     plan = Plan(
         preset=preset,
         options=options,
@@ -306,18 +283,33 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
         schedules=schedules,
         lrs=lrs,
         tune_seeds=tune_seeds,
-        tune_overrides=tune_overrides,
+        tune_overrides=[str(item) for item in spec.tune.overrides],
         confirm_seeds=confirm_seeds,
         pick=spec.tune.pick,
         metric=spec.metric,
         baseline=spec.baseline,
         target_acc=float(spec.target_acc),
         dir=str(Path(folder).expanduser().resolve()),
+        jobs={
+            "tune": sum(len(grid) for grid in lrs.values()) * len(tune_seeds),
+            "confirm": len(schedules) * len(confirm_seeds),
+        },
     )
-    plan.jobs = {
-        "tune": sum(len(grid) for grid in lrs.values()) * len(tune_seeds),
-        "confirm": len(schedules) * len(confirm_seeds),
-    }
+    problems: list[str] = []
+    for schedule in schedules:
+        grid = sorted({float(lr) for lr in lrs[schedule.name]})
+        for stage in STAGES:
+            job = plan.job_overrides(stage, schedule)
+            for lr in {grid[0], grid[-1]}:
+                try:
+                    validate(compose_run([*job, f"optimizer.lr={lr}", f"seed={tune_seeds[0]}"]))
+                except ConfigError as error:
+                    problems.append(f"schedule {schedule.name}, {stage} stage, optimizer.lr={lr}:\n{error}")
+                except Exception as error:
+                    problems.append(f"schedule {schedule.name}, {stage} stage: {error}")
+    GlobalHydra.instance().clear()
+    if problems:
+        raise StudyError("\n".join(dict.fromkeys(problems)))
     return plan
 
 
@@ -327,12 +319,6 @@ def plan_from_json(payload: dict[str, Any]) -> Plan:
 
 
 # ------------------------------------------------------------------------------------------------ running
-
-
-class StageFailed(RuntimeError):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 class Launcher:
@@ -359,7 +345,7 @@ class Launcher:
         self.received = self.received or signum
 
     def command(self, stage: str, schedule: Schedule, lrs: list[str], seeds: list[int]) -> list[str]:
-        overrides = _merge(self.plan.stage_overrides(stage), schedule.overrides)
+        overrides = self.plan.job_overrides(stage, schedule)
         if "trainer.progress" not in {_key(override) for override in overrides}:
             overrides.append("trainer.progress=false")  # the study shows its own progress
         return [
@@ -386,13 +372,12 @@ class Launcher:
         if not todo:
             return
         if self.received is not None:
-            raise StageFailed(128 + self.received, "stopped")
+            raise Stopped("stopped", self.received)
         # the product of what is left; finished jobs inside it return their recorded result at once
         todo_lrs = [lr for lr in lrs if any(lr == job_lr for job_lr, _ in todo)]
         todo_seeds = [seed for seed in seeds if any(seed == job_seed for _, job_seed in todo)]
-        logs = Path(self.plan.dir) / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"{stage}-{schedule.name}.log"
+        log_path = Path(self.plan.dir) / "logs" / f"{stage}-{schedule.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         self.bar.set_postfix_str(f"{stage} {schedule.name}")
         with open(log_path, "a") as output:
             self.child = subprocess.Popen(
@@ -414,7 +399,7 @@ class Launcher:
             tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-15:])
             stopped = self.received is not None or status >= 128 or status < 0
             reason = "stopped" if stopped else f"a job failed (exit {status}); the end of {log_path}:\n{tail}"
-            raise StageFailed(128 + self.received if self.received else status, reason)
+            raise RunError(reason, 128 + self.received if self.received else status)
 
 
 def stage_dir(plan: Plan, stage: str, schedule: str) -> Path:
@@ -456,9 +441,7 @@ def pick_lr(plan: Plan, runs: list[Run], lrs: list[str]) -> dict[str, Any]:
         score = sum(ok) / len(ok) if ok and not failed else None
         table.append({"lr": lr, "runs": len(at_lr), "failed": failed, "score": score})
     eligible = [row for row in table if row["score"] is not None]
-    if not eligible:
-        return {"lr": None, "score": None, "rule": score_of, "edge": False, "grid": table}
-    best = max(eligible, key=lambda row: row["score"])
+    best = max(eligible, key=lambda row: row["score"], default={"lr": None, "score": None})
     ordered = sorted(lrs, key=float)
     edge = len(ordered) > 1 and best["lr"] in (ordered[0], ordered[-1])
     return {"lr": best["lr"], "score": best["score"], "rule": score_of, "edge": edge, "grid": table}
@@ -477,9 +460,8 @@ def run_study(plan: Plan) -> dict[str, Any]:
         for schedule in plan.schedules:
             launcher.run("tune", schedule, plan.lrs[schedule.name], plan.tune_seeds)
             runs = scan_runs(stage_dir(plan, "tune", schedule.name)).runs  # the report names those it skips
-            picks[schedule.name] = pick_lr(plan, runs, plan.lrs[schedule.name])
+            picked = picks[schedule.name] = pick_lr(plan, runs, plan.lrs[schedule.name])
             write_json(picks_path, picks)
-            picked = picks[schedule.name]
             if picked["lr"] is None:
                 tqdm.write(f"{schedule.name}: every lr of the grid collapsed or diverged; it has no confirm stage")
             else:
@@ -530,24 +512,22 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(plan.dir)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / STUDY_FILE, asdict(plan))
-    total = sum(plan.jobs.values())
-    print(f"study {plan.preset}: {len(plan.schedules)} schedules, {total} jobs, folder {folder}")
+    print(f"study {plan.preset}: {len(plan.schedules)} schedules, {sum(plan.jobs.values())} jobs, folder {folder}")
     started = time.perf_counter()
     try:
         picks = run_study(plan)
-    except StageFailed as failure:
+    except RunError as failure:
         print(f"lrbench: study {failure}. To continue:\n  python -m src.study study.dir={folder}", file=sys.stderr)
         return failure.status
     report = build_study_report(plan, picks, wall_seconds=time.perf_counter() - started)
     for item in report.skipped:
         print(f"lrbench: skipped {item.folder}: {item.reason}", file=sys.stderr)
+    print(report.summary_text())
     try:
         write_study_report(report)
     except OSError as error:
-        print(report.summary_text())
         print(f"lrbench: cannot write the study's report into {folder}: {error_reason(error)}", file=sys.stderr)
         return EXIT_UNWRITABLE
-    print(report.summary_text())
     print(f"\nreport: {folder / 'report.md'}   (TensorBoard: tensorboard --logdir {folder})")
     return 0
 

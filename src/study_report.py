@@ -7,7 +7,7 @@ src.stats. Collapsed and diverged runs are counted per schedule and left out of 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,25 +21,6 @@ if TYPE_CHECKING:  # the study imports this module: the plan's type is needed fo
 
 FIGURES = ("lr_sensitivity.png", "forest.png", "test_acc_curves.png")
 METRIC_NAMES = {"test_acc": "final test accuracy", TAIL_METRIC: "mean test accuracy over the last 10% of epochs"}
-VERDICT_HEADER = ["schedule", "lr", "n", "mean ± std", "diff (95% CI)", "p (Holm)", "Wilcoxon p", "Welch p (Holm)"]
-VERDICT_HEADER += ["r", "verdict", "seeds to resolve", "failed"]
-RESULT_COLUMNS = (
-    "stage",
-    "schedule",
-    "lr",
-    "seed",
-    "test_acc",
-    TAIL_METRIC,
-    "best_test_acc",
-    "collapsed",
-    "collapsed_epoch",
-    "diverged",
-    "epochs",
-    "wall_seconds",
-    "steps_to_target",
-    "seconds_to_target",
-    "run_dir",
-)
 
 
 @dataclass
@@ -59,6 +40,26 @@ def collect(found: Iterable[Run]) -> list[StudyRun]:
         if stage is not None and schedule is not None:
             runs.append(StudyRun(stage, schedule, run.hparams["optimizer.lr"], run.hparams["seed"], run))
     return runs
+
+
+# results.csv, one row per run: each column, and how a run of the study fills it.
+RESULT_COLUMNS: dict[str, Callable[[StudyRun, Plan], Any]] = {
+    "stage": lambda item, plan: item.stage,
+    "schedule": lambda item, plan: item.schedule,
+    "lr": lambda item, plan: item.lr,
+    "seed": lambda item, plan: item.seed,
+    "test_acc": lambda item, plan: item.run.value("test_acc"),
+    TAIL_METRIC: lambda item, plan: item.run.value(TAIL_METRIC),
+    "best_test_acc": lambda item, plan: item.run.value("best_test_acc"),
+    "collapsed": lambda item, plan: bool(item.run.metrics.get("collapsed")),
+    "collapsed_epoch": lambda item, plan: item.run.metrics.get("collapsed_epoch"),
+    "diverged": lambda item, plan: bool(item.run.metrics.get("diverged")),
+    "epochs": lambda item, plan: item.run.metrics.get("epochs"),
+    "wall_seconds": lambda item, plan: item.run.metrics.get("wall_seconds"),
+    "steps_to_target": lambda item, plan: item.run.steps_to(plan.target_acc),
+    "seconds_to_target": lambda item, plan: item.run.seconds_to(plan.target_acc),
+    "run_dir": lambda item, plan: str(item.run.folder.relative_to(plan.dir)),
+}
 
 
 @dataclass
@@ -111,7 +112,7 @@ class StudyReport:
         reliable = [c for c in measured if not c.failures() and len(c.values) >= 2]
         self.best = max(reliable or measured, key=lambda c: c.mean) if measured else None
         self.verdict = self._comparisons(self.best)
-        baseline = self.contestants.get(plan.baseline) if plan.baseline else None
+        baseline = self.contestants.get(plan.baseline)
         self.baseline = baseline if baseline is not None and baseline.values else None
         self.against_baseline = self._comparisons(self.baseline) if self.baseline else {}
 
@@ -134,18 +135,11 @@ class StudyReport:
         welch_holm = holm([comparison.p_welch if comparison else None for comparison in comparisons.values()])
         rows = {}
         for (name, comparison), p, p_welch in zip(comparisons.items(), p_holm, welch_holm, strict=True):
-            rows[name] = {"comparison": comparison, "p_holm": p, "p_welch_holm": p_welch}
-            rows[name]["resolved"] = p is not None and p < ALPHA
+            resolved = p is not None and p < ALPHA
+            rows[name] = {"comparison": comparison, "p_holm": p, "p_welch_holm": p_welch, "resolved": resolved}
         return rows
 
     # ------------------------------------------------------------------------------------------ the verdict
-
-    def not_worse(self) -> list[str]:
-        """The best and every schedule not significantly worse than it (Holm-adjusted paired test at ALPHA)."""
-        if self.best is None:
-            return []
-        tied = [name for name, row in self.verdict.items() if row["comparison"] and not row["resolved"]]
-        return [self.best.name, *tied]
 
     def verdict_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -155,9 +149,9 @@ class StudyReport:
         for contestant in ranked:
             row = self.verdict.get(contestant.name, {})
             comparison: Comparison | None = row.get("comparison")
-            target = [run for run in contestant.runs.values()]
-            steps = [run.steps_to(self.plan.target_acc) for run in target]
-            seconds = [run.seconds_to(self.plan.target_acc) for run in target]
+            unresolved = comparison is not None and not row["resolved"]
+            steps = [run.steps_to(self.plan.target_acc) for run in contestant.runs.values()]
+            seconds = [run.seconds_to(self.plan.target_acc) for run in contestant.runs.values()]
             rows.append(
                 {
                     "schedule": contestant.name,
@@ -176,10 +170,8 @@ class StudyReport:
                     "p_welch_holm": row.get("p_welch_holm"),
                     "correlation": comparison.correlation if comparison else None,
                     "verdict": self._word(contestant),
-                    "seeds_to_resolve_paired": None
-                    if row.get("resolved") or not comparison
-                    else comparison.seeds_paired,
-                    "seeds_to_resolve_welch": None if row.get("resolved") or not comparison else comparison.seeds_welch,
+                    "seeds_to_resolve_paired": comparison.seeds_paired if unresolved else None,
+                    "seeds_to_resolve_welch": comparison.seeds_welch if unresolved else None,
                     "collapsed": f"{contestant.count('collapsed')}/{len(contestant.runs)}",
                     "diverged": f"{contestant.count('diverged')}/{len(contestant.runs)}",
                     "reached_target": f"{sum(s is not None for s in steps)}/{len(steps)}",
@@ -203,7 +195,11 @@ class StudyReport:
         rows = []
         for name, row in self.against_baseline.items():
             comparison: Comparison | None = row["comparison"]
-            better = comparison is not None and comparison.diff > 0
+            verdict = "not resolved"
+            if comparison is None:
+                verdict = "not compared (fewer than 2 shared seeds)"
+            elif row["resolved"]:
+                verdict = "better" if comparison.diff > 0 else "worse"
             rows.append(
                 {
                     "schedule": name,
@@ -216,35 +212,14 @@ class StudyReport:
                     "p_welch": comparison.p_welch if comparison else None,
                     "p_welch_holm": row["p_welch_holm"],
                     "correlation": comparison.correlation if comparison else None,
-                    "verdict": _baseline_word(comparison, row["resolved"], better),
+                    "verdict": verdict,
                 }
             )
         return rows
 
     def result_rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for item in sorted(self.runs, key=lambda r: (STAGE_ORDER[r.stage], r.schedule, r.lr, r.seed)):
-            run = item.run
-            rows.append(
-                {
-                    "stage": item.stage,
-                    "schedule": item.schedule,
-                    "lr": item.lr,
-                    "seed": item.seed,
-                    "test_acc": run.value("test_acc"),
-                    TAIL_METRIC: run.value(TAIL_METRIC),
-                    "best_test_acc": run.value("best_test_acc"),
-                    "collapsed": bool(run.metrics.get("collapsed")),
-                    "collapsed_epoch": run.metrics.get("collapsed_epoch"),
-                    "diverged": bool(run.metrics.get("diverged")),
-                    "epochs": run.metrics.get("epochs"),
-                    "wall_seconds": run.metrics.get("wall_seconds"),
-                    "steps_to_target": run.steps_to(self.plan.target_acc),
-                    "seconds_to_target": run.seconds_to(self.plan.target_acc),
-                    "run_dir": str(run.folder.relative_to(self.plan.dir)),
-                }
-            )
-        return rows
+        ordered = sorted(self.runs, key=lambda r: (r.stage == "confirm", r.schedule, r.lr, r.seed))  # tune first
+        return [{column: cell(item, self.plan) for column, cell in RESULT_COLUMNS.items()} for item in ordered]
 
     # ------------------------------------------------------------------------------------------ words
 
@@ -255,10 +230,10 @@ class StudyReport:
             return "No verdict: no schedule has a finished confirm run."
         best = self.best
         lines = [
-            f"Best: {best.name} at lr {best.lr:g}, {metric} {_pct(best.mean)} ± {_pct(best.std)} "
+            f"Best: {best.name} at lr {best.lr:g}, {metric} {_num(best.mean, '.4f')} ± {_num(best.std, '.4f')} "
             f"over {len(best.values)} seeds."
         ]
-        tied = self.not_worse()[1:]
+        tied = [name for name, row in self.verdict.items() if row["comparison"] and not row["resolved"]]
         worse = [name for name, row in self.verdict.items() if row["resolved"]]
         if tied:
             lines.append(
@@ -272,20 +247,19 @@ class StudyReport:
             if comparison is None:
                 lines.append(f"- {name}: not compared (fewer than two seeds where both runs are ok).")
                 continue
-            gap = f"{_pts(comparison.diff, sign=True)} points (95% CI {_pts(comparison.ci_low, sign=True)} to "
-            gap += f"{_pts(comparison.ci_high, sign=True)}; r = {_num(comparison.correlation, '.2f')})"
+            gap = f"{_pts(comparison.diff)} points (95% CI {_pts(comparison.ci_low)} to "
+            gap += f"{_pts(comparison.ci_high)}; r = {_num(comparison.correlation, '.2f')})"
             if row["resolved"]:
                 lines.append(f"- {name}: {gap}: resolved, worse.")
             else:
-                need = _seeds_text(comparison)
                 unadjusted = comparison.ci_high is not None and comparison.ci_high < 0
                 why = " after Holm's correction (the interval is not corrected)" if unadjusted else ""
-                lines.append(f"- {name}: {gap}: not resolved{why}; {need}.")
-        flagged = [c for c in self.contestants.values() if c.failures()]
-        for contestant in flagged:
-            lines.append(
-                f"Flag: {contestant.name} {contestant.failures()} in the confirm stage (left out of its mean)."
-            )
+                lines.append(f"- {name}: {gap}: not resolved{why}; {_seeds_text(comparison)}.")
+        lines += [
+            f"Flag: {c.name} {c.failures()} in the confirm stage (left out of its mean)."
+            for c in self.contestants.values()
+            if c.failures()
+        ]
         for contestant in self.contestants.values():
             missing = [seed for seed in self.plan.confirm_seeds if seed not in contestant.runs]
             if contestant.lr is not None and missing:
@@ -304,7 +278,7 @@ class StudyReport:
         return "\n".join(lines)
 
     def markdown(self) -> str:
-        plan = self.plan
+        plan, rows = self.plan, self.verdict_rows()
         metric = METRIC_NAMES[plan.metric]
         total_train = sum(r.run.metrics.get("wall_seconds") or 0 for r in self.runs)
         out = [
@@ -329,63 +303,20 @@ class StudyReport:
             f"{POWER:.0%} power for the measured gap and spread (paired / unpaired), at {ALPHA:g} divided by the "
             "number of comparisons (so that Holm's correction is met). The 95% intervals are not corrected.",
             "",
-            markdown_table(
-                VERDICT_HEADER,
-                [
-                    [
-                        row["schedule"],
-                        _num(row["lr"], "g"),
-                        str(row["n"]),
-                        f"{_pct(row['mean'])} ± {_pct(row['std'])}",
-                        _diff_cell(row),
-                        _num(row["p_holm"], ".3g"),
-                        _num(row["p_wilcoxon"], ".3g"),
-                        _num(row["p_welch_holm"], ".3g"),
-                        _num(row["correlation"], ".2f"),
-                        row["verdict"],
-                        _resolve_cell(row),
-                        _failed_cell(row),
-                    ]
-                    for row in self.verdict_rows()
-                ],
-            ),
+            _table(VERDICT_TABLE, rows),
             "",
         ]
         if self.baseline is not None:
             out += [
                 f"## Against the baseline ({self.baseline.name})",
                 "",
-                markdown_table(
-                    ["schedule", "diff (95% CI)", "p (Holm)", "Welch p (Holm)", "r", "verdict"],
-                    [
-                        [
-                            row["schedule"],
-                            _diff_cell(row, key="diff_vs_baseline"),
-                            _num(row["p_holm"], ".3g"),
-                            _num(row["p_welch_holm"], ".3g"),
-                            _num(row["correlation"], ".2f"),
-                            row["verdict"],
-                        ]
-                        for row in self.baseline_rows()
-                    ],
-                ),
+                _table(BASELINE_TABLE, self.baseline_rows()),
                 "",
             ]
         out += [
             f"## Time to {plan.target_acc:g} test accuracy (stage 2)",
             "",
-            markdown_table(
-                ["schedule", "reached", "median steps", "median seconds"],
-                [
-                    [
-                        row["schedule"],
-                        row["reached_target"],
-                        _num(row["median_steps_to_target"], ".0f"),
-                        _num(row["median_seconds_to_target"], ".1f"),
-                    ]
-                    for row in self.verdict_rows()
-                ],
-            ),
+            _table(TIME_TABLE, rows),
             "",
             "## Stage 1: the lr grid",
             "",
@@ -409,10 +340,8 @@ class StudyReport:
     def _skipped_section(self) -> list[str]:
         if not self.skipped:
             return []
-        lines = ["## Skipped runs (not counted: a file cannot be read, or the run has not ended)", ""]
-        for item in self.skipped:
-            lines.append(f"- `{item.folder.relative_to(self.plan.dir)}`: {item.reason}")
-        return [*lines, ""]
+        lines = [f"- `{item.folder.relative_to(self.plan.dir)}`: {item.reason}" for item in self.skipped]
+        return ["## Skipped runs (not counted: a file cannot be read, or the run has not ended)", "", *lines, ""]
 
     # ------------------------------------------------------------------------------------------ figures
 
@@ -455,11 +384,10 @@ class StudyReport:
             ]
             if not curves:
                 continue
-            length = min(len(curve) for curve in curves)
-            epochs = list(range(1, length + 1))
-            means = [statistics.fmean(curve[e] for curve in curves) for e in range(length)]
-            lows = [min(curve[e] for curve in curves) for e in range(length)]
-            highs = [max(curve[e] for curve in curves) for e in range(length)]
+            by_epoch = list(zip(*curves, strict=False))  # as many epochs as the shortest curve has
+            epochs = list(range(1, len(by_epoch) + 1))
+            means = [statistics.fmean(accuracies) for accuracies in by_epoch]
+            lows, highs = [min(accuracies) for accuracies in by_epoch], [max(accuracies) for accuracies in by_epoch]
             line = axes.plot(epochs, means, marker="o", label=f"{contestant.name} (lr {contestant.lr:g})")[0]
             axes.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.2)
         axes.set(xlabel="epoch", ylabel="test accuracy (mean; band: min to max over seeds)")
@@ -467,35 +395,19 @@ class StudyReport:
         save_figure(figure, axes, paths[FIGURES[2]])
 
 
-STAGE_ORDER = {"tune": 0, "confirm": 1}
-
-
-def _baseline_word(comparison: Comparison | None, resolved: bool, better: bool) -> str:
-    if comparison is None:
-        return "not compared (fewer than 2 shared seeds)"
-    return ("better" if better else "worse") if resolved else "not resolved"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
-def _pts(value: float | None, sign: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{100 * value:+.2f}" if sign else f"{100 * value:.2f}"
+def _pts(value: float | None) -> str:
+    """A difference in accuracy points, signed."""
+    return "-" if value is None else f"{100 * value:+.2f}"
 
 
 def _num(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _diff_cell(row: dict[str, Any], key: str = "diff_vs_best") -> str:
+def _diff_cell(row: dict[str, Any], key: str) -> str:
     if row[key] is None:
         return "-"
-    return (
-        f"{_pts(row[key], sign=True)} ({_pts(row['diff_ci_low'], sign=True)} to {_pts(row['diff_ci_high'], sign=True)})"
-    )
+    return f"{_pts(row[key])} ({_pts(row['diff_ci_low'])} to {_pts(row['diff_ci_high'])})"
 
 
 def _resolve_cell(row: dict[str, Any]) -> str:
@@ -508,6 +420,38 @@ def _resolve_cell(row: dict[str, Any]) -> str:
 def _failed_cell(row: dict[str, Any]) -> str:
     parts = [f"{row[key]} {key}" for key in ("collapsed", "diverged") if not row[key].startswith("0/")]
     return ", ".join(parts) or "-"
+
+
+# The report's tables: each column's header, and how its cell is made from a row of verdict_rows() or baseline_rows().
+VERDICT_TABLE: dict[str, Callable[[dict[str, Any]], str]] = {
+    "schedule": lambda row: row["schedule"],
+    "lr": lambda row: _num(row["lr"], "g"),
+    "n": lambda row: str(row["n"]),
+    "mean ± std": lambda row: f"{_num(row['mean'], '.4f')} ± {_num(row['std'], '.4f')}",
+    "diff (95% CI)": lambda row: _diff_cell(row, "diff_vs_best"),
+    "p (Holm)": lambda row: _num(row["p_holm"], ".3g"),
+    "Wilcoxon p": lambda row: _num(row["p_wilcoxon"], ".3g"),
+    "Welch p (Holm)": lambda row: _num(row["p_welch_holm"], ".3g"),
+    "r": lambda row: _num(row["correlation"], ".2f"),
+    "verdict": lambda row: row["verdict"],
+    "seeds to resolve": _resolve_cell,
+    "failed": _failed_cell,
+}
+BASELINE_TABLE = {
+    "schedule": VERDICT_TABLE["schedule"],
+    "diff (95% CI)": lambda row: _diff_cell(row, "diff_vs_baseline"),
+    **{header: VERDICT_TABLE[header] for header in ("p (Holm)", "Welch p (Holm)", "r", "verdict")},
+}
+TIME_TABLE = {
+    "schedule": VERDICT_TABLE["schedule"],
+    "reached": lambda row: row["reached_target"],
+    "median steps": lambda row: _num(row["median_steps_to_target"], ".0f"),
+    "median seconds": lambda row: _num(row["median_seconds_to_target"], ".1f"),
+}
+
+
+def _table(columns: Mapping[str, Callable[[dict[str, Any]], str]], rows: Iterable[dict[str, Any]]) -> str:
+    return markdown_table(list(columns), ([cell(row) for cell in columns.values()] for row in rows))
 
 
 def _seeds_text(comparison: Comparison) -> str:

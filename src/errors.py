@@ -1,12 +1,14 @@
 """Why a run stops before it finishes, each with the exit status `python -m src.train` ends with.
 
-The code that finds a problem raises one of these; only `src.train.main` turns them into a message and a status
-(or, in a sweep, into the job's failed.json), so `src.train.run` can be called in-process.
+The code that finds a problem raises one of these; only the entry points' `main` (`src.train`, `src.study`) turn
+them into a message and a status (or, in a sweep, into the job's failed.json), so `src.train.run` can be called
+in-process.
 """
 
 from __future__ import annotations
 
 EXIT_BAD_INPUT = 2
+EXIT_UNWRITABLE = 3
 
 
 class RunError(Exception):
@@ -22,7 +24,7 @@ class BadInput(RunError):
 class Unwritable(RunError):
     """The run folder cannot be written: disk full, no permission (exit status 3)."""
 
-    status = 3
+    status = EXIT_UNWRITABLE
 
 
 class Stopped(RunError):

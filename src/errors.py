@@ -16,6 +16,11 @@ class RunError(Exception):
 
     status = EXIT_BAD_INPUT
 
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
 
 class BadInput(RunError):
     """The config, the dataset or the checkpoint does not allow the run (exit status 2), found before training."""
@@ -31,5 +36,4 @@ class Stopped(RunError):
     """A signal stopped the run after an optimizer step (exit status 128 + the signal's number)."""
 
     def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.status = 128 + signum
+        super().__init__(message, 128 + signum)

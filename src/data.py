@@ -251,11 +251,6 @@ def read_checked(root: Path) -> tuple[dict[str, torch.Tensor], str]:
     return {name: _decode(data) for name, data in contents.items()}, fingerprint
 
 
-def check_files(root: Path) -> None:
-    """Raise DatasetCorruptError (naming each damaged file) unless the four files are whole and consistent."""
-    read_checked(root)
-
-
 # What this process has read: (the files' identity, device) -> (train_x, train_y, test_x, test_y) on that device and
 # the files' fingerprint. Two entries at most, so a sweep over two data folders or two devices does not read on every
 # job, and a long-lived process does not hoard datasets.

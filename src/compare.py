@@ -31,8 +31,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src.curves import Events, read_events
-from src.report_files import error_reason, markdown_table, new_figure, save_figure, write_csv, written_together
-from src.tracking import run_hparams
+from src.report_files import error_reason, markdown_table, new_figure, save_figure, write_csv
+from src.tracking import run_hparams, written_together
 
 WARMUP_KEY = "scheduler.warmup_ratio"
 FIGURES = ("lr_curves.png", "test_acc.png", "final_acc_vs_warmup.png")

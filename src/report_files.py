@@ -1,12 +1,11 @@
-"""How the reports (src.compare's and the study's) write their files: CSV tables, markdown tables, figures drawn
-outside pyplot, and a set of files that replace the old ones together or not at all.
+"""How the reports (src.compare's and the study's) write their files: CSV tables, markdown tables and figures drawn
+outside pyplot (a report's files replace the old ones together: `src.tracking.written_together`).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,25 +48,3 @@ def save_figure(figure: Figure, axes: Any, path: Path) -> None:
         axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     axes.grid(alpha=0.3)
     figure.savefig(path, dpi=110, bbox_inches="tight")
-
-
-@contextmanager
-def written_together(folder: Path, names: Iterable[str]) -> Iterator[dict[str, Path]]:
-    """Where to write the files `names` of `folder`: each at a partial name (`summary.partial.md`), all renamed into
-    place when the block ends. An error half-way removes the partial files (and `folder`, when this made it), so
-    the folder keeps its old files and holds no half-written report."""
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    partials = {name: folder / f"{Path(name).stem}.partial{Path(name).suffix}" for name in names}
-    try:
-        yield partials
-        for name, partial in partials.items():
-            partial.replace(folder / name)
-    except BaseException:
-        for partial in partials.values():
-            with suppress(OSError):
-                partial.unlink(missing_ok=True)
-        if created:
-            with suppress(OSError):
-                folder.rmdir()
-        raise

@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from src.tracking import write_json
+from src.tracking import write_json, written_together
 
 log = logging.getLogger(__name__)
 HYDRA_DIR = ".hydra"
@@ -47,24 +47,9 @@ def write_hydra_record(run_dir: Path, config: DictConfig, hydra_config: DictConf
         "overrides.yaml": OmegaConf.to_yaml(list(overrides)),
         "hydra.yaml": OmegaConf.to_yaml(recorded),
     }
-    made = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    partials = []
-    try:
+    with written_together(folder, contents) as paths:
         for name, text in contents.items():
-            partials.append(folder / f"{name}.partial")
-            with open(partials[-1], "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-        for partial in partials:
-            partial.replace(partial.with_suffix(""))
-    except OSError:
-        for partial in partials:
-            partial.unlink(missing_ok=True)
-        if made:
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
+            paths[name].write_text(text, encoding="utf-8")
 
 
 def write_failed(job_dir: Path, status: int, reason: str, overrides: list[str], job: int) -> None:

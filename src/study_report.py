@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from src.compare import TAIL_METRIC, Run, Skipped, failures, scan_runs
-from src.report_files import markdown_table, new_figure, save_figure, write_csv, written_together
+from src.report_files import markdown_table, new_figure, save_figure, write_csv
 from src.stats import ALPHA, POWER, Comparison, compare, holm
+from src.tracking import written_together
 
 if TYPE_CHECKING:  # the study imports this module: the plan's type is needed for annotations only
     from src.study import Plan

@@ -15,7 +15,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,31 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     partial.replace(path)
+
+
+@contextmanager
+def written_together(folder: Path, names: Iterable[str]) -> Iterator[dict[str, Path]]:
+    """Where to write the files `names` of `folder`: each at a partial name (`summary.partial.md`), all synced to
+    disk and renamed into place when the block ends. An error half-way removes the partial files (and `folder`,
+    when this made it), so the folder keeps its old files and holds no half-written one."""
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    partials = {name: folder / f"{Path(name).stem}.partial{Path(name).suffix}" for name in names}
+    try:
+        yield partials
+        for partial in partials.values():
+            descriptor = os.open(partial, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        for name, partial in partials.items():
+            partial.replace(folder / name)
+    except BaseException:
+        for partial in partials.values():
+            with suppress(OSError):
+                partial.unlink(missing_ok=True)
+        if created:
+            with suppress(OSError):
+                folder.rmdir()
+        raise

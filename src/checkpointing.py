@@ -12,7 +12,6 @@ what in a config would change the run.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import BadInput
+from src.tracking import write_aside
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -53,17 +53,10 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def save(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write `payload` aside, flush it to the disk, then rename: a crash mid-write leaves the previous file whole."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
+    """Write `payload` aside (`src.tracking.write_aside`): a crash mid-write leaves the previous file whole."""
     try:
-        with open(partial, "wb") as handle:
-            torch.save(dict(payload), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        partial.replace(path)
+        write_aside(path, lambda handle: torch.save(dict(payload), handle))
     except (OSError, RuntimeError) as error:
-        partial.unlink(missing_ok=True)
         # torch's zip writer reports a failed write (ENOSPC, EFBIG) as a RuntimeError raised from the OSError
         cause = _os_error_behind(error)
         if cause is None or cause is error:

@@ -60,7 +60,6 @@ def write_failed(job_dir: Path, status: int, reason: str, overrides: list[str], 
         Path(job_dir).mkdir(parents=True, exist_ok=True)
         write_json(Path(job_dir) / FAILED, payload)
     except OSError as error:
-        Path(job_dir, f"{FAILED}.partial").unlink(missing_ok=True)
         log.error("cannot write %s: %s", Path(job_dir) / FAILED, error.strerror or error)
 
 

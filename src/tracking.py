@@ -15,10 +15,10 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
@@ -163,17 +163,27 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write aside and rename, so a reader never sees half a file. A non-finite number is written as null:
-    NaN and Infinity are not JSON, and strict parsers refuse a file holding them."""
+def write_aside(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write(handle)` into `<path>.partial`, flushed to the disk, then renamed to `path`: a reader never sees half
+    a file, and a crash or a full disk leaves the previous one whole (and no partial file behind)."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
-    text = json.dumps(_finite_or_none(payload), indent=2, allow_nan=False)
-    with open(partial, "w") as handle:
-        handle.write(text + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
+    try:
+        with open(partial, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """JSON, written aside (`write_aside`). A non-finite number is written as null: NaN and Infinity are not JSON,
+    and strict parsers refuse a file holding them."""
+    text = json.dumps(_finite_or_none(payload), indent=2, allow_nan=False) + "\n"
+    write_aside(path, lambda handle: handle.write(text.encode()))
 
 
 @contextmanager

@@ -175,7 +175,6 @@ def run(
         )
         run_folder.clear_failed(run_dir)  # also one a command refused by the lock wrote while this one trained
     except OSError as error:
-        Path(run_dir, "metrics.json.partial").unlink(missing_ok=True)
         raise Unwritable(
             f"cannot write the run's files in {run_dir}: {error.strerror or error}. Free some disk space or pick a "
             "writable folder with output_root=<folder>; an interrupted run resumes from its last.pt."

@@ -117,11 +117,6 @@ def _parallel_jobs() -> int:
     return n_jobs if n_jobs > 0 else max(1, available_cores() + 1 + n_jobs)
 
 
-def _total_updates(cfg: DictConfig, steps_per_epoch: int) -> int:
-    epochs = int(cfg.trainer.epochs)
-    return epochs * steps_per_epoch if cfg.scheduler.interval == "step" else epochs
-
-
 def check(cfg: DictConfig) -> None:
     """The whole config before anything is read or written: `lr_from` (which sets optimizer.lr), then every key
     (src.validation). Raises BadInput listing every problem."""
@@ -229,7 +224,7 @@ def _fit(
         precision=cfg.trainer.precision,
         progress=cfg.trainer.progress,
         stop_on_collapse=cfg.trainer.stop_on_collapse,
-        warmup_updates=lr_driver.warmup_updates(_total_updates(cfg, dataset.steps_per_epoch)),
+        warmup_updates=lr_driver.warmup_updates(),
         on_epoch_end=checkpointer,
         should_stop=stop or (lambda: False),
     )
@@ -245,7 +240,7 @@ def _fit(
             if trainer.result.history:  # its epoch points sit on the restart step, so they are written again
                 tracker.epoch(trainer.step, trainer.result.history[-1])
             log.info("resumed after epoch %d/%d at step %d", trainer.result.epochs, cfg.trainer.epochs, trainer.step)
-        if resume_point is None or identity.changed_now:
+        if identity.changed_now:  # always for a new run
             # the state before this session's first epoch, with what the run now is: even an interrupted first
             # epoch resumes, and after a forced resume the printed command continues without force
             checkpointer(trainer)

@@ -26,10 +26,11 @@ class LRDriver:
     cyclic) also sets the optimizer's momentum (SGD's `momentum`, Adam's first beta) at every update.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule, interval: str):
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule, timeline: Timeline):
         self.optimizer = optimizer
         self.schedule = schedule
-        self.interval = interval
+        self.timeline = timeline
+        self.interval = timeline.interval
         self.scheduler = LambdaLR(optimizer, lr_lambda=schedule)
         self._apply_momentum()
 
@@ -45,9 +46,10 @@ class LRDriver:
             return group["betas"][0]
         return group.get("momentum")
 
-    def warmup_updates(self, total: int, max_points: int = 100_000) -> int:
-        """Updates before the schedule first reaches its peak over a run of `total` updates: the warmup, or any
-        rise to the top (one_cycle's first phase). A run is judged for collapse only after it (Trainer)."""
+    def warmup_updates(self, max_points: int = 100_000) -> int:
+        """Updates before the schedule first reaches its peak over the run: the warmup, or any rise to the top
+        (one_cycle's first phase). A run is judged for collapse only after it (Trainer)."""
+        total = self.timeline.total
         stride = max(1, total // max_points)
         values = [(self.schedule(t), t) for t in range(0, total, stride)]
         if not values:
@@ -137,14 +139,13 @@ def build_schedule(scheduler_cfg: DictConfig, timeline: Timeline) -> Schedule:
 
 def build_lr_driver(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> LRDriver:
     """The lr driver of a composed run config, for an optimizer already built from `cfg.optimizer`."""
-    interval = cfg.scheduler.interval
     timeline = Timeline(
-        interval=interval,
+        interval=cfg.scheduler.interval,
         steps_per_epoch=steps_per_epoch,
         epochs=int(cfg.trainer.epochs),
         base_lr=float(cfg.optimizer.lr),
     )
-    return LRDriver(optimizer, build_schedule(cfg.scheduler, timeline), interval)
+    return LRDriver(optimizer, build_schedule(cfg.scheduler, timeline), timeline)
 
 
 def schedule_curves(cfg: DictConfig, steps_per_epoch: int) -> dict[str, list[float]]:

@@ -221,9 +221,10 @@ def _parsed(override: str) -> Any | None:
         return None
 
 
-def _key(override: str) -> str:
-    parsed = _parsed(override)
-    return parsed.get_key_element().lstrip("+~") if parsed else override.split("=", 1)[0].lstrip("+~")
+def override_key(override: str) -> str:
+    """The key an override sets (`+a.b=1`: `a.b`, `~a`: `a`): the text before its first `=`, as Hydra's grammar
+    has it (a key holds no `=`), without the add or delete prefix."""
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 _ABSENT = object()
@@ -251,10 +252,10 @@ def merged_overrides(old: list[str], new: list[str], cfg: DictConfig, choices: M
     repeat only where the run still has its value (else it describes the run before the change). `resume` and
     `checkpoint.force_resume` say how a session went, not what the run is, and are left out. Composing these
     overrides gives the run's config now, so the command that continues it is accepted without force."""
-    latest = {_key(override): override for override in new if _key(override) not in SESSION_KEYS}
+    latest = {override_key(override): override for override in new if override_key(override) not in SESSION_KEYS}
     merged = []
     for override in old:
-        key = _key(override)
+        key = override_key(override)
         if key in latest:
             merged.append(latest.pop(key))
         elif key not in SESSION_KEYS and _still_true(override, cfg, choices):
@@ -295,6 +296,6 @@ def shell_word(word: str) -> str:
 
 def command(overrides: list[str], run_dir: Path) -> str:
     """The command line, to paste into a shell, that continues the run in `run_dir` described by `overrides`."""
-    kept = [override for override in overrides if _key(override) != "resume"]
+    kept = [override for override in overrides if override_key(override) != "resume"]
     words = ["python", "-m", "src.train", *kept, f"resume={hydra_quoted(str(run_dir))}"]
     return " ".join(shell_word(word) for word in words)

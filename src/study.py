@@ -35,6 +35,7 @@ from src import REPO_ROOT
 from src.compare import TAIL_METRIC, DamagedRunError, Run, read_metrics, scan_runs
 from src.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError, Stopped
 from src.report_files import error_reason
+from src.resume import override_key
 from src.study_report import build_study_report, write_study_report
 from src.tracking import write_json
 
@@ -117,16 +118,12 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
     return preset, options, run
 
 
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def _merge(*override_lists: list[str]) -> list[str]:
     """Overrides in order, a later value of a key replacing an earlier one in its place."""
     merged: dict[str, str] = {}
     for overrides in override_lists:
         for override in overrides:
-            merged[_key(override)] = override  # an existing key keeps its place
+            merged[override_key(override)] = override  # an existing key keeps its place
     return list(merged.values())
 
 
@@ -236,7 +233,8 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
     owned = [
         override
         for override in run_overrides
-        if _key(override) in STUDY_OWNED or _key(override).startswith(("hydra.sweep", "hydra.run", "hydra.mode"))
+        if override_key(override) in STUDY_OWNED
+        or override_key(override).startswith(("hydra.sweep", "hydra.run", "hydra.mode"))
     ]
     if owned:
         raise StudyError(
@@ -346,7 +344,7 @@ class Launcher:
 
     def command(self, stage: str, schedule: Schedule, lrs: list[str], seeds: list[int]) -> list[str]:
         overrides = self.plan.job_overrides(stage, schedule)
-        if "trainer.progress" not in {_key(override) for override in overrides}:
+        if "trainer.progress" not in {override_key(override) for override in overrides}:
             overrides.append("trainer.progress=false")  # the study shows its own progress
         return [
             sys.executable,

@@ -31,7 +31,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src.curves import Events, read_events
-from src.report_files import error_reason, markdown_table, new_figure, save_figure, write_csv
+from src.errors import error_reason
+from src.report_files import markdown_table, new_figure, save_figure, write_csv
 from src.tracking import run_hparams, written_together
 
 WARMUP_KEY = "scheduler.warmup_ratio"

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from src import REPO_ROOT
+from src.errors import error_reason
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def locate(root: str | None = None, system_dir: str | None = None, download: boo
 
 def _unreadable(path: Path, error: OSError) -> DatasetNotFoundError:
     return DatasetNotFoundError(
-        f"Fashion-MNIST file {path} could not be read ({error.strerror or error}).\n{HOW_TO_GET_IT}"
+        f"Fashion-MNIST file {path} could not be read ({error_reason(error)}).\n{HOW_TO_GET_IT}"
     )
 
 

@@ -1,4 +1,5 @@
-"""Why a run stops before it finishes, each with the exit status `python -m src.train` ends with.
+"""Why a run stops before it finishes, each with the exit status `python -m src.train` ends with, and how an
+error is put in words for a message (`error_reason`).
 
 The code that finds a problem raises one of these; only the entry points' `main` (`src.train`, `src.study`) turn
 them into a message and a status (or, in a sweep, into the job's failed.json), so `src.train.run` can be called
@@ -9,6 +10,11 @@ from __future__ import annotations
 
 EXIT_BAD_INPUT = 2
 EXIT_UNWRITABLE = 3
+
+
+def error_reason(error: Exception) -> str:
+    """What went wrong, in words (`No space left on device`), without the errno and path an OSError adds."""
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
 
 
 class RunError(Exception):

@@ -13,11 +13,6 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 
-def error_reason(error: Exception) -> str:
-    """What went wrong, in words (`No space left on device`), without the errno and path an OSError adds."""
-    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-
-
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> None:
     """One line per row under a header of `columns` (the first row's keys when not given); None is an empty cell,
     keys outside `columns` are left out."""

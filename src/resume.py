@@ -27,7 +27,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src import checkpointing, run_folder
-from src.errors import BadInput, Unwritable
+from src.errors import BadInput, Unwritable, error_reason
 
 log = logging.getLogger(__name__)
 LOCK = ".lock"
@@ -111,7 +111,7 @@ def run_lock(folder: Path) -> Iterator[None]:
         fd = _acquire(path)
     except OSError as error:
         raise Unwritable(
-            f"cannot write the run's files in {path.parent}: {error.strerror or error}. Pick a writable "
+            f"cannot write the run's files in {path.parent}: {error_reason(error)}. Pick a writable "
             "folder with output_root=<folder>."
         ) from None
     try:  # only for the message of a process refused later: a full disk does not stop the run here

@@ -22,6 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, read_write
 
+from src.errors import error_reason
 from src.tracking import write_json, written_together
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def write_failed(job_dir: Path, status: int, reason: str, overrides: list[str], 
         Path(job_dir).mkdir(parents=True, exist_ok=True)
         write_json(Path(job_dir) / FAILED, payload)
     except OSError as error:
-        log.error("cannot write %s: %s", Path(job_dir) / FAILED, error.strerror or error)
+        log.error("cannot write %s: %s", Path(job_dir) / FAILED, error_reason(error))
 
 
 def clear_failed(run_dir: Path) -> None:

@@ -33,8 +33,7 @@ from tqdm import tqdm
 
 from src import REPO_ROOT
 from src.compare import TAIL_METRIC, DamagedRunError, Run, read_metrics, scan_runs
-from src.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError, Stopped
-from src.report_files import error_reason
+from src.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError, Stopped, error_reason
 from src.resume import override_key
 from src.study_report import build_study_report, write_study_report
 from src.tracking import write_json

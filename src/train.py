@@ -34,7 +34,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from src import REPO_ROOT, checkpointing, data, resume, run_folder
 from src.callbacks import job_folder_name
 from src.device import available_cores, configure_threads, maybe_compile, select_device
-from src.errors import EXIT_BAD_INPUT, BadInput, RunError, Stopped, Unwritable
+from src.errors import EXIT_BAD_INPUT, BadInput, RunError, Stopped, Unwritable, error_reason
 from src.lr_from import lr_record, take_lr_from
 from src.optimizers import build_optimizer
 from src.schedules import build_lr_driver
@@ -171,7 +171,7 @@ def run(
         run_folder.clear_failed(run_dir)  # also one a command refused by the lock wrote while this one trained
     except OSError as error:
         raise Unwritable(
-            f"cannot write the run's files in {run_dir}: {error.strerror or error}. Free some disk space or pick a "
+            f"cannot write the run's files in {run_dir}: {error_reason(error)}. Free some disk space or pick a "
             "writable folder with output_root=<folder>; an interrupted run resumes from its last.pt."
         ) from error
     return result

@@ -38,6 +38,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from src import REPO_ROOT
 from src.checkpointing import LAST
 from src.device import DEVICES, PRECISIONS
+from src.errors import error_reason
 from src.lr_suggest import MAX_STEPS, MIN_STEPS, RAMPS, RULES
 from src.optimizers import build_optimizer
 from src.resume import hydra_quoted
@@ -406,7 +407,7 @@ def output_folder_problem(folder: Path) -> str | None:
     try:
         Path(tempfile.mkdtemp(prefix=".lrbench-", dir=existing)).rmdir()
     except OSError as error:
-        return f"no new folder can be made in {existing} ({error.strerror or error})"
+        return f"no new folder can be made in {existing} ({error_reason(error)})"
     return None
 
 

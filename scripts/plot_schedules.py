@@ -54,7 +54,7 @@ def draw_run(axes, cfg: DictConfig, label: str | None = None) -> None:
     """The run's lr curve on `axes`: every step, or the sampled steps of a run too long to draw whole."""
     steps_per_epoch = planned_steps_per_epoch(cfg)
     steps, curves = previewed_curves(cfg, steps_per_epoch)
-    draw(axes, curves["lr"], steps_per_epoch, label=label, steps=steps)
+    draw(axes, curves["lr"], steps_per_epoch, steps, label=label)
 
 
 def plot(names: list[str], overrides: list[str], out: Path, overlay: bool, group: str = "scheduler") -> Path:

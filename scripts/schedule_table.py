@@ -17,7 +17,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from src import REPO_ROOT
+
 SCHEDULER_DIR = REPO_ROOT / "conf" / "scheduler"
 DOC = REPO_ROOT / "docs" / "schedules.md"
 BEGIN = "<!-- schedule table: written by scripts/schedule_table.py (make docs) from conf/scheduler/ -->"

@@ -297,8 +297,12 @@ def scan_runs(folder: Path) -> Scan:
 
 def failures(runs: Collection[Run]) -> str:
     """How many of `runs` collapsed or diverged, e.g. `2/5 collapsed`; empty when none did."""
-    counts = {outcome: sum(run.outcome == outcome for run in runs) for outcome in OUTCOMES}
-    return ", ".join(f"{count}/{len(runs)} {outcome}" for outcome, count in counts.items() if count)
+    return failure_text({outcome: sum(run.outcome == outcome for run in runs) for outcome in OUTCOMES}, len(runs))
+
+
+def failure_text(counts: Mapping[str, int], total: int) -> str:
+    """`2/5 collapsed, 1/5 diverged` from the count of each outcome (OUTCOMES); empty when all are 0."""
+    return ", ".join(f"{counts[outcome]}/{total} {outcome}" for outcome in OUTCOMES if counts[outcome])
 
 
 def _mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
@@ -460,7 +464,7 @@ class Report:
             cells.append(f"{seeds} (+{_count(row['duplicates'], 'duplicate')})" if row["duplicates"] else str(seeds))
             cells += [_cell(row, name, ".4f") for name in ("test_acc", TAIL_METRIC, "best_test_acc", "train_loss")]
             cells += [steps, _cell(row, "wall_seconds", ".1f")]
-            cells.append(", ".join(f"{row[outcome]}/{seeds} {outcome}" for outcome in OUTCOMES if row[outcome]) or "-")
+            cells.append(failure_text(row, seeds) or "-")
             if left_out:
                 parts = [f"{row['unfinished']} unfinished"] if row["unfinished"] else []
                 parts += [_count(row["failed_jobs"], "failed job")] if row["failed_jobs"] else []

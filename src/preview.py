@@ -82,18 +82,15 @@ def write_csv(path: Path, curves: dict[str, list[float]], steps_per_epoch: int, 
             writer.writerow([step, f"{step / steps_per_epoch:.6g}", *(repr(value) for value in values)])
 
 
-def _edges(count: int, steps_per_epoch: int, steps: list[int] | None) -> list[float]:
+def _edges(steps: list[int], steps_per_epoch: int) -> list[float]:
     """Where each value's stair starts and the last one ends, in epochs: a sampled value holds until the next."""
-    steps = list(range(count)) if steps is None else steps
     return [step / steps_per_epoch for step in [*steps, steps[-1] + 1]] if steps else [0.0]
 
 
-def draw(
-    axes, lrs: list[float], steps_per_epoch: int, label: str | None = None, steps: list[int] | None = None
-) -> None:
+def draw(axes, lrs: list[float], steps_per_epoch: int, steps: list[int], label: str | None = None) -> None:
     """The lr against epochs (a step is 1/steps_per_epoch of one), drawn as the stairs the optimizer sees;
-    `steps` are the steps of a sampled curve's values (default: every step)."""
-    axes.stairs(lrs, _edges(len(lrs), steps_per_epoch, steps), label=label, baseline=None, linewidth=1.6)
+    `steps` are the optimizer steps of the values (every step, or a sampled curve's)."""
+    axes.stairs(lrs, _edges(steps, steps_per_epoch), label=label, baseline=None, linewidth=1.6)
     axes.set_xlabel("epoch")
     axes.set_ylabel("learning rate")
     axes.grid(alpha=0.3)
@@ -103,11 +100,11 @@ def plot(path: Path, curves: dict[str, list[float]], steps_per_epoch: int, title
     """lr.png: the lr curve, and the momentum on a second axis when the schedule moves it."""
     figure = Figure(figsize=(7, 4), layout="constrained")
     axes = figure.subplots()
-    draw(axes, curves["lr"], steps_per_epoch, steps=steps)
+    draw(axes, curves["lr"], steps_per_epoch, steps)
     momentum = curves.get("momentum", [])
     if momentum and min(momentum) != max(momentum):
         second = axes.twinx()
-        edges = _edges(len(momentum), steps_per_epoch, steps)
+        edges = _edges(steps, steps_per_epoch)
         second.stairs(momentum, edges, baseline=None, color="tab:orange", linewidth=1.2, linestyle="--")
         second.set_ylabel("momentum (dashed)")
     axes.set_title(title, fontsize=10)

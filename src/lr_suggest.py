@@ -123,7 +123,8 @@ class Suggestion:
     detail: str
 
 
-def _rounded(lr: float) -> float:
+def rounded_lr(lr: float) -> float:
+    """An lr to 3 significant digits: what a suggestion or a grid point says, and a clean folder name."""
     return float(f"{lr:.3g}")
 
 
@@ -139,13 +140,13 @@ def suggest(lrs: Sequence[float], smoothed: Sequence[float], *, stopped_early: b
     low, high = min(lrs), max(lrs)
 
     def inside(lr: float) -> float:
-        return min(max(_rounded(lr), low), high)
+        return min(max(rounded_lr(lr), low), high)
 
     steep = steepest_index(ys)
     valley, first, last = valley_index(ys)
     lowest = min(range(len(ys)), key=ys.__getitem__)
     minimum = inside(xs[lowest] / 10)
-    clamped = " (raised to the ramp's start)" if minimum > _rounded(xs[lowest] / 10) else ""
+    clamped = " (raised to the ramp's start)" if minimum > rounded_lr(xs[lowest] / 10) else ""
     return {
         "min_div10": Suggestion(
             "min_div10", minimum, f"lowest smoothed loss {ys[lowest]:.4g} at lr {xs[lowest]:.3g}{clamped}"

@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,11 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from src import REPO_ROOT
-from src.compare import TAIL_METRIC, DamagedRunError, Run, read_metrics, scan_runs
+from src.compare import DamagedRunError, Run, read_metrics, scan_runs
 from src.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError, Stopped, error_reason
+from src.lr_suggest import rounded_lr
 from src.resume import override_key
-from src.study_report import build_study_report, write_study_report
+from src.study_report import METRIC_NAMES, build_study_report, write_study_report
 from src.tracking import write_json
 
 log = logging.getLogger("src.study")
@@ -43,7 +45,7 @@ CONF_DIR = REPO_ROOT / "conf"
 STUDY_FILE = "study.json"
 PICKS_FILE = "picks.json"
 STAGES = ("tune", "confirm")
-METRICS = ("test_acc", TAIL_METRIC)
+METRICS = tuple(METRIC_NAMES)
 PICK_RULES = ("metric", "best_test_acc")
 # Keys a study sets for each job itself; the command line may not set them.
 STUDY_OWNED = (
@@ -183,10 +185,21 @@ def _schedules(spec: DictConfig) -> list[Schedule]:
     return schedules
 
 
+def _run_problem(overrides: tuple[str, ...]) -> Exception | None:
+    """What stops the run these overrides describe (a ConfigError listing its problems), or None."""
+    from src.validation import validate
+
+    try:
+        validate(compose_run(list(overrides)))
+    except Exception as error:
+        return error
+    return None
+
+
 def lr_grid(centre: float, factor: float, points: int) -> list[str]:
     """`points` lrs log-spaced around `centre`, `factor` apart, to 3 significant digits (clean folder names)."""
     middle = (points - 1) / 2
-    return [repr(float(f"{centre * factor ** (k - middle):.3g}")) for k in range(points)]
+    return [repr(rounded_lr(centre * factor ** (k - middle))) for k in range(points)]
 
 
 def _positive_number(value: Any) -> bool:
@@ -227,7 +240,7 @@ def _check_spec(spec: DictConfig) -> None:
 def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan:
     """Resolve and check the whole study before anything runs: every job's config is validated as src.train
     would validate it (at the smallest and largest lr of its grid, in both stages)."""
-    from src.validation import ConfigError, validate
+    from src.validation import ConfigError
 
     owned = [
         override
@@ -293,16 +306,16 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
         },
     )
     problems: list[str] = []
+    check = cache(_run_problem)  # without tune overrides, both stages of a schedule run the same configs
     for schedule in schedules:
         grid = sorted({float(lr) for lr in lrs[schedule.name]})
         for stage in STAGES:
             job = plan.job_overrides(stage, schedule)
             for lr in {grid[0], grid[-1]}:
-                try:
-                    validate(compose_run([*job, f"optimizer.lr={lr}", f"seed={tune_seeds[0]}"]))
-                except ConfigError as error:
+                error = check((*job, f"optimizer.lr={lr}", f"seed={tune_seeds[0]}"))
+                if isinstance(error, ConfigError):
                     problems.append(f"schedule {schedule.name}, {stage} stage, optimizer.lr={lr}:\n{error}")
-                except Exception as error:
+                elif error is not None:
                     problems.append(f"schedule {schedule.name}, {stage} stage: {error}")
     GlobalHydra.instance().clear()
     if problems:

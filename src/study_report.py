@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from src.compare import TAIL_METRIC, Run, Skipped, failures, scan_runs
 from src.report_files import markdown_table, new_figure, save_figure, write_csv
-from src.stats import ALPHA, POWER, Comparison, compare, holm
+from src.stats import ALPHA, MAX_SEEDS, POWER, Comparison, compare, holm
 from src.tracking import written_together
 
 if TYPE_CHECKING:  # the study imports this module: the plan's type is needed for annotations only
@@ -415,7 +415,7 @@ def _resolve_cell(row: dict[str, Any]) -> str:
     paired, welch = row["seeds_to_resolve_paired"], row["seeds_to_resolve_welch"]
     if paired is None and welch is None:
         return "-"
-    return f"{paired or '>10000'} / {welch or '>10000'}"
+    return f"{_seeds(paired)} / {_seeds(welch)}"
 
 
 def _failed_cell(row: dict[str, Any]) -> str:
@@ -458,12 +458,15 @@ def _table(columns: Mapping[str, Callable[[dict[str, Any]], str]], rows: Iterabl
 def _seeds_text(comparison: Comparison) -> str:
     if comparison.seeds_paired is None and comparison.seeds_welch is None:
         return "no gap measured to size a study for"
-    paired = comparison.seeds_paired or ">10000"
-    welch = comparison.seeds_welch or ">10000"
     return (
-        f"about {paired} seeds (paired) or {welch} (unpaired) would resolve it at {POWER:.0%} power, at 0.05 "
-        "divided by the number of comparisons"
+        f"about {_seeds(comparison.seeds_paired)} seeds (paired) or {_seeds(comparison.seeds_welch)} (unpaired) "
+        f"would resolve it at {POWER:.0%} power, at {ALPHA:g} divided by the number of comparisons"
     )
+
+
+def _seeds(count: int | None) -> str:
+    """A seed count from src.stats.seeds_needed; None past its search (MAX_SEEDS)."""
+    return str(count) if count else f">{MAX_SEEDS}"
 
 
 def _grid_cell(pick: dict[str, Any], seeds: int) -> str:

@@ -52,6 +52,7 @@ from src.lr_suggest import (
     window,
 )
 from src.optimizers import build_optimizer
+from src.resume import override_key
 from src.tracking import write_json
 from src.train import fail, group_choices, task_overrides  # importing it registers the resolvers the configs use
 from src.validation import NUMBER, ConfigError, override_key_problem, validate
@@ -238,8 +239,14 @@ def train_command(overrides: Sequence[str], extra: str) -> str:
 
 
 def report_lines(
-    curve: Curve, suggestions: Mapping[str, Suggestion], chosen: str, folder: Path, overrides: Sequence[str]
+    curve: Curve,
+    suggestions: Mapping[str, Suggestion],
+    record: Mapping[str, Any],
+    folder: Path,
+    overrides: Sequence[str],
 ) -> list[str]:
+    """What the range test found, for the log and TensorBoard; `record` is the suggestion's (suggestions_record)."""
+    chosen = record["suggestion"]
     ended = f"stopped at step {len(curve.lrs) - 1}: {curve.stop}" if curve.stop else "ran the whole ramp"
     lines = [
         f"LR range test: {len(curve.lrs)} of {len(curve.planned)} steps, lr {curve.planned[0]:.3g} -> "
@@ -248,10 +255,9 @@ def report_lines(
     for name, suggestion in suggestions.items():
         mark = "  <- suggestion" if name == chosen else ""
         lines.append(f"  {name:<10} {suggestion.lr:<10g} {WHAT_RULES_DO[name]} ({suggestion.detail}){mark}")
-    lr = suggestions[chosen].lr
     lines += [
-        f"suggestion: {chosen} (lr_find.suggestion), because {suggestions_record(suggestions, chosen)['why']}",
-        f"use it:  {train_command(overrides, f'optimizer.lr={lr:g}')}",
+        f"suggestion: {chosen} (lr_find.suggestion), because {record['why']}",
+        f"use it:  {train_command(overrides, record['override'])}",
         f"     or: {train_command(overrides, f'lr_from={folder}')}",
         f"files:   {folder}",
     ]
@@ -301,15 +307,16 @@ def main(cfg: DictConfig) -> float:
         )
     chosen = cfg.lr_find.suggestion
     overrides = task_overrides()
-    lines = report_lines(curve, suggestions, chosen, folder, overrides)
+    record = suggestions_record(suggestions, chosen)
+    lines = report_lines(curve, suggestions, record, folder, overrides)
     figure = draw(curve, suggestions, chosen, title(cfg))
     figure.savefig(folder / PNG_FILE, dpi=120)
     write_tensorboard(folder, curve, figure, "\n".join(lines))
     write_json(
         folder / SUGGESTIONS_FILE,
         {
-            **suggestions_record(suggestions, chosen),
-            "command": train_command(overrides, f"optimizer.lr={suggestions[chosen].lr:g}"),
+            **record,
+            "command": train_command(overrides, record["override"]),
             "settings": OmegaConf.to_container(cfg.lr_find),
             "steps_run": len(curve.lrs),
             "stop": curve.stop,
@@ -325,7 +332,7 @@ def lr_find_arguments(argv: list[str]) -> list[str]:
     """`argv` without the sweep report hook of conf/config.yaml, which reports on trained runs (a range test
     multirun, e.g. `-m optimizer=sgd,adam`, leaves one test folder per job and no report)."""
     hooks = OmegaConf.select(OmegaConf.load(REPO_ROOT / "conf" / "config.yaml"), "hydra.callbacks", default=None)
-    given = {argument.split("=", 1)[0].lstrip("+~") for argument in argv}
+    given = {override_key(argument) for argument in argv}
     if hooks and "sweep_summary" in hooks and "hydra.callbacks.sweep_summary" not in given:
         return [*argv, "~hydra.callbacks.sweep_summary"]
     return argv

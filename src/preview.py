@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import REPO_ROOT
 from src.lr_from import take_lr_from
 from src.optimizers import build_optimizer
+from src.resume import override_key
 from src.schedules import build_lr_driver, schedule_curves
 from src.train import fail  # also registers the resolvers the configs use
 from src.validation import (
@@ -150,8 +151,8 @@ def preview_arguments(argv: list[str]) -> list[str]:
     defaults = [f"hydra.run.dir={PREVIEW_DIR}", f"hydra.sweep.dir={PREVIEW_DIR}"]
     hooks = OmegaConf.select(OmegaConf.load(REPO_ROOT / "conf" / "config.yaml"), "hydra.callbacks", default={})
     defaults += [f"~hydra.callbacks.{name}" for name in hooks or {}]
-    given = {argument.split("=", 1)[0].lstrip("+~") for argument in argv}
-    return argv + [item for item in defaults if item.split("=", 1)[0].lstrip("~") not in given]
+    given = {override_key(argument) for argument in argv}
+    return argv + [item for item in defaults if override_key(item) not in given]
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import sys
 from pathlib import Path
 
@@ -31,21 +30,16 @@ from src.resume import override_key
 from src.schedules import build_lr_driver, schedule_curves
 from src.train import fail  # also registers the resolvers the configs use
 from src.validation import (
-    FASHION_MNIST_TRAIN_SIZE,
     MAX_SCHEDULE_POINTS,
     ConfigError,
     override_key_problem,
+    planned_steps_per_epoch,
     sampled_updates,
     validate,
 )
 
 log = logging.getLogger("src.preview")
 PREVIEW_DIR = "${output_root}/previews/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}"
-
-
-def planned_steps_per_epoch(cfg: DictConfig) -> int:
-    """Optimizer steps per epoch of the run `cfg` describes, from its sizes alone (the last batch may be short)."""
-    return math.ceil((cfg.data.train_size or FASHION_MNIST_TRAIN_SIZE) / cfg.data.batch_size)
 
 
 def previewed_curves(

@@ -42,11 +42,11 @@ from src.errors import error_reason
 from src.lr_suggest import MAX_STEPS, MIN_STEPS, RAMPS, RULES
 from src.optimizers import build_optimizer
 from src.resume import hydra_quoted
-from src.schedules import ScheduleConfigError, Timeline, build_schedule
+from src.schedules import ScheduleConfigError, Timeline, build_schedule, run_timeline
 from src.schedules.timeline import INTERVALS
 
 CONF_DIR = REPO_ROOT / "conf"
-FASHION_MNIST_TRAIN_SIZE = TRAIN_SIZE = 60_000
+FASHION_MNIST_TRAIN_SIZE = 60_000
 MAX_EPOCHS = 10_000
 MAX_THREADS = 1024
 # The schedule is built from these keys (and the scheduler group's); it is checked once none has a problem.
@@ -108,13 +108,16 @@ STRING = Rule(lambda value: isinstance(value, str), "a string")
 FOLDER = STRING.where(lambda value: value.strip() != "", "a folder")
 NAME = Rule(FOLDER.test, "a name")
 POSITIVE = INTEGER.where(lambda v: v >= 1, "an integer >= 1")
+POSITIVE_NUMBER = NUMBER.where(lambda v: v > 0, "a number > 0")
+NON_NEGATIVE_NUMBER = NUMBER.where(lambda v: v >= 0, "a number >= 0")
+RUN_FOLDER = Rule(FOLDER.test, f"the folder of an earlier run (holding {LAST})")
 
 # Every key of the run config but the scheduler's, with what it allows (tests/test_validation.py checks that each
 # key of each config file has one). The order is that of the message.
 SCHEMA: dict[str, Rule] = {
     "seed": INTEGER.where(lambda v: 0 <= v < 2**63, "an integer >= 0 and < 2**63"),
     "output_root": FOLDER,
-    "resume": Rule(FOLDER.test, f"the folder of an earlier run (holding {LAST})").optional(),
+    "resume": RUN_FOLDER.optional(),
     "lr_from": Rule(
         FOLDER.test, "the folder of a finished `python -m src.lr_find` (or its suggestions.json)"
     ).optional(),
@@ -124,22 +127,22 @@ SCHEMA: dict[str, Rule] = {
     "labels.stage": NAME.optional(),
     "labels.schedule": NAME.optional(),
     "model.num_classes": INTEGER.where(lambda v: v >= 10, "an integer >= 10 (Fashion-MNIST has 10 classes)"),
-    "optimizer.lr": NUMBER.where(lambda v: v > 0, "a number > 0"),
+    "optimizer.lr": POSITIVE_NUMBER,
     "optimizer.momentum": NUMBER.where(lambda v: 0 <= v < 1, "a number with 0 <= momentum < 1"),
     "optimizer.nesterov": BOOLEAN,
     "optimizer.betas": Rule(
         lambda v: isinstance(v, ListConfig) and len(v) == 2 and all(NUMBER.test(b) and 0 <= b < 1 for b in v),
         "two numbers, each 0 <= beta < 1",
     ),
-    "optimizer.eps": NUMBER.where(lambda v: v >= 0, "a number >= 0"),
-    "optimizer.weight_decay": NUMBER.where(lambda v: v >= 0, "a number >= 0"),
+    "optimizer.eps": NON_NEGATIVE_NUMBER,
+    "optimizer.weight_decay": NON_NEGATIVE_NUMBER,
     "data.root": FOLDER.optional(),
     "data.system_dir": FOLDER.optional(),
     "data.download": BOOLEAN,
     "data.batch_size": POSITIVE,
-    "data.train_size": INTEGER.where(lambda v: 1 <= v <= TRAIN_SIZE, f"an integer 1..{TRAIN_SIZE}").optional(
-        f" (all {TRAIN_SIZE})"
-    ),
+    "data.train_size": INTEGER.where(
+        lambda v: 1 <= v <= FASHION_MNIST_TRAIN_SIZE, f"an integer 1..{FASHION_MNIST_TRAIN_SIZE}"
+    ).optional(f" (all {FASHION_MNIST_TRAIN_SIZE})"),
     "data.normalize": BOOLEAN,
     "trainer.epochs": INTEGER.where(lambda v: 1 <= v <= MAX_EPOCHS, f"an integer >= 1 and <= {MAX_EPOCHS}"),
     "trainer.threads": INTEGER.where(lambda v: 1 <= v <= MAX_THREADS, f"an integer 1..{MAX_THREADS}").optional(
@@ -157,8 +160,8 @@ SCHEMA: dict[str, Rule] = {
     "scheduler.interval": _one_of(INTERVALS),
     "scheduler.warmup_ratio": NUMBER.where(lambda v: 0 <= v < 1, "a number with 0 <= warmup_ratio < 1"),
     # `python -m src.lr_find`'s own keys (conf/lr_find.yaml); a training run has none of them.
-    "lr_find.min_lr": NUMBER.where(lambda v: v > 0, "a number > 0"),
-    "lr_find.max_lr": NUMBER.where(lambda v: v > 0, "a number > 0"),
+    "lr_find.min_lr": POSITIVE_NUMBER,
+    "lr_find.max_lr": POSITIVE_NUMBER,
     "lr_find.num_steps": INTEGER.where(
         lambda v: MIN_STEPS <= v <= MAX_STEPS,
         f"an integer {MIN_STEPS}..{MAX_STEPS} (too few steps leave no curve to read; 300 is the default)",
@@ -268,7 +271,7 @@ def _machine_problems(cfg: DictConfig) -> list[Problem]:
     named instead of its folder), CUDA where there is none."""
     problems = []
     resume = _get(cfg, "resume")
-    allowed = f"allowed is the folder of an earlier run (holding {LAST})"
+    allowed = f"allowed is {RUN_FOLDER.allowed}"
     if FOLDER.test(resume) and (path := Path(resume).expanduser()).is_file():
         parent = path.resolve().parent
         meant = (
@@ -295,14 +298,16 @@ def _optimizer_problems(cfg: DictConfig) -> list[Problem]:
     return []
 
 
+def planned_steps_per_epoch(cfg: DictConfig) -> int:
+    """Optimizer steps per epoch of the run `cfg` describes, from its sizes alone (the last batch may be short)."""
+    return math.ceil((cfg.data.train_size or FASHION_MNIST_TRAIN_SIZE) / cfg.data.batch_size)
+
+
 def _schedule_problems(cfg: DictConfig) -> tuple[str | None, float]:
     """Build the schedule on the run's timeline once, and evaluate it at its updates, to catch bad values: the
     problem (None without one), and the peak lr of the curve."""
-    train_size = cfg.data.train_size or FASHION_MNIST_TRAIN_SIZE
-    base_lr = float(cfg.optimizer.lr)
-    timeline = Timeline(
-        cfg.scheduler.interval, math.ceil(train_size / cfg.data.batch_size), cfg.trainer.epochs, base_lr
-    )
+    timeline = run_timeline(cfg, planned_steps_per_epoch(cfg))
+    base_lr = timeline.base_lr
     keys = ", ".join(f"{key}={value!r}" for key, value in cfg.scheduler.items() if not str(key).startswith("_"))
     about = f" (the schedule's keys: {keys})"  # ends each message below
     try:

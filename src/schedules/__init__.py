@@ -1,7 +1,7 @@
 """Learning-rate schedules: pure pieces (core), their configs (catalogue), and the driver the trainer uses."""
 
 from src.schedules.core import Constant, Decay, Join, Schedule, Warmup
-from src.schedules.driver import LRDriver, build_lr_driver, build_schedule, lr_curve, schedule_curves
+from src.schedules.driver import LRDriver, build_lr_driver, build_schedule, lr_curve, run_timeline, schedule_curves
 from src.schedules.timeline import ScheduleConfigError, Timeline
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "build_lr_driver",
     "build_schedule",
     "lr_curve",
+    "run_timeline",
     "schedule_curves",
 ]

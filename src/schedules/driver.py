@@ -137,14 +137,19 @@ def build_schedule(scheduler_cfg: DictConfig, timeline: Timeline) -> Schedule:
     return factory(timeline=timeline)
 
 
-def build_lr_driver(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> LRDriver:
-    """The lr driver of a composed run config, for an optimizer already built from `cfg.optimizer`."""
-    timeline = Timeline(
+def run_timeline(cfg: DictConfig, steps_per_epoch: int) -> Timeline:
+    """The timeline of the run a composed config describes."""
+    return Timeline(
         interval=cfg.scheduler.interval,
         steps_per_epoch=steps_per_epoch,
         epochs=int(cfg.trainer.epochs),
         base_lr=float(cfg.optimizer.lr),
     )
+
+
+def build_lr_driver(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> LRDriver:
+    """The lr driver of a composed run config, for an optimizer already built from `cfg.optimizer`."""
+    timeline = run_timeline(cfg, steps_per_epoch)
     return LRDriver(optimizer, build_schedule(cfg.scheduler, timeline), timeline)
 
 

@@ -229,7 +229,11 @@ def read_checked(root: Path) -> tuple[dict[str, torch.Tensor], str]:
     every damaged file. A subset (e.g. a small synthetic set) passes; a file claiming to be the official one must be
     it, byte for byte.
     """
-    sources = _still_there(root)
+    return _read_checked(_still_there(root))
+
+
+def _read_checked(sources: dict[str, Path]) -> tuple[dict[str, torch.Tensor], str]:
+    """`read_checked` of the files `_sources` found."""
     contents = {name: _read_file(path) for name, path in sources.items()}
     digests = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
     problems = [
@@ -285,7 +289,7 @@ def _tensors(root: Path, device: torch.device) -> tuple[tuple[torch.Tensor, ...]
         _LOADED.move_to_end(key)
         log.info("Fashion-MNIST from memory (read earlier in this process from %s)", _where(sources))
         return _LOADED[key]
-    files, fingerprint = read_checked(root)
+    files, fingerprint = _read_checked(sources)  # the files the key describes
     tensors = tuple(  # train_x, train_y, test_x, test_y: the labels as int64, which cross_entropy takes
         (files[name].long() if "labels" in name else files[name]).to(device, non_blocking=device.type == "cuda")
         for name in RAW_FILES

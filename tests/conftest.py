@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import struct
 import subprocess
@@ -54,6 +55,12 @@ def write_fashion_mnist(root: Path, train_size: int = 512, test_size: int = 256)
         write_idx(raw / RAW_NAMES[(train, "images")], images)
         write_idx(raw / RAW_NAMES[(train, "labels")], labels)
     return root
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header line, as dicts of strings."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 @pytest.fixture(scope="session")

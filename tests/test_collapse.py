@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -13,7 +12,7 @@ from tensorboard.plugins.hparams.api_pb2 import Status
 
 from src.curves import read_events
 from src.trainer import at_chance
-from tests.conftest import RAW_NAMES, run_sweep, run_train, write_idx
+from tests.conftest import RAW_NAMES, read_csv, run_sweep, run_train, write_idx
 
 PLUMBING = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=64")
 
@@ -84,8 +83,7 @@ def test_collapse_is_judged_after_the_warmup_and_can_run_on(random_labels_root, 
 @pytest.mark.slow
 def test_compare_counts_collapsed_runs_instead_of_averaging_them(random_labels_root, synthetic_root, tmp_path):
     sweep = run_sweep(tmp_path, "-m", f"data.root={random_labels_root}", *PLUMBING, "trainer.epochs=2", "seed=0,1")
-    with open(sweep / "summary.csv", newline="") as handle:
-        (row,) = list(csv.DictReader(handle))
+    (row,) = read_csv(sweep / "summary.csv")
     assert row["seeds"] == "2" and row["collapsed"] == "2" and row["diverged"] == "0"
     assert row["test_acc_mean"] == ""  # no ordinary run: no mean
     assert "2/2 collapsed" in (sweep / "summary.md").read_text()

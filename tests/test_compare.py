@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -13,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from src.compare import FIGURES, Configuration, main, scan_runs, varying_keys
-from tests.conftest import run_module, run_sweep
+from tests.conftest import read_csv, run_module, run_sweep
 
 TARGET = 0.3
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -51,8 +50,7 @@ def steps_to_target(metrics: dict) -> int | None:
 def test_report_numbers_equal_the_runs_metrics(sweep, capsys):
     assert main([str(sweep), "--target-acc", str(TARGET)]) == 0
     printed = capsys.readouterr().out
-    with open(sweep / "summary.csv", newline="") as handle:
-        rows = {row["schedule"]: row for row in csv.DictReader(handle)}
+    rows = {row["schedule"]: row for row in read_rows(sweep)}
     expected = metrics_by_schedule(sweep)
     assert sorted(rows) == sorted(expected) == ["constant", "cosine"]
     for schedule, runs in expected.items():
@@ -102,8 +100,7 @@ def test_outputs_root_groups_the_same_configuration_across_folders(sweep, tmp_pa
 
 
 def read_rows(folder: Path) -> list[dict[str, str]]:
-    with open(folder / "summary.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
+    return read_csv(folder / "summary.csv")
 
 
 def copy_sweep(sweep: Path, into: Path) -> Path:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -22,7 +21,7 @@ from src.lr_find import RangeTestError, find_lr, ramp_problems, range_test
 from src.lr_from import take_lr_from
 from src.lr_suggest import suggest
 from src.validation import ConfigError, validate
-from tests.conftest import run_train
+from tests.conftest import read_csv, run_train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLUMBING = ("trainer.threads=1", "trainer.progress=false")
@@ -175,8 +174,7 @@ def test_cli_writes_every_file_and_a_run_takes_its_lr_from_them(tmp_path, synthe
     assert {"lr_find.csv", "lr_find.png", "suggestions.json", "lr_find.log", ".hydra"} <= names
     assert len(list(folder.glob("events.out.tfevents.*"))) == 1
 
-    with open(folder / "lr_find.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv(folder / "lr_find.csv")
     assert list(rows[0]) == ["step", "lr", "loss", "smoothed_loss"]
     assert [int(row["step"]) for row in rows] == list(range(len(rows))) and 10 <= len(rows) <= 40
     assert float(rows[0]["lr"]) == pytest.approx(1e-5)

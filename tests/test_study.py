@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ from src.compare import Run
 from src.stats import compare, holm
 from src.study import StudyError, _merge, lr_grid, main, parse_args, pick_lr, presets
 from src.study_report import FIGURES, RESULT_COLUMNS
-from tests.conftest import run_module
+from tests.conftest import read_csv, run_module
 
 PLUMBING = ("trainer.threads=1", "data.batch_size=64", "data.train_size=null")
 TINY = ("study.schedules=[constant,cosine_warmup]", "study.tune.lrs=[0.003,0.1]", "study.tune.seeds=[0,1]")
@@ -35,11 +34,6 @@ def run_study(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 # ------------------------------------------------------------------------------------------------ the plan

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from src import REPO_ROOT
 from src.callbacks import job_folder_name
 from src.curves import read_events
 from src.device import available_cores
-from tests.conftest import run_sweep, run_train
+from tests.conftest import read_csv, run_sweep, run_train
 
 PLUMBING = ("trainer.threads=1", "trainer.progress=false")
 
@@ -30,11 +29,6 @@ def job_names(sweep: Path) -> list[str]:
 
 def _job_number(name: str) -> int:
     return int(name.split("_", 1)[0])
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_job_folder_name_keeps_the_sweep_order_and_drops_plumbing():

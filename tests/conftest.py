@@ -89,15 +89,22 @@ def compose_cfg(tmp_path):
 
 
 def run_module(
-    module: str, *args: str, cwd: Path | None = None, timeout: float = 600, file_size_limit: int | None = None
+    module: str,
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 600,
+    file_size_limit: int | None = None,
+    prelude: str | None = None,
 ) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS` in a subprocess, as a user runs it. With `file_size_limit` (bytes) no file can grow
     past it: a write beyond fails with EFBIG (Python ignores SIGXFSZ), as one on a full disk fails with ENOSPC, and
-    that works as root too."""
+    that works as root too. With `prelude` (Python code), the child runs it first, in the same process."""
     command = [sys.executable, "-m", module, *args]
     if file_size_limit is not None:  # set in the child before the module runs (preexec_fn is unsafe with threads)
-        limit = f"resource.setrlimit(resource.RLIMIT_FSIZE, ({file_size_limit},) * 2)"
-        code = f"import resource, runpy; {limit}; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+        limit = f"import resource; resource.setrlimit(resource.RLIMIT_FSIZE, ({file_size_limit},) * 2)"
+        prelude = limit if prelude is None else f"{limit}; {prelude}"
+    if prelude is not None:
+        code = f"{prelude}; import runpy; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
         command = [sys.executable, "-c", code, *args]
     return subprocess.run(
         command,

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -21,7 +19,7 @@ from src.lr_find import RangeTestError, find_lr, ramp_problems, range_test
 from src.lr_from import take_lr_from
 from src.lr_suggest import suggest
 from src.validation import ConfigError, validate
-from tests.conftest import read_csv, run_train
+from tests.conftest import read_csv, run_module, run_train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLUMBING = ("trainer.threads=1", "trainer.progress=false")
@@ -29,19 +27,7 @@ PLUMBING = ("trainer.threads=1", "trainer.progress=false")
 
 def lr_find_cli(*overrides: str, code: str | None = None) -> subprocess.CompletedProcess:
     """`python -m src.lr_find OVERRIDES` as a user runs it (`code`: Python run first, in the same process)."""
-    if code is None:
-        command = [sys.executable, "-m", "src.lr_find", *overrides]
-    else:
-        command = [sys.executable, "-c", f"{code}; import runpy; runpy.run_module('src.lr_find', run_name='__main__')"]
-        command += overrides
-    return subprocess.run(
-        command,
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_module("src.lr_find", *overrides, prelude=code)
 
 
 @pytest.fixture

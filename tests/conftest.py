@@ -71,13 +71,16 @@ def synthetic_root(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def compose_cfg(tmp_path):
-    """compose_cfg(overrides) -> the run config Hydra would build, with its output folder under tmp_path."""
+    """compose_cfg(overrides) -> the run config Hydra would build, with its output folder under tmp_path;
+    `config_name` another primary config of conf/, `config_dir` another conf folder."""
 
-    def _compose(overrides: list[str] | tuple[str, ...] = ()):
+    def _compose(
+        overrides: list[str] | tuple[str, ...] = (), *, config_name: str = "config", config_dir: str | Path = CONF_DIR
+    ):
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             cfg = compose(
-                config_name="config",
+                config_name=config_name,
                 overrides=[f"output_root={tmp_path}", *overrides],
                 return_hydra_config=True,
             )

@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src import REPO_ROOT, data
+from src import data
 from src.compare import read_run_folder
 from src.curves import read_events
 from src.device import configure_threads
@@ -31,23 +31,9 @@ def lr_find_cli(*overrides: str, code: str | None = None) -> subprocess.Complete
 
 
 @pytest.fixture
-def lr_find_cfg(tmp_path):
+def lr_find_cfg(compose_cfg):
     """lr_find_cfg(*overrides) -> the config `python -m src.lr_find` composes (conf/lr_find.yaml)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    def _compose(*overrides: str):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-            cfg = compose(
-                config_name="lr_find", overrides=[f"output_root={tmp_path}", *overrides], return_hydra_config=True
-            )
-        HydraConfig.instance().set_config(cfg)
-        return cfg
-
-    yield _compose
-    GlobalHydra.instance().clear()
+    return lambda *overrides: compose_cfg(overrides, config_name="lr_find")
 
 
 def load_dataset(cfg) -> data.DeviceData:

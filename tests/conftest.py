@@ -47,14 +47,18 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + array.tobytes())
 
 
-def write_fashion_mnist(root: Path, train_size: int = 512, test_size: int = 256) -> Path:
+def write_splits(root: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> Path:
+    """The (images, labels) of the training and the test split as the four raw files torchvision reads under root."""
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for train, size, seed in ((True, train_size, 1), (False, test_size, 2)):
-        images, labels = make_images(size, seed)
-        write_idx(raw / RAW_NAMES[(train, "images")], images)
-        write_idx(raw / RAW_NAMES[(train, "labels")], labels)
+    for is_train, (images, labels) in ((True, train), (False, test)):
+        write_idx(raw / RAW_NAMES[(is_train, "images")], images)
+        write_idx(raw / RAW_NAMES[(is_train, "labels")], labels)
     return root
+
+
+def write_fashion_mnist(root: Path, train_size: int = 512, test_size: int = 256) -> Path:
+    return write_splits(root, make_images(train_size, 1), make_images(test_size, 2))
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -12,7 +12,7 @@ from tensorboard.plugins.hparams.api_pb2 import Status
 
 from src.curves import read_events
 from src.trainer import at_chance
-from tests.conftest import RAW_NAMES, read_csv, run_sweep, run_train, write_idx
+from tests.conftest import read_csv, run_sweep, run_train, write_splits
 
 PLUMBING = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=64")
 
@@ -21,16 +21,15 @@ PLUMBING = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=64")
 def random_labels_root(tmp_path_factory) -> Path:
     """Noise images with labels that do not depend on them, exactly balanced: no model can beat chance on the
     test set, and any model that answers one class for every image scores exactly 0.10."""
-    root = tmp_path_factory.mktemp("random_labels")
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for train, size in ((True, 512), (False, 1000)):
+
+    def noise(size: int) -> tuple[np.ndarray, np.ndarray]:
         images = rng.integers(0, 255, size=(size, 28, 28)).astype(np.uint8)
         labels = rng.permutation(np.arange(size) % 10).astype(np.uint8)
-        write_idx(raw / RAW_NAMES[(train, "images")], images)
-        write_idx(raw / RAW_NAMES[(train, "labels")], labels)
-    return root
+        return images, labels
+
+    train = noise(512)  # drawn first, from the same generator as the test split
+    return write_splits(tmp_path_factory.mktemp("random_labels"), train, noise(1000))
 
 
 def test_at_chance_needs_both_the_loss_and_the_accuracy_at_chance():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import struct
 import subprocess
@@ -65,6 +66,11 @@ def read_csv(path: Path) -> list[dict[str, str]]:
     """The rows of a CSV file with a header line, as dicts of strings."""
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def run_metrics(run_dir: Path) -> dict:
+    """The run's metrics.json."""
+    return json.loads((run_dir / "metrics.json").read_text())
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from tensorboard.plugins.hparams.api_pb2 import Status
 
 from src.curves import read_events
 from src.trainer import at_chance
-from tests.conftest import read_csv, run_sweep, run_train, write_splits
+from tests.conftest import read_csv, run_metrics, run_sweep, run_train, write_splits
 
 PLUMBING = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=64")
 
@@ -51,7 +50,7 @@ def test_a_collapsed_run_is_marked_and_stopped_with_exit_0(random_labels_root, t
         f"hydra.run.dir={run_dir}",
     )
     assert done.returncode == 0, done.stderr
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = run_metrics(run_dir)
     assert metrics["collapsed"] is True and metrics["collapsed_epoch"] == 1
     assert metrics["epochs"] == 1 and len(metrics["history"]) == 1  # stopped: four epochs of budget saved
     assert "run collapsed: epoch 1 ended at chance" in (run_dir / "train.log").read_text()
@@ -73,7 +72,7 @@ def test_collapse_is_judged_after_the_warmup_and_can_run_on(random_labels_root, 
         f"hydra.run.dir={run_dir}",
     )
     assert done.returncode == 0, done.stderr
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = run_metrics(run_dir)
     assert metrics["collapsed"] is True
     assert metrics["collapsed_epoch"] == 3  # the first whole epoch after the warmup
     assert metrics["epochs"] == 4  # not stopped

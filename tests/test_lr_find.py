@@ -19,7 +19,7 @@ from src.lr_find import RangeTestError, find_lr, ramp_problems, range_test
 from src.lr_from import take_lr_from
 from src.lr_suggest import suggest
 from src.validation import ConfigError, validate
-from tests.conftest import read_csv, run_module, run_train
+from tests.conftest import read_csv, run_metrics, run_module, run_train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLUMBING = ("trainer.threads=1", "trainer.progress=false")
@@ -169,7 +169,7 @@ def test_cli_writes_every_file_and_a_run_takes_its_lr_from_them(tmp_path, synthe
     run = run_train(f"lr_from={folder}", "trainer.epochs=1", *common)
     assert run.returncode == 0, run.stderr
     (run_dir,) = (path.parent for path in (tmp_path / "runs").rglob("metrics.json"))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = run_metrics(run_dir)
     assert metrics["peak_lr"] == record["lr"]
     assert metrics["lr_from"] == str(folder / "suggestions.json")
     run_events = read_events(run_dir)

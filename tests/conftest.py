@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import struct
 import subprocess
@@ -46,14 +48,29 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + array.tobytes())
 
 
-def write_fashion_mnist(root: Path, train_size: int = 512, test_size: int = 256) -> Path:
+def write_splits(root: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> Path:
+    """The (images, labels) of the training and the test split as the four raw files torchvision reads under root."""
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for train, size, seed in ((True, train_size, 1), (False, test_size, 2)):
-        images, labels = make_images(size, seed)
-        write_idx(raw / RAW_NAMES[(train, "images")], images)
-        write_idx(raw / RAW_NAMES[(train, "labels")], labels)
+    for is_train, (images, labels) in ((True, train), (False, test)):
+        write_idx(raw / RAW_NAMES[(is_train, "images")], images)
+        write_idx(raw / RAW_NAMES[(is_train, "labels")], labels)
     return root
+
+
+def write_fashion_mnist(root: Path, train_size: int = 512, test_size: int = 256) -> Path:
+    return write_splits(root, make_images(train_size, 1), make_images(test_size, 2))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header line, as dicts of strings."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def run_metrics(run_dir: Path) -> dict:
+    """The run's metrics.json."""
+    return json.loads((run_dir / "metrics.json").read_text())
 
 
 @pytest.fixture(scope="session")
@@ -64,13 +81,16 @@ def synthetic_root(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def compose_cfg(tmp_path):
-    """compose_cfg(overrides) -> the run config Hydra would build, with its output folder under tmp_path."""
+    """compose_cfg(overrides) -> the run config Hydra would build, with its output folder under tmp_path;
+    `config_name` another primary config of conf/, `config_dir` another conf folder."""
 
-    def _compose(overrides: list[str] | tuple[str, ...] = ()):
+    def _compose(
+        overrides: list[str] | tuple[str, ...] = (), *, config_name: str = "config", config_dir: str | Path = CONF_DIR
+    ):
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             cfg = compose(
-                config_name="config",
+                config_name=config_name,
                 overrides=[f"output_root={tmp_path}", *overrides],
                 return_hydra_config=True,
             )
@@ -82,15 +102,22 @@ def compose_cfg(tmp_path):
 
 
 def run_module(
-    module: str, *args: str, cwd: Path | None = None, timeout: float = 600, file_size_limit: int | None = None
+    module: str,
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 600,
+    file_size_limit: int | None = None,
+    prelude: str | None = None,
 ) -> subprocess.CompletedProcess:
     """`python -m MODULE ARGS` in a subprocess, as a user runs it. With `file_size_limit` (bytes) no file can grow
     past it: a write beyond fails with EFBIG (Python ignores SIGXFSZ), as one on a full disk fails with ENOSPC, and
-    that works as root too."""
+    that works as root too. With `prelude` (Python code), the child runs it first, in the same process."""
     command = [sys.executable, "-m", module, *args]
     if file_size_limit is not None:  # set in the child before the module runs (preexec_fn is unsafe with threads)
-        limit = f"resource.setrlimit(resource.RLIMIT_FSIZE, ({file_size_limit},) * 2)"
-        code = f"import resource, runpy; {limit}; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+        limit = f"import resource; resource.setrlimit(resource.RLIMIT_FSIZE, ({file_size_limit},) * 2)"
+        prelude = limit if prelude is None else f"{limit}; {prelude}"
+    if prelude is not None:
+        code = f"{prelude}; import runpy; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
         command = [sys.executable, "-c", code, *args]
     return subprocess.run(
         command,

@@ -9,9 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 
 from scripts import schedule_table
 from src import REPO_ROOT
@@ -51,17 +49,9 @@ def conf_with_sample(tmp_path):
     return conf
 
 
-def composed(conf, overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
-
-
-def test_a_new_schedule_is_one_factory_and_one_yaml(conf_with_sample, tmp_path):
-    base = ["scheduler=hold_then_cosine", "trainer.epochs=2", "optimizer.lr=0.1", f"output_root={tmp_path}"]
-    cfg = composed(conf_with_sample, base)
+def test_a_new_schedule_is_one_factory_and_one_yaml(conf_with_sample, compose_cfg):
+    base = ["scheduler=hold_then_cosine", "trainer.epochs=2", "optimizer.lr=0.1"]  # compose_cfg adds output_root
+    cfg = compose_cfg(base, config_dir=conf_with_sample)
     validate(cfg)
     assert cfg.scheduler.interval == "step" and cfg.scheduler.warmup_ratio == 0.0  # from the shared file
 
@@ -70,11 +60,11 @@ def test_a_new_schedule_is_one_factory_and_one_yaml(conf_with_sample, tmp_path):
     assert lrs[10] == pytest.approx(0.1) and lrs[15] == pytest.approx(0.05)
     assert lrs[19] == pytest.approx(0.05 * (1 + math.cos(math.pi * 9 / 10)))
 
-    warm = lr_curve(composed(conf_with_sample, [*base, "scheduler.warmup_steps=4"]), steps_per_epoch=10)
+    warm = lr_curve(compose_cfg([*base, "scheduler.warmup_steps=4"], config_dir=conf_with_sample), steps_per_epoch=10)
     assert warm[0] == pytest.approx(0.1 / 5) and warm[4] == pytest.approx(0.1)  # the shared warmup comes free
 
     with pytest.raises(ConfigError, match=r"scheduler.hold_ratio=1.5: allowed is 0 <= hold_ratio < 1"):
-        validate(composed(conf_with_sample, [*base, "scheduler.hold_ratio=1.5"]))
+        validate(compose_cfg([*base, "scheduler.hold_ratio=1.5"], config_dir=conf_with_sample))
     GlobalHydra.instance().clear()
 
     row = schedule_table.table(conf_with_sample / "scheduler").splitlines()

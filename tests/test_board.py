@@ -15,7 +15,7 @@ import pytest
 
 from src.curves import read_events
 from src.tracking import FINAL_TAGS
-from tests.conftest import run_sweep
+from tests.conftest import run_metrics, run_sweep
 
 SERVER_TIMEOUT = 90.0
 
@@ -61,7 +61,7 @@ def test_each_run_folder_holds_its_hparams_without_an_extra_run(sweep):
         # the dashboard lists differing hyperparameters first: the schedule, its lr and warmup are marked so
         leading = {info.name for info in experiment.hparam_infos if info.differs}
         assert leading == {"scheduler", "optimizer.lr", "scheduler.warmup_ratio"}  # warmup_steps is null: not shown
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = run_metrics(folder)
         assert events.values("final/test_acc") == [pytest.approx(metrics["test_acc"])]
         assert "custom_scalars__config__" in events.tensors
 
@@ -135,7 +135,7 @@ def test_tensorboard_serves_the_runs_tags_layout_and_hparams(board, sweep):
     assert sorted(sessions) == RUNS
     for name, group in sessions.items():
         assert group["hparams"]["scheduler"] == name.split("=")[1].split(",")[0]
-        metrics = json.loads((sweep / name / "metrics.json").read_text())
+        metrics = run_metrics(sweep / name)
         values = {value["name"]["tag"]: value["value"] for value in group["metricValues"]}
         assert values["final/diverged"] == 0.0
         assert values["final/test_acc"] == pytest.approx(metrics["test_acc"])

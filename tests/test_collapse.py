@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from pathlib import Path
 
@@ -13,7 +11,7 @@ from tensorboard.plugins.hparams.api_pb2 import Status
 
 from src.curves import read_events
 from src.trainer import at_chance
-from tests.conftest import RAW_NAMES, run_sweep, run_train, write_idx
+from tests.conftest import read_csv, run_metrics, run_sweep, run_train, write_splits
 
 PLUMBING = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=64")
 
@@ -22,16 +20,15 @@ PLUMBING = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=64")
 def random_labels_root(tmp_path_factory) -> Path:
     """Noise images with labels that do not depend on them, exactly balanced: no model can beat chance on the
     test set, and any model that answers one class for every image scores exactly 0.10."""
-    root = tmp_path_factory.mktemp("random_labels")
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for train, size in ((True, 512), (False, 1000)):
+
+    def noise(size: int) -> tuple[np.ndarray, np.ndarray]:
         images = rng.integers(0, 255, size=(size, 28, 28)).astype(np.uint8)
         labels = rng.permutation(np.arange(size) % 10).astype(np.uint8)
-        write_idx(raw / RAW_NAMES[(train, "images")], images)
-        write_idx(raw / RAW_NAMES[(train, "labels")], labels)
-    return root
+        return images, labels
+
+    train = noise(512)  # drawn first, from the same generator as the test split
+    return write_splits(tmp_path_factory.mktemp("random_labels"), train, noise(1000))
 
 
 def test_at_chance_needs_both_the_loss_and_the_accuracy_at_chance():
@@ -53,7 +50,7 @@ def test_a_collapsed_run_is_marked_and_stopped_with_exit_0(random_labels_root, t
         f"hydra.run.dir={run_dir}",
     )
     assert done.returncode == 0, done.stderr
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = run_metrics(run_dir)
     assert metrics["collapsed"] is True and metrics["collapsed_epoch"] == 1
     assert metrics["epochs"] == 1 and len(metrics["history"]) == 1  # stopped: four epochs of budget saved
     assert "run collapsed: epoch 1 ended at chance" in (run_dir / "train.log").read_text()
@@ -75,7 +72,7 @@ def test_collapse_is_judged_after_the_warmup_and_can_run_on(random_labels_root, 
         f"hydra.run.dir={run_dir}",
     )
     assert done.returncode == 0, done.stderr
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = run_metrics(run_dir)
     assert metrics["collapsed"] is True
     assert metrics["collapsed_epoch"] == 3  # the first whole epoch after the warmup
     assert metrics["epochs"] == 4  # not stopped
@@ -84,8 +81,7 @@ def test_collapse_is_judged_after_the_warmup_and_can_run_on(random_labels_root, 
 @pytest.mark.slow
 def test_compare_counts_collapsed_runs_instead_of_averaging_them(random_labels_root, synthetic_root, tmp_path):
     sweep = run_sweep(tmp_path, "-m", f"data.root={random_labels_root}", *PLUMBING, "trainer.epochs=2", "seed=0,1")
-    with open(sweep / "summary.csv", newline="") as handle:
-        (row,) = list(csv.DictReader(handle))
+    (row,) = read_csv(sweep / "summary.csv")
     assert row["seeds"] == "2" and row["collapsed"] == "2" and row["diverged"] == "0"
     assert row["test_acc_mean"] == ""  # no ordinary run: no mean
     assert "2/2 collapsed" in (sweep / "summary.md").read_text()

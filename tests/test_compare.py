@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -13,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from src.compare import FIGURES, Configuration, main, scan_runs, varying_keys
-from tests.conftest import run_module, run_sweep
+from tests.conftest import read_csv, run_metrics, run_module, run_sweep
 
 TARGET = 0.3
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -51,8 +50,7 @@ def steps_to_target(metrics: dict) -> int | None:
 def test_report_numbers_equal_the_runs_metrics(sweep, capsys):
     assert main([str(sweep), "--target-acc", str(TARGET)]) == 0
     printed = capsys.readouterr().out
-    with open(sweep / "summary.csv", newline="") as handle:
-        rows = {row["schedule"]: row for row in csv.DictReader(handle)}
+    rows = {row["schedule"]: row for row in read_rows(sweep)}
     expected = metrics_by_schedule(sweep)
     assert sorted(rows) == sorted(expected) == ["constant", "cosine"]
     for schedule, runs in expected.items():
@@ -102,8 +100,7 @@ def test_outputs_root_groups_the_same_configuration_across_folders(sweep, tmp_pa
 
 
 def read_rows(folder: Path) -> list[dict[str, str]]:
-    with open(folder / "summary.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
+    return read_csv(folder / "summary.csv")
 
 
 def copy_sweep(sweep: Path, into: Path) -> Path:
@@ -117,11 +114,11 @@ def job(folder: Path, schedule: str, seed: int) -> Path:
 
 
 def final_acc(run: Path) -> float:
-    return json.loads((run / "metrics.json").read_text())["test_acc"]
+    return run_metrics(run)["test_acc"]
 
 
 def write_metrics(run: Path, **changes) -> None:
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = run_metrics(run)
     (run / "metrics.json").write_text(json.dumps({**metrics, **changes}))
 
 
@@ -267,7 +264,7 @@ def test_unfinished_runs_are_listed_not_averaged(sweep, tmp_path):
     copy = copy_sweep(sweep, tmp_path / "sweep")
     stopped, cut_short, collapsed = job(copy, "constant", 0), job(copy, "cosine", 0), job(copy, "cosine", 1)
     (stopped / "metrics.json").unlink()
-    first_epoch = json.loads((cut_short / "metrics.json").read_text())["history"][:1]
+    first_epoch = run_metrics(cut_short)["history"][:1]
     write_metrics(cut_short, epochs=1, history=first_epoch)
     write_metrics(collapsed, epochs=1, history=first_epoch, collapsed=True, collapsed_epoch=1)
     assert main([str(copy)]) == 0

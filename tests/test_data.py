@@ -1,7 +1,6 @@
 """Finding, reading, loading and batching Fashion-MNIST (synthetic files in torchvision's raw format)."""
 
 import gzip
-import json
 import os
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import pytest
 import torch
 
 from src import data
-from tests.conftest import RAW_NAMES, run_train, write_fashion_mnist
+from tests.conftest import RAW_NAMES, run_metrics, run_train, write_fashion_mnist
 
 CPU = torch.device("cpu")
 QUICK = ("data.batch_size=256", "trainer.epochs=1", "trainer.threads=1", "trainer.progress=false")
@@ -278,5 +277,5 @@ def test_the_command_line_trains_from_gz_files_it_cannot_decompress_next_to_them
     (root / "FashionMNIST").write_text("")  # no FashionMNIST/raw/ can be made there
     done = run_train(f"data.root={root}", *QUICK, f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
     assert done.returncode == 0, done.stderr
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 1
+    assert run_metrics(tmp_path / "run")["epochs"] == 1
     assert files_below(root) == {"FashionMNIST", *(f"{name}.gz" for name in RAW_NAMES.values())}

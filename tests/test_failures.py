@@ -3,7 +3,6 @@ and an unwritable output folder each end with a clear message (no traceback) and
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -16,7 +15,7 @@ from src import checkpointing, data
 from src.curves import read_events
 from src.device import select_device
 from src.validation import ConfigError, OutputFolderCheck, output_folder_problem, validate
-from tests.conftest import run_train, write_fashion_mnist, write_idx
+from tests.conftest import run_metrics, run_train, write_fashion_mnist, write_idx
 
 QUICK = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=32", "trainer.epochs=2")
 
@@ -97,7 +96,7 @@ def test_a_diverging_run_stops_records_the_step_keeps_its_curves_and_exits_zero(
     diverging = ("scheduler=constant", "optimizer.lr=10000", "trainer.log_every_steps=1")
     done = run_train(f"data.root={synthetic_root}", *QUICK, *diverging, f"hydra.run.dir={run_dir}")
     assert done.returncode == 0, done.stderr  # a diverging schedule is a result: a sweep goes on
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = run_metrics(run_dir)
     assert metrics["diverged"] is True
     assert isinstance(metrics["diverged_step"], int) and 0 <= metrics["diverged_step"] < 16
     assert metrics["epochs"] == 0 and metrics["test_acc"] is None

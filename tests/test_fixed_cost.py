@@ -1,14 +1,13 @@
 """What a run pays besides its epochs: a run imports no plotting or torchvision code, and the jobs of an in-process
 sweep read the dataset once. How long any of it takes is measured by scripts/bench.py, not here."""
 
-import json
 import subprocess
 import sys
 
 import pytest
 
 from src import REPO_ROOT
-from tests.conftest import run_train
+from tests.conftest import run_metrics, run_train
 
 QUICK = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=64", "trainer.epochs=1")
 HEAVY = ("torchvision", "matplotlib")
@@ -49,7 +48,7 @@ def test_the_jobs_of_an_in_process_sweep_read_the_dataset_once(synthetic_root, t
     second_log = (second / "train.log").read_text()
     assert "Fashion-MNIST from memory" in second_log and "Fashion-MNIST read from" not in second_log
     # The same job twice: the dataset kept in memory trains exactly as the one just read.
-    runs = [json.loads((job / "metrics.json").read_text()) for job in (first, second)]
+    runs = [run_metrics(job) for job in (first, second)]
     for run in runs:
         del run["wall_seconds"], run["epoch_seconds"]
     assert runs[0] == runs[1] and runs[0]["steps"] == 8

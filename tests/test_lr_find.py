@@ -3,18 +3,15 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
 import subprocess
-import sys
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src import REPO_ROOT, data
+from src import data
 from src.compare import read_run_folder
 from src.curves import read_events
 from src.device import configure_threads
@@ -22,7 +19,7 @@ from src.lr_find import RangeTestError, find_lr, ramp_problems, range_test
 from src.lr_from import take_lr_from
 from src.lr_suggest import suggest
 from src.validation import ConfigError, validate
-from tests.conftest import run_train
+from tests.conftest import read_csv, run_metrics, run_module, run_train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLUMBING = ("trainer.threads=1", "trainer.progress=false")
@@ -30,39 +27,13 @@ PLUMBING = ("trainer.threads=1", "trainer.progress=false")
 
 def lr_find_cli(*overrides: str, code: str | None = None) -> subprocess.CompletedProcess:
     """`python -m src.lr_find OVERRIDES` as a user runs it (`code`: Python run first, in the same process)."""
-    if code is None:
-        command = [sys.executable, "-m", "src.lr_find", *overrides]
-    else:
-        command = [sys.executable, "-c", f"{code}; import runpy; runpy.run_module('src.lr_find', run_name='__main__')"]
-        command += overrides
-    return subprocess.run(
-        command,
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_module("src.lr_find", *overrides, prelude=code)
 
 
 @pytest.fixture
-def lr_find_cfg(tmp_path):
+def lr_find_cfg(compose_cfg):
     """lr_find_cfg(*overrides) -> the config `python -m src.lr_find` composes (conf/lr_find.yaml)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    def _compose(*overrides: str):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-            cfg = compose(
-                config_name="lr_find", overrides=[f"output_root={tmp_path}", *overrides], return_hydra_config=True
-            )
-        HydraConfig.instance().set_config(cfg)
-        return cfg
-
-    yield _compose
-    GlobalHydra.instance().clear()
+    return lambda *overrides: compose_cfg(overrides, config_name="lr_find")
 
 
 def load_dataset(cfg) -> data.DeviceData:
@@ -175,8 +146,7 @@ def test_cli_writes_every_file_and_a_run_takes_its_lr_from_them(tmp_path, synthe
     assert {"lr_find.csv", "lr_find.png", "suggestions.json", "lr_find.log", ".hydra"} <= names
     assert len(list(folder.glob("events.out.tfevents.*"))) == 1
 
-    with open(folder / "lr_find.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_csv(folder / "lr_find.csv")
     assert list(rows[0]) == ["step", "lr", "loss", "smoothed_loss"]
     assert [int(row["step"]) for row in rows] == list(range(len(rows))) and 10 <= len(rows) <= 40
     assert float(rows[0]["lr"]) == pytest.approx(1e-5)
@@ -199,7 +169,7 @@ def test_cli_writes_every_file_and_a_run_takes_its_lr_from_them(tmp_path, synthe
     run = run_train(f"lr_from={folder}", "trainer.epochs=1", *common)
     assert run.returncode == 0, run.stderr
     (run_dir,) = (path.parent for path in (tmp_path / "runs").rglob("metrics.json"))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = run_metrics(run_dir)
     assert metrics["peak_lr"] == record["lr"]
     assert metrics["lr_from"] == str(folder / "suggestions.json")
     run_events = read_events(run_dir)

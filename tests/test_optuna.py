@@ -3,7 +3,6 @@ sweep on synthetic data in which diverged trials score the worst objective and t
 
 from __future__ import annotations
 
-import json
 import logging
 import runpy
 import sys
@@ -13,6 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from src.train import WORST_OBJECTIVE, objective
+from tests.conftest import run_metrics
 
 
 def test_the_preset_searches_lr_log_uniform_and_warmup_with_seeded_tpe(compose_cfg):
@@ -86,7 +86,7 @@ def test_a_3_trial_sweep_scores_diverged_trials_worst_and_records_the_best(in_pr
     assert len(jobs) == len(study.trials) == 3
     diverged = 0
     for job, trial in zip(jobs, study.trials, strict=True):
-        metrics = json.loads((job / "metrics.json").read_text())
+        metrics = run_metrics(job)
         assert job.name.startswith(f"{trial.number}_optimizer.lr={trial.params['optimizer.lr']}")
         assert metrics["peak_lr"] == pytest.approx(trial.params["optimizer.lr"])
         assert trial.state.name == "COMPLETE"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import math
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -15,15 +13,10 @@ from src import REPO_ROOT
 from src.preview import preview_arguments, previewed_curves
 from src.schedules import lr_curve, schedule_curves
 from src.validation import MAX_SCHEDULE_POINTS
-from tests.conftest import run_preview
+from tests.conftest import read_csv, run_preview
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NO_DATA = ("data.root=/nonexistent/fashion-mnist", "data.download=false")  # a preview must not need the dataset
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as file:
-        return list(csv.DictReader(file))
 
 
 @pytest.mark.slow

@@ -3,7 +3,6 @@ signal that, resumed, end bit for bit where the uninterrupted run ends (weights,
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -18,6 +17,7 @@ from src import REPO_ROOT, checkpointing, resume
 from src.curves import read_scalars
 from src.errors import BadInput
 from src.train import StopOnSignal, run
+from tests.conftest import run_metrics
 
 SMALL = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=32", "trainer.log_every_steps=5")
 # The killed runs: 512 synthetic images in batches of 2, 256 steps per epoch; the progress bar shows when an epoch
@@ -210,8 +210,8 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_bit_for_bit_like_an_uninterrupt
     assert status == 0, output
     assert f"resumed after epoch {saved['result']['epochs']}/{EPOCHS}" in output
 
-    reference = json.loads((reference_dir / "metrics.json").read_text())
-    resumed = json.loads((run_dir / "metrics.json").read_text())
+    reference = run_metrics(reference_dir)
+    resumed = run_metrics(run_dir)
     assert without_wall_time(resumed) == without_wall_time(reference)
     final, expected = (
         checkpointing.load(folder / checkpointing.LAST)["trainer"] for folder in (run_dir, reference_dir)

@@ -17,7 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from src import REPO_ROOT, checkpointing
-from tests.conftest import run_module, run_train
+from tests.conftest import run_metrics, run_module, run_train
 from tests.test_resume import KILLED, finish, start_train, wait_for
 
 QUICK = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=32")
@@ -40,10 +40,6 @@ def finished_run(reference_run, tmp_path):
     run_dir, overrides = reference_run
     shutil.copytree(run_dir, tmp_path / "run")
     return tmp_path / "run", overrides
-
-
-def metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def hydra_record(run_dir: Path) -> dict[str, bytes]:
@@ -95,12 +91,12 @@ def test_merged_overrides_replace_old_values_and_drop_what_no_longer_holds(compo
 @pytest.mark.slow
 def test_a_refused_resume_leaves_the_runs_record_as_it_was(reference_run):
     run_dir, overrides = reference_run
-    record, recorded_metrics = hydra_record(run_dir), metrics(run_dir)
+    record, recorded_metrics = hydra_record(run_dir), run_metrics(run_dir)
     done = run_train(*overrides, "optimizer.lr=0.05", f"hydra.run.dir={run_dir}")
     assert done.returncode == 2 and "optimizer.lr: checkpoint 0.1, now 0.05" in done.stderr
     assert hydra_record(run_dir) == record  # Hydra wrote .hydra/ before the refusal; now nothing does
     assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").optimizer.lr == 0.1
-    assert metrics(run_dir) == recorded_metrics
+    assert run_metrics(run_dir) == recorded_metrics
 
 
 @pytest.mark.slow
@@ -133,7 +129,7 @@ def test_a_forced_resume_records_what_the_run_now_is_and_where_it_changed(finish
         *overrides, f"resume={run_dir}", "optimizer.lr=0.05", "trainer.epochs=2", "checkpoint.force_resume=true"
     )
     assert done.returncode == 0, done.stderr
-    recorded = metrics(run_dir)
+    recorded = run_metrics(run_dir)
     expected = [*overrides[:4], "trainer.epochs=2", overrides[5], "optimizer.lr=0.05"]
     assert recorded["overrides"] == expected  # the old ones, epochs replaced in place, the new lr after them
     changes = [{"key": "optimizer.lr", "old": 0.1, "new": 0.05}, {"key": "trainer.epochs", "old": 1, "new": 2}]
@@ -150,7 +146,7 @@ def test_a_forced_resume_records_what_the_run_now_is_and_where_it_changed(finish
     assert run_train(*recorded["overrides"], f"resume={run_dir}").returncode == 0
     longer = run_train(*recorded["overrides"], f"resume={run_dir}", "trainer.epochs=3", "checkpoint.force_resume=true")
     assert longer.returncode == 0, longer.stderr
-    history = metrics(run_dir)["config_changes"]
+    history = run_metrics(run_dir)["config_changes"]
     assert [entry["epoch"] for entry in history] == [1, 2]
     assert history[1]["changes"] == [{"key": "trainer.epochs", "old": 2, "new": 3}]
 
@@ -162,7 +158,7 @@ def test_a_forced_resume_onto_another_optimizer_starts_its_state_afresh(finished
     done = run_train(*overrides, *switch, f"hydra.run.dir={run_dir}")
     assert done.returncode == 0, done.stderr
     assert "forced resume onto another optimizer: torch.optim.Adam starts with a fresh state" in done.stdout
-    change = metrics(run_dir)["config_changes"][0]
+    change = run_metrics(run_dir)["config_changes"][0]
     assert change["optimizer_state"] == "fresh"
     assert {"key": "optimizer._target_", "old": "torch.optim.SGD", "new": "torch.optim.Adam"} in change["changes"]
     optimizer = checkpointing.load(run_dir / checkpointing.LAST)["trainer"]["optimizer"]
@@ -187,7 +183,7 @@ def test_a_resume_on_other_data_is_refused_unless_forced(finished_run, synthetic
         *overrides, f"data.root={other}", "trainer.epochs=2", "checkpoint.force_resume=true", f"resume={run_dir}"
     )
     assert forced.returncode == 0, forced.stderr
-    (change,) = metrics(run_dir)["config_changes"]
+    (change,) = run_metrics(run_dir)["config_changes"]
     assert [entry["key"] for entry in change["changes"]] == ["trainer.epochs", "dataset_sha256"]
 
 
@@ -220,12 +216,12 @@ def test_a_run_that_goes_on_in_its_folder_drops_an_earlier_failed_json(finished_
 
 def test_a_finished_run_whose_metrics_json_is_damaged_is_not_skipped_but_recorded_again(finished_run):
     run_dir, overrides = finished_run
-    recorded = metrics(run_dir)
+    recorded = run_metrics(run_dir)
     (run_dir / "metrics.json").write_text('{"test_acc": 0.8')  # cut short
     done = run_train(*overrides, f"resume={run_dir}", "checkpoint.skip_finished=true")
     assert done.returncode == 0, done.stderr
     assert "metrics.json cannot be read" in done.stdout + done.stderr
-    again = metrics(run_dir)
+    again = run_metrics(run_dir)
     assert again["test_acc"] == recorded["test_acc"] and again["history"] == recorded["history"]
 
 
@@ -286,7 +282,7 @@ def test_the_command_printed_after_a_signal_in_a_sweep_job_continues_it_from_a_s
     resumed = shell_command(command)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed after epoch 1/2" in resumed.stdout
-    assert metrics(job)["epochs"] == 2
+    assert run_metrics(job)["epochs"] == 2
 
 
 @pytest.mark.slow
@@ -305,7 +301,7 @@ def test_a_bad_sweep_job_fails_alone_and_the_sweep_says_so(synthetic_root, tmp_p
     assert failed["failed"] is True and failed["status"] == 2 and failed["job"] == 0
     assert "optimizer.lr=-1: allowed is a number > 0" in failed["reason"]
     assert failed["overrides"][-1] == "optimizer.lr=-1"
-    assert metrics(good)["epochs"] == 1  # the other job ran
+    assert run_metrics(good)["epochs"] == 1  # the other job ran
     assert (sweep / "summary.md").is_file()
     assert "1 failed jobs" in done.stdout + done.stderr  # the summary counts it
     assert "lrbench: 1 sweep job failed (the others ran)" in done.stderr

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import shutil
 import signal
 import statistics
@@ -20,26 +18,15 @@ from src.compare import Run
 from src.stats import compare, holm
 from src.study import StudyError, _merge, lr_grid, main, parse_args, pick_lr, presets
 from src.study_report import FIGURES, RESULT_COLUMNS
-from tests.conftest import run_module
+from tests.conftest import read_csv, run_metrics, run_module
 
 PLUMBING = ("trainer.threads=1", "data.batch_size=64", "data.train_size=null")
 TINY = ("study.schedules=[constant,cosine_warmup]", "study.tune.lrs=[0.003,0.1]", "study.tune.seeds=[0,1]")
 
 
-def run_study(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "src.study", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+def run_study(*args: str) -> subprocess.CompletedProcess:
+    """`python -m src.study ARGS` in a subprocess, as a user runs it."""
+    return run_module("src.study", *args)
 
 
 # ------------------------------------------------------------------------------------------------ the plan
@@ -158,10 +145,7 @@ def test_a_tiny_study_picks_each_schedules_best_lr_and_writes_every_file(tiny_st
         # the right lr, read independently from the tuning runs' own metrics.json
         means = {}
         for lr in ("0.003", "0.1"):
-            values = [
-                json.loads((folder / "tune" / schedule / f"lr={lr},seed={seed}" / "metrics.json").read_text())
-                for seed in (0, 1)
-            ]
+            values = [run_metrics(folder / "tune" / schedule / f"lr={lr},seed={seed}") for seed in (0, 1)]
             if not any(value["collapsed"] or value["diverged"] for value in values):
                 means[lr] = statistics.fmean(value["test_acc"] for value in values)
         assert picks[schedule]["lr"] == max(means, key=means.get)
@@ -287,13 +271,13 @@ def test_a_job_whose_metrics_json_cannot_be_read_runs_again(tiny_study, tmp_path
     last.pt, to the same result), so the report counts every seed."""
     copy = copy_study(tiny_study[0], tmp_path / "study")
     damaged = confirm_job(copy, "constant", 101)
-    recorded = json.loads((damaged / "metrics.json").read_text())
+    recorded = run_metrics(damaged)
     (damaged / "metrics.json").write_text('{"test_acc": 0.8, "hist')
     done = run_study(f"study.dir={copy}")
     assert done.returncode == 0, done.stderr
     assert f"{damaged}: metrics.json is not valid JSON" in done.stderr and "the job runs again" in done.stderr
     assert (damaged / "metrics.json.damaged").read_text() == '{"test_acc": 0.8, "hist'
-    assert json.loads((damaged / "metrics.json").read_text())["test_acc"] == recorded["test_acc"]
+    assert run_metrics(damaged)["test_acc"] == recorded["test_acc"]
     results = read_csv(copy / "results.csv")
     assert len(results) == 2 * 2 * 2 + 2 * 2 and "Skipped runs" not in (copy / "report.md").read_text()
 

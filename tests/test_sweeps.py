@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from src import REPO_ROOT
 from src.callbacks import job_folder_name
 from src.curves import read_events
 from src.device import available_cores
-from tests.conftest import run_sweep, run_train
+from tests.conftest import read_csv, run_metrics, run_sweep, run_train
 
 PLUMBING = ("trainer.threads=1", "trainer.progress=false")
 
@@ -30,11 +28,6 @@ def job_names(sweep: Path) -> list[str]:
 
 def _job_number(name: str) -> int:
     return int(name.split("_", 1)[0])
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_job_folder_name_keeps_the_sweep_order_and_drops_plumbing():
@@ -117,8 +110,8 @@ def test_a_diverged_job_is_recorded_and_the_sweep_goes_on(two_sweeps):
     output_root, _ = two_sweeps
     sweep = sweep_folders(output_root)[1]
     finished, diverged = (sweep / name for name in job_names(sweep))
-    finished_metrics = json.loads((finished / "metrics.json").read_text())
-    diverged_metrics = json.loads((diverged / "metrics.json").read_text())
+    finished_metrics = run_metrics(finished)
+    diverged_metrics = run_metrics(diverged)
     assert finished_metrics["diverged"] is False and finished_metrics["epochs"] == 2
     assert diverged_metrics["diverged"] is True and diverged_metrics["epochs"] < 2
     assert isinstance(diverged_metrics["diverged_step"], int)
@@ -228,5 +221,5 @@ def test_submitit_local_launcher_runs_the_sweep(tmp_path, synthetic_root):
     assert job_names(sweep) == ["0_seed=0,trainer.epochs=1", "1_seed=1,trainer.epochs=1"]
     assert (sweep / ".submitit").is_dir()
     for name in job_names(sweep):
-        assert json.loads((sweep / name / "metrics.json").read_text())["epochs"] == 1
+        assert run_metrics(sweep / name)["epochs"] == 1
     assert (sweep / "summary.md").is_file()

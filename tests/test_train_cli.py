@@ -1,12 +1,10 @@
 """`python -m src.train` as a user runs it: on the real dataset, from a sub-folder, and with bad input."""
 
-import json
-
 import pytest
 
 from src import REPO_ROOT
 from src.curves import read_events
-from tests.conftest import run_train
+from tests.conftest import run_metrics, run_train
 
 QUICK = ("data.train_size=2048", "trainer.epochs=1", "trainer.threads=1", "trainer.progress=false")
 
@@ -23,7 +21,7 @@ def test_real_data_run_from_a_sub_folder_leaves_metrics_events_and_config(tmp_pa
     assert done.returncode == 0, done.stderr
     run_dir = only_run_dir(tmp_path)
 
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = run_metrics(run_dir)
     assert metrics["epochs"] == 3 and metrics["steps"] == 24  # 2048 images / 256 per batch, 3 epochs
     assert 0.4 < metrics["test_acc"] <= 1.0  # well above chance (0.1) after 24 steps (0.54 with seed 0)
     assert "data.train_size=2048" in metrics["overrides"]
@@ -44,7 +42,7 @@ def test_two_runs_with_one_seed_give_identical_metrics(tmp_path):
     for name in ("first", "second"):
         done = run_train(*QUICK, "data.train_size=1024", "seed=3", f"output_root={tmp_path / name}")
         assert done.returncode == 0, done.stderr
-        results.append(json.loads((only_run_dir(tmp_path / name) / "metrics.json").read_text()))
+        results.append(run_metrics(only_run_dir(tmp_path / name)))
     assert results[0]["history"] == results[1]["history"]
 
 

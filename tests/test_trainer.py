@@ -14,6 +14,7 @@ from src.schedules import build_lr_driver, lr_curve
 from src.tracking import Tracker, write_json
 from src.train import run
 from src.trainer import Trainer
+from tests.conftest import run_metrics
 
 
 def scalars(run_dir, tag):
@@ -44,7 +45,7 @@ def synthetic_run(compose_cfg, synthetic_root, tmp_path):
 
 def test_run_leaves_metrics_json_with_the_final_numbers(synthetic_run):
     _, run_dir, result = synthetic_run()
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = run_metrics(run_dir)
     assert metrics["epochs"] == 3 and metrics["steps"] == 3 * 8
     assert metrics["test_acc"] == result.history[-1]["test_acc"]
     for key in ("test_acc", "test_loss", "train_loss", "train_acc", "wall_seconds"):
@@ -137,7 +138,7 @@ def test_a_model_broken_by_the_last_update_makes_the_run_diverged_at_that_epoch(
 def test_the_thread_count_used_is_recorded_in_metrics_and_hparams(synthetic_run):
     # trainer.threads=null takes every core this process may use: the count itself is what a repeat needs
     _, run_dir, _ = synthetic_run("trainer.threads=null", "trainer.epochs=1")
-    assert json.loads((run_dir / "metrics.json").read_text())["threads"] == available_cores()
+    assert run_metrics(run_dir)["threads"] == available_cores()
     start = read_events(run_dir).hparams["_hparams_/session_start_info"].session_start_info
     assert start.hparams["threads"].number_value == available_cores()
 

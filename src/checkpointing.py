@@ -47,9 +47,14 @@ class CheckpointError(BadInput):
     """A checkpoint cannot be read or does not fit the run; the message says what to do."""
 
 
+def without_hydra(cfg: DictConfig) -> DictConfig:
+    """The run's config without Hydra's own section (present when composed with it)."""
+    return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+
+
 def run_config(cfg: DictConfig) -> dict[str, Any]:
     """The run's resolved config as plain containers, without Hydra's own section."""
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]), resolve=True)
+    return OmegaConf.to_container(without_hydra(cfg), resolve=True)
 
 
 def save(path: Path, payload: Mapping[str, Any]) -> None:
@@ -120,11 +125,6 @@ def describe(change: Mapping[str, Any]) -> str:
     """`key: checkpoint <old>, now <new>`, the line a refusal or a forced resume shows for one change."""
     shown = [repr(change[side]) if side in change else "(absent)" for side in ("old", "new")]
     return f"{change['key']}: checkpoint {shown[0]}, now {shown[1]}"
-
-
-def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Every key whose value changes what the run computes, as `key: checkpoint <old>, now <new>`."""
-    return [describe(change) for change in changes(saved, current)]
 
 
 @dataclass

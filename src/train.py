@@ -130,7 +130,7 @@ def check(cfg: DictConfig) -> None:
 def _record_for_hydra(cfg: DictConfig, run_dir: Path, overrides: list[str], *, resumed: bool) -> None:
     """`.hydra/` as Hydra writes it. For a forced resume it describes the run, not how this session reached it (no
     `resume`, no `force_resume`): the config a new run of the recorded overrides would have."""
-    config = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    config = checkpointing.without_hydra(cfg)
     if resumed:
         config.resume = None
         config.checkpoint.force_resume = False

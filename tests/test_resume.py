@@ -79,8 +79,12 @@ def test_a_damaged_checkpoint_is_a_clear_error(tmp_path):
 def test_differences_name_what_changes_the_run_and_ignore_plumbing():
     saved = {"optimizer": {"lr": 0.1}, "data": {"batch_size": 256, "root": "/a"}, "trainer": {"threads": 1}}
     current = {"optimizer": {"lr": 0.05}, "data": {"batch_size": 256, "root": "/b"}, "trainer": {"threads": 2}}
-    assert checkpointing.differences(saved, current) == ["optimizer.lr: checkpoint 0.1, now 0.05"]
-    assert checkpointing.differences(saved, {**saved, "seed": 1}) == ["seed: checkpoint (absent), now 1"]
+
+    def differences(current: dict) -> list[str]:
+        return [checkpointing.describe(change) for change in checkpointing.changes(saved, current)]
+
+    assert differences(current) == ["optimizer.lr: checkpoint 0.1, now 0.05"]
+    assert differences({**saved, "seed": 1}) == ["seed: checkpoint (absent), now 1"]
 
 
 def test_stop_on_signal_turns_the_first_signal_into_a_request():

@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from src import REPO_ROOT
 from src.train import OmegaConf  # noqa: F401  (registers the ${repo_root:} resolver)
 
 CONF_DIR = str(REPO_ROOT / "conf")
+GATE_DIR = Path(__file__).parent / "gate"
 RAW_NAMES = {
     (True, "images"): "train-images-idx3-ubyte",
     (True, "labels"): "train-labels-idx1-ubyte",
@@ -145,3 +147,25 @@ def run_sweep(output_root: Path, *overrides: str) -> Path:
     assert done.returncode == 0, done.stderr
     (sweep,) = (output_root / "sweeps").glob("*/*")
     return sweep
+
+
+def gate_env(folder: Path, step: int, reached: Path) -> dict[str, str]:
+    """The environment of a process whose first run in `folder` (or under it) waits for a signal once it has logged
+    `step`, after writing the file `reached` (tests/gate/sitecustomize.py): the test then signals it at a step it
+    knows, however fast the machine trains."""
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join((str(GATE_DIR), str(REPO_ROOT))),
+        "LRBENCH_TEST_GATE": f"{folder}:{step}",
+        "LRBENCH_TEST_GATE_REACHED": str(reached),
+    }
+
+
+def wait_at_gate(process: subprocess.Popen, reached: Path, timeout: float = 300) -> None:
+    """Return once the gated run waits at its step; fail if the process ends before (the timeout bounds a hang)."""
+    deadline = time.monotonic() + timeout
+    while not reached.is_file():
+        assert process.poll() is None, f"the process ended (status {process.returncode}) before its gate"
+        assert time.monotonic() < deadline, f"no run reached the gate within {timeout} s"
+        time.sleep(0.05)

@@ -8,7 +8,7 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
+import tempfile
 
 import pytest
 import torch
@@ -17,7 +17,7 @@ from src import REPO_ROOT, checkpointing, resume
 from src.curves import read_scalars
 from src.errors import BadInput
 from src.train import StopOnSignal, run
-from tests.conftest import run_metrics
+from tests.conftest import gate_env, run_metrics, wait_at_gate
 
 SMALL = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=32", "trainer.log_every_steps=5")
 # The killed runs: 512 synthetic images in batches of 2, 256 steps per epoch; the progress bar shows when an epoch
@@ -31,6 +31,7 @@ KILLED = (
     "trainer.stop_on_collapse=false",
 )
 EPOCHS = 4
+GATE_STEP = 2 * 256 + 100  # where the killed runs are signalled: the 101st step of epoch 3
 
 
 def assert_same_state(a, b, path="state"):
@@ -91,8 +92,7 @@ def test_stop_on_signal_turns_the_first_signal_into_a_request():
     previous = signal.getsignal(signal.SIGTERM)
     with StopOnSignal() as stop:
         assert not stop()
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.01)  # let the interpreter run the handler
+        signal.raise_signal(signal.SIGTERM)  # its handler has run when this returns
         assert stop() and stop.received == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is previous
 
@@ -149,29 +149,26 @@ def test_forced_resume_continues_the_weights_under_the_new_settings(in_process_r
 # ------------------------------------------------------------------------- real processes killed mid-epoch
 
 
-def start_train(*overrides: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
+def start_train(*overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m src.train OVERRIDES` started in the background, its output (log lines and progress bars) going to
+    a file that `finish` reads, so a test that waits on something else never blocks the run on a full pipe."""
+    output = tempfile.TemporaryFile()  # noqa: SIM115  (finish reads and closes it)
+    process = subprocess.Popen(
         [sys.executable, "-m", "src.train", *overrides],
         cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
+        env=env or {**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=output,
         stderr=subprocess.STDOUT,
     )
-
-
-def wait_for(process: subprocess.Popen, text: str, timeout: float = 120) -> None:
-    """Read the process's output (log lines and progress bars) until `text` shows."""
-    seen, deadline = b"", time.monotonic() + timeout
-    while text.encode() not in seen:
-        chunk = process.stdout.read1(4096)
-        assert chunk and time.monotonic() < deadline, seen.decode(errors="replace")[-2000:]
-        seen = seen[-4096:] + chunk
+    process.output = output
+    return process
 
 
 def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
-    output, _ = process.communicate(timeout=timeout)
-    return process.returncode, output.decode(errors="replace")
+    process.wait(timeout=timeout)
+    with process.output as output:
+        output.seek(0)
+        return process.returncode, output.read().decode(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +187,9 @@ def uninterrupted(synthetic_root, tmp_path_factory):
 def test_a_run_killed_mid_epoch_and_resumed_ends_bit_for_bit_like_an_uninterrupted_one(uninterrupted, signum):
     overrides, reference_dir = uninterrupted
     run_dir = reference_dir.parent / f"killed_{signum.name}"
-    process = start_train(*overrides, f"hydra.run.dir={run_dir}")
-    wait_for(process, f"epoch 3/{EPOCHS}:")  # epoch 3's progress bar: the epoch has begun
+    reached = run_dir.parent / f"{run_dir.name}.gate"
+    process = start_train(*overrides, f"hydra.run.dir={run_dir}", env=gate_env(run_dir, GATE_STEP, reached))
+    wait_at_gate(process, reached)  # the run waits inside epoch 3 until the signal comes
     process.send_signal(signum)
     status, output = finish(process)
 
@@ -208,7 +206,7 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_bit_for_bit_like_an_uninterrupt
         # the message's command resumes the run; it was stopped mid-epoch, past the checkpoint's step
         resume_command = shlex.split(output.split("To continue:")[1].strip().splitlines()[0])[3:]
         assert resume_command[-1] == f"resume='{run_dir}'"  # quoted for Hydra
-        assert max(step for step, _ in read_scalars(run_dir)["train/lr"]) >= saved["step"]
+        assert max(step for step, _ in read_scalars(run_dir)["train/lr"]) == GATE_STEP
 
     status, output = finish(start_train(*resume_command))
     assert status == 0, output

@@ -17,8 +17,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from src import REPO_ROOT, checkpointing
-from tests.conftest import run_metrics, run_module, run_train
-from tests.test_resume import KILLED, finish, start_train, wait_for
+from tests.conftest import gate_env, run_metrics, run_module, run_train, wait_at_gate
+from tests.test_resume import KILLED, finish, start_train
 
 QUICK = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=32")
 
@@ -270,8 +270,10 @@ def test_a_disk_full_from_the_start_exits_3_and_leaves_no_folder(synthetic_root,
 def test_the_command_printed_after_a_signal_in_a_sweep_job_continues_it_from_a_shell(synthetic_root, tmp_path):
     sweep_dir = tmp_path / "sweep=a,b é"  # a job folder holds '=' and ',' anyway; the sweep's adds non-ASCII
     common = (f"data.root={synthetic_root}", *KILLED, "trainer.epochs=2", f"output_root={tmp_path}")
-    process = start_train("-m", *common, "seed=0,1", f"hydra.sweep.dir='{sweep_dir}'")
-    wait_for(process, "epoch 2/2:")
+    reached = tmp_path / "gate"
+    gated = gate_env(sweep_dir, 256 + 10, reached)  # job 0 waits inside its epoch 2 for the signal
+    process = start_train("-m", *common, "seed=0,1", f"hydra.sweep.dir='{sweep_dir}'", env=gated)
+    wait_at_gate(process, reached)
     process.send_signal(signal.SIGTERM)
     status, output = finish(process)
     assert status == 128 + signal.SIGTERM, output

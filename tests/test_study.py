@@ -8,7 +8,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from src.compare import Run
 from src.stats import compare, holm
 from src.study import StudyError, _merge, lr_grid, main, parse_args, pick_lr, presets
 from src.study_report import FIGURES, RESULT_COLUMNS
-from tests.conftest import read_csv, run_metrics, run_module
+from tests.conftest import gate_env, read_csv, run_metrics, run_module, wait_at_gate
 
 PLUMBING = ("trainer.threads=1", "data.batch_size=64", "data.train_size=null")
 TINY = ("study.schedules=[constant,cosine_warmup]", "study.tune.lrs=[0.003,0.1]", "study.tune.seeds=[0,1]")
@@ -206,20 +205,18 @@ def test_a_killed_study_continues_without_running_finished_jobs_again(tmp_path, 
         "data.train_size=null",
         "trainer.stop_on_collapse=false",
     )
+    first = folder / "tune" / "constant" / "lr=0.005,seed=0"
+    second = folder / "tune" / "cosine_warmup" / "lr=0.005,seed=0"
+    reached = tmp_path / "gate"
     process = subprocess.Popen(
         [sys.executable, "-m", "src.study", *args],
         cwd=REPO_ROOT,
+        env=gate_env(second, 128 + 10, reached),  # the second job waits inside its epoch 2 for the signal
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    first = folder / "tune" / "constant" / "lr=0.005,seed=0"
-    second = folder / "tune" / "cosine_warmup" / "lr=0.005,seed=0"
-    deadline = time.monotonic() + 300
-    while not (second / "last.pt").is_file():  # the first job finished, the second has begun
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.1)
-    time.sleep(0.5)
+    wait_at_gate(process, reached)  # the first job finished, the second is mid-epoch
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err
@@ -231,7 +228,7 @@ def test_a_killed_study_continues_without_running_finished_jobs_again(tmp_path, 
     done = run_study(f"study.dir={folder}")  # the folder alone: its saved command
     assert done.returncode == 0, done.stderr
     assert ((first / "metrics.json").read_bytes(), (first / "metrics.json").stat().st_mtime_ns) == finished
-    assert "resumed after epoch" in (second / "train.log").read_text()
+    assert "resumed after epoch 1/3" in (second / "train.log").read_text()  # from its checkpoint, not afresh
     assert len(list(folder.glob("*/*/*/metrics.json"))) == 2 + 2 * 2
     assert (folder / "report.md").is_file()
 

@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure  # the object API renders to files (Agg) with no display and no pyplot state
 from omegaconf import DictConfig, OmegaConf
 
-from src import REPO_ROOT
+from src import REPO_ROOT, run_folder
 from src.lr_from import take_lr_from
 from src.optimizers import build_optimizer
 from src.resume import override_key
@@ -118,6 +118,7 @@ def main(cfg: DictConfig) -> None:
         take_lr_from(cfg, HydraConfig.get().overrides.task)  # the lr a run with lr_from= would train with
         validate(cfg)
     except ConfigError as error:
+        run_folder.remove_session_folder(Path(HydraConfig.get().runtime.output_dir))  # refused: no folder stays
         fail(f"invalid configuration:\n{error}")
     steps_per_epoch = planned_steps_per_epoch(cfg)
     steps, curves = previewed_curves(cfg, steps_per_epoch)
@@ -139,12 +140,15 @@ def main(cfg: DictConfig) -> None:
     )
 
 
+RUN_FOLDER_HOOKS = ("output_folder_check", "run_folder_note")
+
+
 def preview_arguments(argv: list[str]) -> list[str]:
     """`argv` plus the preview's own folders (unless given), minus the sweep hooks of conf/config.yaml, which
-    report on trained runs."""
+    report on trained runs (the hooks that check and note the run folder stay)."""
     defaults = [f"hydra.run.dir={PREVIEW_DIR}", f"hydra.sweep.dir={PREVIEW_DIR}"]
     hooks = OmegaConf.select(OmegaConf.load(REPO_ROOT / "conf" / "config.yaml"), "hydra.callbacks", default={})
-    defaults += [f"~hydra.callbacks.{name}" for name in hooks or {}]
+    defaults += [f"~hydra.callbacks.{name}" for name in hooks or {} if name not in RUN_FOLDER_HOOKS]
     given = {override_key(argument) for argument in argv}
     return argv + [item for item in defaults if override_key(item) not in given]
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 HYDRA_DIR = ".hydra"
 FAILED = "failed.json"
 # What Hydra puts into a run folder before lrbench runs: the log file of the run's logging.
-HYDRA_MADE = {"train.log"}
+HYDRA_MADE = {"train.log", "preview.log"}  # the job log of src.train and of src.preview
 
 
 def write_hydra_record(run_dir: Path, config: DictConfig, hydra_config: DictConfig, overrides: list[str]) -> None:

@@ -56,6 +56,7 @@ MAX_SCHEDULE_POINTS = 200_000
 # The largest number the optimizer can multiply into the weights: torch turns a larger lr (or decay, eps, ...)
 # into an error ("value cannot be converted to type float without overflow") at the first step.
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+RAMP_LRS = ("lr_find.min_lr", "lr_find.max_lr")  # the range test sets the optimizer's lr to each in turn
 FLOAT32_BOUND = f"magnitude <= {FLOAT32_MAX:.8g} (the largest float32, which the optimizer computes in)"
 
 
@@ -227,7 +228,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _key_problems(cfg: DictConfig) -> list[Problem]:
-    """Each key whose value its rule refuses; then each optimizer or scheduler number beyond float32."""
+    """Each key whose value its rule refuses; then each optimizer, scheduler or ramp number beyond float32."""
     problems, missing = [], object()
     try:
         declared = key_rules(cfg)
@@ -242,7 +243,7 @@ def _key_problems(cfg: DictConfig) -> list[Problem]:
         numbers = value if isinstance(value, ListConfig) else [value]
         if not rule.test(value):
             problems.append(Problem(key, f"{key}={_shown(value)}: allowed is {rule.allowed}"))
-        elif key.startswith(("optimizer.", "scheduler.")) and any(
+        elif (key.startswith(("optimizer.", "scheduler.")) or key in RAMP_LRS) and any(
             NUMBER.test(n) and abs(n) > FLOAT32_MAX for n in numbers
         ):
             allowed = "are numbers" if isinstance(value, ListConfig) else "is a number"

@@ -12,12 +12,14 @@ FLOAT32_BOUND = "allowed is a number of magnitude <= 3.4028235e+38 (the largest 
 
 
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
-@pytest.mark.parametrize("lr", ["1e39", "1e308"])
+@pytest.mark.parametrize("lr", ["1e39", "1e40", "1e308"])
 def test_an_lr_beyond_float32_is_refused_with_exit_2_before_training(tmp_path, entry, lr):
-    done = ENTRY_POINTS[entry](f"optimizer.lr={lr}", "trainer.threads=1", f"output_root={tmp_path}")
+    outputs = tmp_path / "outputs"
+    done = ENTRY_POINTS[entry](f"optimizer.lr={lr}", "trainer.threads=1", f"output_root={outputs}")
     assert done.returncode == 2, done.stderr
     assert f"optimizer.lr={float(lr)!r}: {FLOAT32_BOUND}" in done.stderr
     assert "Traceback" not in done.stderr
+    assert not outputs.exists()  # refused before any folder is made
     assert not list(tmp_path.rglob("events.out.tfevents*")) and not list(tmp_path.rglob("lr.csv"))
 
 

@@ -118,6 +118,12 @@ def test_bad_settings_name_the_key_and_what_is_allowed(lr_find_cfg):
         "lr_find.min_lr=0: allowed is a number > 0",
         "lr_find.stop_factor=0.5: allowed is null (never stop early) or a number > 1",
     ]
+    with pytest.raises(ConfigError) as refused:  # the ramp sets the optimizer's lr to these: float32 bounds them
+        validate(lr_find_cfg("lr_find.max_lr=1e40"))
+    assert refused.value.problems == [
+        "lr_find.max_lr=1e+40: allowed is a number of magnitude <= 3.4028235e+38 (the largest float32, which the "
+        "optimizer computes in)"
+    ]
     assert ramp_problems({"min_lr": 1.0, "max_lr": 0.5}) == [
         "lr_find.min_lr=1.0, lr_find.max_lr=0.5: allowed is min_lr < max_lr (the ramp rises)"
     ]

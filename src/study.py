@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from src import REPO_ROOT
 from src.compare import DamagedRunError, Run, read_metrics, scan_runs
 from src.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError, Stopped, error_reason
 from src.lr_suggest import rounded_lr
+from src.parent_watch import PARENT_ENV
 from src.resume import override_key
 from src.study_report import METRIC_NAMES, build_study_report, write_study_report
 from src.tracking import write_json
@@ -396,6 +398,7 @@ class Launcher:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C reaches the study, which passes it on once
+                env={**os.environ, PARENT_ENV: str(os.getpid())},  # its jobs stop when the study dies, even by kill -9
             )
             while self.child.poll() is None:
                 time.sleep(0.5)

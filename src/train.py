@@ -37,6 +37,7 @@ from src.device import available_cores, configure_threads, maybe_compile, select
 from src.errors import EXIT_BAD_INPUT, BadInput, RunError, Stopped, Unwritable, error_reason
 from src.lr_from import lr_record, take_lr_from
 from src.optimizers import build_optimizer
+from src.parent_watch import stop_with_parent
 from src.schedules import build_lr_driver
 from src.tracking import Tracker, run_hparams, write_json
 from src.trainer import Interrupted, RunResult, Trainer
@@ -303,6 +304,7 @@ def _job_failed(error: RunError, job_dir: Path) -> float:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """The one place that turns a RunError into an exit status (or, for a sweep job, into failed.json)."""
+    stop_with_parent()
     session_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         return objective(train(cfg, session_dir))

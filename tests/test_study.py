@@ -8,6 +8,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -189,8 +190,29 @@ def test_the_verdict_numbers_are_the_confirm_runs_numbers(tiny_study):
 # ------------------------------------------------------------------------------------------------ kill, continue
 
 
+def process_gone(pid: int) -> bool:
+    """Whether the process has ended (a zombie nobody reaps yet counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def processes_naming(text: str) -> list[int]:
+    """The live processes whose command line holds `text` (what `ps` would list)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace") and not process_gone(int(cmdline.parent.name)):
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue  # it ended while we looked
+    return found
+
+
 @pytest.mark.slow
-def test_a_killed_study_continues_without_running_finished_jobs_again(tmp_path, synthetic_root):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_a_killed_study_continues_without_running_finished_jobs_again(tmp_path, synthetic_root, signum):
     folder = tmp_path / "study"
     args = (
         "study.schedules=[constant,cosine_warmup]",
@@ -201,7 +223,7 @@ def test_a_killed_study_continues_without_running_finished_jobs_again(tmp_path, 
         f"data.root={synthetic_root}",
         "trainer.epochs=3",
         "trainer.threads=1",
-        "data.batch_size=4",  # 128 steps an epoch: long enough to be stopped inside a job
+        "data.batch_size=4",  # 128 steps an epoch
         "data.train_size=null",
         "trainer.stop_on_collapse=false",
     )
@@ -217,10 +239,20 @@ def test_a_killed_study_continues_without_running_finished_jobs_again(tmp_path, 
         text=True,
     )
     wait_at_gate(process, reached)  # the first job finished, the second is mid-epoch
-    process.send_signal(signal.SIGTERM)
+    job_process = int(reached.read_text().split()[1])
+    process.send_signal(signum)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, err
-    assert f"python -m src.study study.dir={folder}" in err
+    if signum == signal.SIGKILL:  # nothing passed the signal on: the stage's process sees its parent gone
+        assert process.returncode == -signal.SIGKILL
+        deadline = time.monotonic() + 120  # bounds a hang only
+        while not process_gone(job_process):
+            assert time.monotonic() < deadline, "the stage's process trained on after its study died"
+            time.sleep(0.05)
+    else:
+        assert process.returncode == 128 + signal.SIGTERM, err
+        assert f"python -m src.study study.dir={folder}" in err
+    assert process_gone(job_process) and processes_naming(str(folder)) == []  # nothing of the study runs on
+    assert "stopped by SIGTERM during epoch 2/3" in (second / "train.log").read_text()  # its checkpoint kept
     assert (first / "metrics.json").is_file() and not (second / "metrics.json").exists()
     finished = (first / "metrics.json").read_bytes(), (first / "metrics.json").stat().st_mtime_ns
     assert not list((folder / "confirm").glob("*/*/metrics.json")) if (folder / "confirm").exists() else True

@@ -37,7 +37,9 @@ def _gate(tracker_class: type, folder: Path, step: int, reached: Path) -> None:
         here = Path(self.writer.log_dir).resolve()
         if not waited and at_step >= step and here.is_relative_to(folder):
             waited = True
-            reached.write_text(str(at_step))
+            partial = reached.with_name(f"{reached.name}.partial")  # whole when the test sees it
+            partial.write_text(f"{at_step} {os.getpid()}")  # the step, and the process that waits
+            partial.replace(reached)
             deadline = time.monotonic() + HANG_BOUND_SECONDS
             while not _stop_requested() and time.monotonic() < deadline:
                 time.sleep(0.01)

@@ -2,9 +2,14 @@
 
 `last.pt` in the run folder is rewritten before the first epoch and at the end of every epoch; with
 `checkpoint.keep_best` a copy of the epoch with the best test accuracy is kept as `best.pt`. Each holds the
-trainer's whole state (`Trainer.state_dict`: weights, optimizer, lr scheduler, every RNG, the data order,
-step/epoch counters, history), the run's resolved config, the overrides that describe it, the fingerprint of the
-data it trains on, and the config changes forced resumes made to it.
+trainer's whole state (`Trainer.state_dict`: weights, optimizer, the lr driver's counters, every RNG, the data
+order, step/epoch counters, history), the run's resolved config, the overrides that describe it, the fingerprint
+of the data it trains on, and the config changes forced resumes made to it.
+
+A checkpoint holds only tensors, numbers, strings, lists, tuples and dicts (the schedule is rebuilt from the
+config, not saved), and is read with `torch.load(weights_only=True)`: run folders are shared and copied, and
+unpickling anything else could run code. `load` refuses a file that holds more, and one that lacks an entry resume
+or the trainer reads (`ENTRIES`), before anything is written.
 
 Resuming (src/resume.py) reloads that state, so the run goes on bit for bit as if never stopped; `changes` finds
 what in a config would change the run.
@@ -12,6 +17,8 @@ what in a config would change the run.
 
 from __future__ import annotations
 
+import pickle
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +32,8 @@ from src.tracking import write_aside
 
 LAST = "last.pt"
 BEST = "best.pt"
-FORMAT_VERSION = 1
+# 2: the lr driver's counters and plain numbers instead of LambdaLR's state with the schedule objects
+FORMAT_VERSION = 2
 # Keys that say where, how fast or how verbosely a run computes, not what it computes: they may change on resume.
 # (Other thread counts or devices still resume, but bit-for-bit equality is only promised with the same ones.)
 NOT_PART_OF_THE_RUN = (
@@ -80,16 +88,147 @@ def _os_error_behind(error: BaseException) -> OSError | None:
 
 
 def load(path: Path) -> dict[str, Any]:
-    """Read a checkpoint this program wrote (it holds the schedule objects, so it is a full pickle: trust it)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch.load raises many kinds for a damaged or foreign file
+    """Read a checkpoint with `torch.load(weights_only=True)`; raise CheckpointError, naming what to do, for a file
+    that is not one this program can continue (`problems`)."""
+    if not path.is_file():
+        what = "directory" if path.is_dir() else "link to nothing" if not path.exists() else "special file"
         raise CheckpointError(
-            f"{path} cannot be read ({type(error).__name__}: {error}). Start the run afresh in a new folder."
-        ) from None
+            f"{path} is a {what}, not a checkpoint. Move it away, or start the run afresh in a new folder."
+        )
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} cannot be read (it is empty). Start the run afresh in a new folder.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many kinds for a damaged or foreign file
+        refused = _refused_by_the_unpickler(error)
+        if refused is not None and refused.startswith("Unsupported global"):
+            raise CheckpointError(
+                f"{path} is refused unread: it holds more than the tensors, numbers, strings, lists and dicts a "
+                f"checkpoint is made of ({refused}), and unpickling it could run code. A checkpoint of an older "
+                f"lrbench (before format {FORMAT_VERSION}) holds schedule objects and is refused alike. Start the "
+                "run afresh in a new folder."
+            ) from None
+        reason = refused or f"{type(error).__name__}: {error}"
+        raise CheckpointError(f"{path} cannot be read ({reason}). Start the run afresh in a new folder.") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} is not an lrbench checkpoint of format {FORMAT_VERSION}.")
+        older = isinstance(payload, dict) and payload.get("format") in range(1, FORMAT_VERSION)
+        raise CheckpointError(
+            f"{path} is not an lrbench checkpoint of format {FORMAT_VERSION}"
+            + (f" (it is of format {payload['format']}, from an older lrbench)" if older else "")
+            + ". Start the run afresh in a new folder."
+        )
+    if found := problems(payload):
+        listed = "\n".join(f"  - {problem}" for problem in found)
+        raise CheckpointError(
+            f"{path} is not a checkpoint lrbench can continue:\n{listed}\nStart the run afresh in a new folder."
+        )
     return payload
+
+
+def _refused_by_the_unpickler(error: Exception) -> str | None:
+    """What torch's restricted unpickler refused (`Unsupported global: GLOBAL os.system`), without its advice to
+    load the file unrestricted; None for another error."""
+    if not isinstance(error, pickle.UnpicklingError):
+        return None
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\n|$)", str(error))
+    return found.group(1) if found else "it holds what a checkpoint does not"
+
+
+@dataclass(frozen=True)
+class Kind:
+    words: str
+    test: Callable[[Any], bool]
+
+
+def _of(*types: type) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, types)
+
+
+def _list_of(*types: type) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, list) and all(isinstance(item, types) for item in value)
+
+
+DICT = Kind("a dict", _of(dict))
+STRING = Kind("a string", _of(str))
+INTEGER = Kind("an integer", _of(int))
+OPTIONAL_INTEGER = Kind("an integer or None", _of(int, type(None)))
+NUMBER = Kind("a number", _of(int, float))
+BOOLEAN = Kind("true or false", _of(bool))
+TENSOR = Kind("a tensor", _of(torch.Tensor))
+LIST = Kind("a list", _of(list))
+LIST_OF_DICTS = Kind("a list of dicts", _list_of(dict))
+# Every entry of a checkpoint that resume (src/resume.py) and the trainer (`Trainer.load_state_dict`, `LRDriver`,
+# `RunResult`) read, and its kind, parents before their entries: `problems` names each one missing or of another
+# kind, so a foreign file is refused before anything is written instead of failing half way.
+ENTRIES = {
+    "config": DICT,
+    "config.optimizer": DICT,
+    "config.optimizer._target_": STRING,
+    "overrides": Kind("a list of strings", _list_of(str)),
+    "dataset_sha256": STRING,
+    "config_changes": LIST_OF_DICTS,
+    "trainer": DICT,
+    "trainer.model": DICT,
+    "trainer.optimizer": DICT,
+    "trainer.optimizer.state": DICT,
+    "trainer.optimizer.param_groups": LIST_OF_DICTS,
+    "trainer.lr_driver": DICT,
+    "trainer.lr_driver.updates": INTEGER,
+    "trainer.lr_driver.step_count": INTEGER,
+    "trainer.lr_driver.schedule": DICT,
+    "trainer.torch_rng": TENSOR,
+    "trainer.cuda_rng": Kind("a list of tensors", _list_of(torch.Tensor)),
+    "trainer.order": TENSOR,
+    "trainer.step": INTEGER,
+    "trainer.result": DICT,
+    "trainer.result.epochs": INTEGER,
+    "trainer.result.steps": INTEGER,
+    "trainer.result.wall_seconds": NUMBER,
+    "trainer.result.diverged": BOOLEAN,
+    "trainer.result.diverged_step": OPTIONAL_INTEGER,
+    "trainer.result.diverged_epoch": OPTIONAL_INTEGER,
+    "trainer.result.collapsed": BOOLEAN,
+    "trainer.result.collapsed_epoch": OPTIONAL_INTEGER,
+    "trainer.result.threads": OPTIONAL_INTEGER,
+    "trainer.result.history": LIST_OF_DICTS,
+    "trainer.result.epoch_seconds": Kind("a list of numbers", _list_of(int, float)),
+}
+# Dicts whose entries are all listed: anything else there is not of this program (RunResult takes no other field).
+CLOSED = ("trainer.result",)
+_SHOWN_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a dict"}
+_SHOWN_KINDS.update({list: "a list", tuple: "a tuple", type(None): "None", torch.Tensor: "a tensor"})
+
+
+def problems(payload: Mapping[str, Any]) -> list[str]:
+    """Each entry of `ENTRIES` missing from `payload` or of another kind, as `key: what is wrong`; the entries of a
+    missing or wrong one are not looked at."""
+    found: list[str] = []
+    for key, kind in ENTRIES.items():
+        parent, _, name = key.rpartition(".")
+        holder = _entry(payload, parent) if parent else payload
+        if not isinstance(holder, dict):
+            continue  # its parent is named already
+        if name not in holder:
+            found.append(f"{key}: missing")
+        elif not kind.test(holder[name]):
+            shown = _SHOWN_KINDS.get(type(holder[name]), f"a {type(holder[name]).__name__}")
+            found.append(f"{key}: {shown}, allowed is {kind.words}")
+        elif key in CLOSED and (unknown := sorted(set(holder[name]) - _entries_of(key))):
+            found.append(f"{key}: holds {', '.join(map(str, unknown))}, which a run's result has not")
+    return found
+
+
+def _entry(payload: Mapping[str, Any], key: str) -> Any:
+    value: Any = payload
+    for name in key.split("."):
+        if not isinstance(value, dict) or name not in value:
+            return None
+        value = value[name]
+    return value
+
+
+def _entries_of(key: str) -> set[str]:
+    return {entry.removeprefix(f"{key}.") for entry in ENTRIES if entry.startswith(f"{key}.")}
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -62,9 +62,10 @@ def run_folder_of(cfg: DictConfig, session_dir: Path) -> Path:
 def find(cfg: DictConfig, folder: Path) -> ResumePoint | None:
     """The checkpoint in `folder` this command continues, or None (a new run). Raises BadInput for a checkpoint
     that cannot be read, or whose config changes what the run computes, unless `checkpoint.force_resume=true`."""
-    if not (folder / checkpointing.LAST).is_file():
+    path = folder / checkpointing.LAST
+    if not path.exists() and not path.is_symlink():
         return None
-    checkpoint = checkpointing.load(folder / checkpointing.LAST)
+    checkpoint = checkpointing.load(path)  # also a last.pt that is a folder or a broken link: never a new run here
     changed = checkpointing.changes(checkpoint["config"], checkpointing.run_config(cfg))
     if changed and not cfg.checkpoint.force_resume:
         listed = "\n".join(f"  - {checkpointing.describe(change)}" for change in changed)

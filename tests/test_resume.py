@@ -16,8 +16,9 @@ import torch
 from src import REPO_ROOT, checkpointing, resume
 from src.curves import read_scalars
 from src.errors import BadInput
+from src.schedules import Warmup
 from src.train import StopOnSignal, run
-from tests.conftest import gate_env, run_metrics, wait_at_gate
+from tests.conftest import gate_env, run_metrics, run_train, wait_at_gate
 
 SMALL = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=32", "trainer.log_every_steps=5")
 # The killed runs: 512 synthetic images in batches of 2, 256 steps per epoch; the progress bar shows when an epoch
@@ -66,7 +67,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint_whole(tmp_path):
     (tmp_path / f"{checkpointing.LAST}.partial").symlink_to("/dev/full")  # every write there fails: disk full
     with pytest.raises(OSError):
         checkpointing.save(target, {"format": checkpointing.FORMAT_VERSION, "value": 2})
-    assert checkpointing.load(target)["value"] == 1
+    assert torch.load(target, weights_only=True)["value"] == 1
     assert not (tmp_path / f"{checkpointing.LAST}.partial").exists()
 
 
@@ -225,3 +226,140 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_bit_for_bit_like_an_uninterrupt
     assert read_scalars(run_dir) == read_scalars(reference_dir)  # every curve: same steps, same values, none twice
     assert not (run_dir.parent / "runs").exists()  # resume=<folder> leaves no extra run folder behind
     assert not (run_dir / resume.LOCK).exists()
+
+
+# ------------------------------------------------------------------------- what a checkpoint may hold
+
+
+class WritesAMarker:
+    """Unpickled, it creates the file `marker`: what a hostile last.pt could do with any other call."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def shared_run_folder(tmp_path, payload) -> tuple:
+    """A run folder holding `payload` as its last.pt, with an earlier session's `.hydra/` record and metrics.json
+    (their bytes, to compare with afterwards)."""
+    folder = tmp_path / "shared_run"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (folder / "metrics.json").write_text('{"epochs": 1}\n')
+    torch.save(payload, folder / checkpointing.LAST)
+    return folder, {name: (folder / name).read_bytes() for name in (".hydra/config.yaml", "metrics.json")}
+
+
+@pytest.mark.parametrize("how", ["hydra.run.dir", "resume"])
+def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path, synthetic_root, how):
+    marker = tmp_path / "marker"
+    payload = {"format": checkpointing.FORMAT_VERSION, "trainer": WritesAMarker(marker)}
+    folder, before = shared_run_folder(tmp_path, payload)
+    done = run_train(f"data.root={synthetic_root}", *SMALL, "trainer.epochs=1", f"{how}={folder}")
+    assert not marker.exists()
+    assert done.returncode == 2, done.stderr
+    assert f"{folder / checkpointing.LAST} is refused unread" in done.stderr
+    assert "unpickling it could run code" in done.stderr and "Traceback" not in done.stderr
+    assert {name: (folder / name).read_bytes() for name in before} == before
+
+
+def test_a_checkpoint_of_an_older_lrbench_with_schedule_objects_is_refused_unread(tmp_path):
+    path = tmp_path / checkpointing.LAST
+    torch.save({"format": 1, "trainer": {"lr_driver": {"lr_lambdas": [{"first": Warmup(5, 0.1)}]}}}, path)
+    with pytest.raises(checkpointing.CheckpointError, match=r"refused unread.*Warmup.*older lrbench"):
+        checkpointing.load(path)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("scheduler=cosine_warmup",),
+        ("optimizer=adam", "scheduler=reduce_on_plateau", "scheduler.warmup_epochs=1", "scheduler.patience=0"),
+    ],
+    ids=["sgd_cosine_warmup", "adam_plateau_after_warmup"],
+)
+def test_a_checkpoint_holds_only_what_torch_loads_with_weights_only(in_process_run, overrides):
+    _, run_dir, _ = in_process_run("trainer.epochs=2", *overrides)
+    saved = torch.load(run_dir / checkpointing.LAST, weights_only=True)["trainer"]
+    assert saved["lr_driver"]["updates"] == 2 * 16
+    if "optimizer=adam" in overrides:
+        assert saved["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+        assert set(saved["lr_driver"]["schedule"]["then"]) == {"scale", "best", "bad_epochs", "cooldown_left"}
+    else:
+        assert saved["optimizer"]["state"][0]["momentum_buffer"].shape == (6, 1, 5, 5)
+
+
+NOT_A_CHECKPOINT = [
+    ({}, ["config: missing", "overrides: missing", "trainer: missing"]),
+    (
+        {"trainer": "x", "config": [], "overrides": "a=1", "dataset_sha256": 3, "config_changes": {}},
+        [
+            "config: a list, allowed is a dict",
+            "overrides: a string, allowed is a list of strings",
+            "dataset_sha256: an integer, allowed is a string",
+            "config_changes: a dict, allowed is a list of dicts",
+            "trainer: a string, allowed is a dict",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("entries, named", NOT_A_CHECKPOINT, ids=["nothing", "wrong_kinds"])
+def test_a_foreign_checkpoint_is_refused_naming_each_missing_or_wrong_entry(tmp_path, synthetic_root, entries, named):
+    folder, before = shared_run_folder(tmp_path, {"format": checkpointing.FORMAT_VERSION, **entries})
+    done = run_train(f"data.root={synthetic_root}", *SMALL, "trainer.epochs=1", f"hydra.run.dir={folder}")
+    assert done.returncode == 2, done.stderr
+    assert f"{folder / checkpointing.LAST} is not a checkpoint lrbench can continue" in done.stderr
+    for line in named:
+        assert f"  - {line}" in done.stderr
+    assert "Start the run afresh in a new folder" in done.stderr and "Traceback" not in done.stderr
+    assert {name: (folder / name).read_bytes() for name in before} == before
+
+
+def test_every_entry_the_trainer_reads_is_checked(in_process_run):
+    _, run_dir, _ = in_process_run("trainer.epochs=1")
+    path = run_dir / checkpointing.LAST
+    payload = checkpointing.load(path)
+    trainer = payload["trainer"]
+    del trainer["order"], trainer["lr_driver"]["updates"], trainer["result"]["epochs"]
+    trainer["torch_rng"] = [1, 2]
+    trainer["result"]["history"] = "none"
+    trainer["result"]["surprise"] = 1
+    payload["config"]["optimizer"] = "sgd"
+    checkpointing.save(path, payload)
+    with pytest.raises(checkpointing.CheckpointError) as refused:
+        checkpointing.load(path)
+    assert str(refused.value).splitlines()[1:-1] == [
+        "  - config.optimizer: a string, allowed is a dict",
+        "  - trainer.lr_driver.updates: missing",
+        "  - trainer.torch_rng: a list, allowed is a tensor",
+        "  - trainer.order: missing",
+        "  - trainer.result: holds surprise, which a run's result has not",
+        "  - trainer.result.epochs: missing",
+        "  - trainer.result.history: a string, allowed is a list of dicts",
+    ]
+
+
+@pytest.mark.parametrize("kind", ["directory", "link to nothing"])
+def test_a_last_pt_that_is_no_file_is_refused_before_anything_is_written(tmp_path, synthetic_root, kind):
+    folder, before = shared_run_folder(tmp_path, {})
+    (folder / checkpointing.LAST).unlink()
+    if kind == "directory":
+        (folder / checkpointing.LAST).mkdir()
+    else:
+        (folder / checkpointing.LAST).symlink_to(tmp_path / "moved.pt")
+    done = run_train(f"data.root={synthetic_root}", *SMALL, "trainer.epochs=1", f"hydra.run.dir={folder}")
+    assert done.returncode == 2, done.stderr
+    assert f"{folder / checkpointing.LAST} is a {kind}, not a checkpoint" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert {name: (folder / name).read_bytes() for name in before} == before
+    assert sorted(path.name for path in folder.iterdir()) == [".hydra", checkpointing.LAST, "metrics.json", "train.log"]
+
+
+def test_an_empty_checkpoint_is_a_clear_error(tmp_path):
+    empty = tmp_path / checkpointing.LAST
+    empty.touch()
+    with pytest.raises(checkpointing.CheckpointError, match=r"cannot be read \(it is empty\)\. Start the run afresh"):
+        checkpointing.load(empty)

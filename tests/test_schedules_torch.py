@@ -231,11 +231,11 @@ def test_reduce_on_plateau_watches_only_after_the_warmup_and_can_watch_accuracy(
 
 
 def round_trip(state: dict) -> dict:
-    """Through bytes, as a checkpoint file would carry it."""
+    """Through bytes, as a checkpoint file carries it (read with weights_only, as src.checkpointing reads it)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)
-    return torch.load(buffer, weights_only=False)
+    return torch.load(buffer, weights_only=True)
 
 
 @pytest.mark.parametrize(

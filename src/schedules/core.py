@@ -2,9 +2,9 @@
 
 `t` is the 0-based index of the update (the optimizer step with `interval=step`, the epoch with
 `interval=epoch`): `piece(0)` scales the very first update. Pieces keep no hidden state, so stepping, plotting
-and resuming all read the same numbers; the one exception, `ReduceOnPlateau`, keeps its state in its own fields,
-which LambdaLR's `state_dict()` saves. Every decay is clamped after its end (no rise after T). Pieces that cycle
-momentum as well have a `momentum(t)` method.
+and resuming all read the same numbers; the one exception, `ReduceOnPlateau`, keeps its state in its own fields
+and hands them out as plain numbers (`state_dict`) for the checkpoint. Every decay is clamped after its end (no
+rise after T). Pieces that cycle momentum as well have a `momentum(t)` method.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Schedule(Protocol):
@@ -96,6 +96,18 @@ class Join:
         observe = getattr(self.then, "observe", None)
         if observe is not None and (t is None or t >= self.boundary):
             observe(metrics, None if t is None else t - self.boundary)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state of its parts that keep one (a plateau watch after a warmup), by part."""
+        return {name: part.state_dict() for name, part in self._parts() if hasattr(part, "state_dict")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, part in self._parts():
+            if name in state:
+                part.load_state_dict(state[name])
+
+    def _parts(self) -> tuple[tuple[str, Schedule], ...]:
+        return (("first", self.first), ("then", self.then))
 
 
 @dataclass(frozen=True)
@@ -287,13 +299,17 @@ class Cyclic:
         return self.max_momentum - (self.max_momentum - self.base_momentum) * height * scale
 
 
+# What a plateau watch learns as it runs; its other fields come from the config.
+PLATEAU_STATE = ("scale", "best", "bad_epochs", "cooldown_left")
+
+
 @dataclass
 class ReduceOnPlateau:
     """torch's ReduceLROnPlateau as a multiplier: `observe(metrics)` once per epoch cuts it by `factor` after
     more than `patience` epochs without a relative improvement of `threshold`, then waits `cooldown` epochs.
 
-    This piece is the one that holds state (best value, counters, current scale); it lives in the object so that
-    LambdaLR's `state_dict()` carries it. Without observations (a preview) it stays at 1.
+    This piece is the one that holds state (best value, counters, current scale); `state_dict` gives it as plain
+    numbers, so a checkpoint carries it without pickling the object. Without observations (a preview) it stays at 1.
     """
 
     monitor: str = "test_loss"
@@ -332,3 +348,10 @@ class ReduceOnPlateau:
         if self.bad_epochs > self.patience:
             self.scale = max(self.scale * self.factor, self.floor)
             self.cooldown_left, self.bad_epochs = self.cooldown, 0
+
+    def state_dict(self) -> dict[str, float | int]:
+        return {name: getattr(self, name) for name in PLATEAU_STATE}
+
+    def load_state_dict(self, state: dict[str, float | int]) -> None:
+        for name in PLATEAU_STATE:
+            setattr(self, name, state[name])

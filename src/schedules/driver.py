@@ -6,7 +6,6 @@ plot never advances the scheduler a run trains with (each call builds its own op
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -21,9 +20,9 @@ from src.schedules.timeline import ScheduleConfigError, Timeline
 class LRDriver:
     """Applies `schedule` to the optimizer once per update: after every optimizer step, or after every epoch.
 
-    `lr` is the lr the next optimizer step will use. The schedule is an object (not a lambda), so
-    `state_dict()` round-trips it with LambdaLR's own state. A schedule with a `momentum(t)` method (one_cycle,
-    cyclic) also sets the optimizer's momentum (SGD's `momentum`, Adam's first beta) at every update.
+    `lr` is the lr the next optimizer step will use. `state_dict()` holds the update counters and a stateful
+    schedule's plain numbers, not the schedule, which the config rebuilds. A schedule with a `momentum(t)` method
+    (one_cycle, cyclic) also sets the optimizer's momentum (SGD's `momentum`, Adam's first beta) at every update.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule, timeline: Timeline):
@@ -109,24 +108,31 @@ class LRDriver:
                 )
 
     def state_dict(self) -> dict[str, Any]:
-        """A snapshot (deep copy): later updates of a stateful schedule do not leak into a saved state."""
-        return copy.deepcopy(self.scheduler.state_dict())
+        """The update counters and the schedule's own state (a plateau watch's numbers), all plain values: the
+        schedule itself is a function of the update, rebuilt from the config, so it is not saved, and a checkpoint
+        loads with `torch.load(weights_only=True)`. A snapshot: later updates do not leak into a saved state."""
+        schedule_state = getattr(self.schedule, "state_dict", None)
+        return {
+            "updates": self.scheduler.last_epoch,
+            "step_count": self.scheduler._step_count,
+            "schedule": schedule_state() if schedule_state is not None else {},
+        }
 
     def taken_up_from(self, saved: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
         """This driver's own schedule and base lrs, moved to the update count of `saved` (another driver's state):
         a forced resume under a changed config goes on with this schedule where that one stopped. Returns the state
-        to load and the lr of each parameter group at that update.
-
-        This class alone knows LambdaLR's fields (`last_epoch`, `_step_count`, `_last_lr`).
-        """
-        updates = saved["last_epoch"]
-        lrs = self.lrs_at(updates)
-        state = self.state_dict()
-        state.update(last_epoch=updates, _step_count=saved["_step_count"], _last_lr=lrs)
-        return state, lrs
+        to load and the lr of each parameter group at that update."""
+        state = {**self.state_dict(), "updates": saved["updates"], "step_count": saved["step_count"]}
+        return state, self.lrs_at(saved["updates"])
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.scheduler.load_state_dict(copy.deepcopy(state))
+        """Continue from `state` (`state_dict`'s); this class alone knows LambdaLR's fields (`last_epoch`,
+        `_step_count`), and the lrs follow from the schedule at that update."""
+        self.scheduler.last_epoch = state["updates"]
+        self.scheduler._step_count = state["step_count"]
+        load_schedule_state = getattr(self.schedule, "load_state_dict", None)
+        if load_schedule_state is not None:
+            load_schedule_state(state["schedule"])
         self._set_lrs(self.scheduler.last_epoch)
         self._apply_momentum()
 

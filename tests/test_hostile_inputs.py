@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from src import checkpointing, run_folder
 from src.compare import build_report, main, scan_runs
 from src.tracking import write_json
-from tests.conftest import run_module
+from src.validation import ConfigError, override_key_problem, validate
+from tests.conftest import run_module, run_train
 
 # ------------------------------------------------------------------------- numbers read back from metrics.json
 
@@ -114,3 +116,110 @@ def test_compare_sets_a_run_with_an_empty_config_record_aside_like_the_study(swe
     assert f"lrbench: skipped {damaged}: {reason}" in capsys.readouterr().err
     rows = [(row["schedule"], row["seeds"]) for row in build_report(sweep).rows()]
     assert rows == [("constant", 1), ("cosine", 2)]  # no unlabelled row
+
+
+# ------------------------------------------------------------------------------------- what a `_target_` may name
+
+MODEL = "an nn.Module subclass of this project's src/ (src.models.LeNet)"
+OPTIMIZER = "a torch.optim.Optimizer subclass (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, ...), or a "
+OPTIMIZER += "function of this project's src/ returning one"
+SCHEDULE = "a schedule factory of this project: a function of src/ taking the Timeline and returning a Schedule"
+
+
+@pytest.mark.parametrize(
+    ("override", "allowed"),
+    [
+        ("model._target_=builtins.dict", MODEL),
+        ("model._target_=builtins.print", MODEL),
+        ("model._target_=torch.nn.Identity", MODEL),  # a module, but no model of Fashion-MNIST
+        ("model._target_=os.system", MODEL),
+        ("model._target_=src.data.load", MODEL),  # the project's, but not a model
+        ("optimizer._target_=builtins.dict", OPTIMIZER),
+        ("optimizer._target_=os.system", OPTIMIZER),
+        ("optimizer._target_=torch.optim.lr_scheduler.StepLR", OPTIMIZER),
+        ("scheduler._target_=builtins.print", SCHEDULE),
+        ("scheduler._target_=antigravity.fly", SCHEDULE),  # refused by its name: never imported
+        ("scheduler._target_=src.schedules.core.Constant", SCHEDULE),  # a piece, not a factory
+        ("++trainer._target_=os.system", "no _target_ here (only model, optimizer, scheduler name one)"),
+    ],
+)
+def test_a_target_must_name_one_of_the_groups_own_kind(compose_cfg, override, allowed):
+    key, _, value = override.lstrip("+").partition("=")
+    with pytest.raises(ConfigError) as refused:
+        validate(compose_cfg([override]))
+    assert f"{key}={value!r}: allowed is {allowed}" in refused.value.problems[0]
+    assert refused.value.problems[0].key == key
+    assert "antigravity" not in sys.modules
+
+
+def test_the_projects_own_targets_are_accepted(compose_cfg):
+    for overrides in (["optimizer=adam"], ["optimizer=adamw"], ["scheduler=one_cycle"], ["scheduler=cyclic"]):
+        validate(compose_cfg(overrides))
+
+
+def test_unknown_keys_added_beside_a_bad_target_name_the_groups_real_keys(compose_cfg):
+    with pytest.raises(ConfigError) as refused:
+        validate(compose_cfg(["model._target_=builtins.open", "+model.file=x", "+model.mode=w"]))
+    assert refused.value.problems[1:] == [
+        "model.file: unknown key (added with +model.file=...); model has: num_classes",
+        "model.mode: unknown key (added with +model.mode=...); model has: num_classes",
+    ]
+
+
+def test_a_model_target_of_any_callable_is_refused_with_exit_2_leaving_no_folder(tmp_path, synthetic_root):
+    done = run_train("model._target_=builtins.dict", f"output_root={tmp_path}", f"data.root={synthetic_root}")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (f"lrbench: invalid configuration:\n  - model._target_='builtins.dict': allowed is {MODEL}\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------- a key its group lacks
+
+COSINE_KEYS = "interval, warmup_ratio, warmup_steps, warmup_epochs, warmup_start_factor, warmup_shape, total_steps, "
+COSINE_KEYS += "total_epochs, final_lr"
+
+
+def test_a_key_the_chosen_group_lacks_is_named_with_the_groups_keys():
+    assert override_key_problem(["scheduler=cosine", "scheduler.min_lr=1e40"]) == (
+        f"scheduler.min_lr: unknown key; scheduler has: {COSINE_KEYS}"
+    )
+    assert override_key_problem(["checkpoint.keep_bset=true"]) == (
+        "checkpoint.keep_bset: unknown key; checkpoint has: keep_best, force_resume, skip_finished"
+    )
+    # a sweep: the first job (cosine) has no step_size, and Hydra would stop there
+    assert override_key_problem(["-m", "scheduler=step,cosine", "scheduler.step_size=3"]).startswith(
+        f"scheduler.step_size: unknown key; scheduler has: {COSINE_KEYS}"
+    )
+    assert override_key_problem(["-m", "scheduler=step,multistep", "scheduler.gamma=0.5", "seed=0,1"]) is None
+
+
+def test_a_key_the_group_lacks_exits_2_with_the_message(tmp_path):
+    done = run_train("scheduler=cosine", "scheduler.min_lr=1e40", f"output_root={tmp_path}")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"lrbench: scheduler.min_lr: unknown key; scheduler has: {COSINE_KEYS}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------- job folders inside the sweep
+
+
+def test_a_sweep_subdir_leaving_the_sweep_is_refused_before_any_job(tmp_path, synthetic_root):
+    root = tmp_path / "outputs"
+    done = run_train(
+        "-m",
+        "hydra.sweep.subdir=../../../x",
+        "seed=0,1",
+        f"output_root={root}",
+        f"data.root={synthetic_root}",
+        "data.train_size=64",
+        "data.batch_size=16",
+        "trainer.epochs=1",
+        "trainer.threads=1",
+        "trainer.progress=false",
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "lrbench: hydra.sweep.subdir='../../../x': allowed is a relative folder inside the sweep folder (no '..' "
+        "part, not absolute); the default names each job after its overrides"
+    )
+    assert not root.exists()  # the job would have trained in outputs/x, beside the sweeps

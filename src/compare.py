@@ -48,6 +48,19 @@ OUTCOMES = ("collapsed", "diverged")
 RUN_FILES = ("metrics.json", "last.pt", "failed.json")
 # The numbers of metrics.json the report averages: each a number, or null.
 METRIC_NAMES = ("test_acc", "best_test_acc", "train_loss", "wall_seconds")
+# What each number a run writes may be (its words, its test); metrics.json holds null for a loss that was not
+# finite (a diverged run, src.tracking.write_json), so NaN, 1e300 or an accuracy of 7.5 is a damaged file.
+ACCURACY = ("a fraction 0..1", lambda value: 0 <= value <= 1)
+LOSS = ("a finite number", math.isfinite)
+COUNT = ("a whole number >= 0", lambda value: math.isfinite(value) and value >= 0 and value == int(value))
+SECONDS = ("a finite number >= 0", lambda value: math.isfinite(value) and value >= 0)
+LR = ("a finite number > 0", lambda value: math.isfinite(value) and value > 0)
+EPOCH_RANGES = {"epoch": COUNT, "step": COUNT, "train_loss": LOSS, "test_loss": LOSS}
+EPOCH_RANGES |= {"train_acc": ACCURACY, "test_acc": ACCURACY}
+METRIC_RANGES = {**EPOCH_RANGES, "best_test_acc": ACCURACY, "wall_seconds": SECONDS, "peak_lr": LR}
+METRIC_RANGES |= {name: COUNT for name in ("epochs", "steps", "diverged_step", "diverged_epoch", "collapsed_epoch")}
+# The groups of a run's `.hydra/config.yaml`: a record without one of them is not a run's.
+RUN_GROUPS = ("model", "optimizer", "scheduler", "data", "trainer")
 
 
 class NoRunsError(RuntimeError):
@@ -180,24 +193,40 @@ def _read_json(path: Path) -> Any:
         raise DamagedRunError(f"{path.name} is not valid JSON ({error})") from error
 
 
+def _range_problem(where: str, value: Any, allowed: tuple[str, Any]) -> str | None:
+    """Why the number `where` of metrics.json is not one a run writes (`allowed`: its words and test), or None."""
+    words, test = allowed
+    if not _is_number(value):
+        return f"metrics.json: {where} is {_json_kind(value)}, not a number"
+    return None if test(value) else f"metrics.json: {where} is {value!r}, not {words}"
+
+
 def read_metrics(path: Path) -> dict[str, Any]:
     """A run's metrics.json; DamagedRunError (naming the file) when it cannot be read or the report cannot use it:
-    not an object, no history, a number that is not a number."""
+    not an object, no history, a number that is not a number or out of its range (METRIC_RANGES)."""
     metrics = _read_json(path)
     if not isinstance(metrics, dict):
         raise DamagedRunError(f"metrics.json holds {_json_kind(metrics)}, not an object")
-    for name in (*METRIC_NAMES, "peak_lr"):
-        if metrics.get(name) is not None and not _is_number(metrics[name]):
-            raise DamagedRunError(f"metrics.json: {name} is {_json_kind(metrics[name])}, not a number or null")
+    for name, allowed in METRIC_RANGES.items():
+        if metrics.get(name) is not None and (problem := _range_problem(name, metrics[name], allowed)):
+            raise DamagedRunError(f"{problem} or null")
     history = metrics.get("history")
     if not isinstance(history, list):
         raise DamagedRunError("metrics.json has no history (a list of epochs)")
     for index, epoch in enumerate(history):
         if not (isinstance(epoch, dict) and _is_number(epoch.get("test_acc")) and _is_number(epoch.get("step"))):
             raise DamagedRunError(f"metrics.json: history[{index}] has no numeric test_acc and step")
+        for name, allowed in EPOCH_RANGES.items():
+            if epoch.get(name) is not None and (
+                problem := _range_problem(f"history[{index}].{name}", epoch[name], allowed)
+            ):
+                raise DamagedRunError(problem)
     seconds = metrics.get("epoch_seconds", [])
-    if not (isinstance(seconds, list) and all(_is_number(value) for value in seconds)):
+    if not isinstance(seconds, list):
         raise DamagedRunError("metrics.json: epoch_seconds is not a list of numbers")
+    for index, value in enumerate(seconds):
+        if problem := _range_problem(f"epoch_seconds[{index}]", value, SECONDS):
+            raise DamagedRunError(problem)
     return metrics
 
 
@@ -224,6 +253,8 @@ def _read_hydra(folder: Path) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise DamagedRunError(f".hydra/{name} holds {_json_kind(loaded)}, not a mapping")
         record[name] = loaded
+    if missing := [group for group in RUN_GROUPS if not isinstance(record["config.yaml"].get(group), dict)]:
+        raise DamagedRunError(f".hydra/config.yaml has no {', '.join(missing)}, which every run's config has")
     choices = ((record["hydra.yaml"].get("hydra") or {}).get("runtime") or {}).get("choices")
     if not isinstance(choices, dict):
         raise DamagedRunError(".hydra/hydra.yaml has no hydra.runtime.choices (which config file each group took)")

@@ -6,6 +6,9 @@ on the same keys and messages, pydantic models took as many lines (83 against 84
 OmegaConf structured configs 131 while still accepting `yes` for true (they have no ranges, and a merge stops at
 the first error), so the table stays.
 
+Each `_target_` (the model's, the optimizer's, the schedule's) must name one of the project's own (TARGETS) before
+anything is imported from it or built: any importable callable would otherwise run as a model.
+
 The scheduler's keys take their kinds from its factory's annotations; their ranges are the factory's own, checked
 when the schedule is built here, on the run's timeline, once none of its inputs has a problem. Numbers must also
 fit the float32 the optimizer computes in (FLOAT32_MAX), and so must the schedule's lrs and the first step.
@@ -20,29 +23,33 @@ import re
 import sys
 import tempfile
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
-from hydra._internal.utils import get_args_parser
+from hydra import compose, initialize_config_dir
+from hydra._internal.utils import _locate, get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch import nn
 
 from src import REPO_ROOT
 from src.checkpointing import LAST
 from src.device import DEVICES, PRECISIONS
-from src.errors import error_reason
+from src.errors import EXIT_BAD_INPUT, error_reason
 from src.lr_suggest import MAX_STEPS, MIN_STEPS, RAMPS, RULES
 from src.optimizers import build_optimizer
 from src.resume import hydra_quoted
-from src.schedules import ScheduleConfigError, Timeline, build_schedule, run_timeline
+from src.schedules import Schedule, ScheduleConfigError, Timeline, build_schedule, run_timeline
 from src.schedules.timeline import INTERVALS
 
 CONF_DIR = REPO_ROOT / "conf"
@@ -172,6 +179,65 @@ SCHEMA: dict[str, Rule] = {
     "lr_find.stop_factor": NUMBER.where(lambda v: v > 1, "a number > 1").optional(" (never stop early)"),
     "lr_find.suggestion": _one_of(RULES),
 }
+
+
+def _in_project(module: str) -> bool:
+    """Whether `module` is one of this repository's packages (src, and tests, where the recipe's sample lives):
+    decided from its name alone, so nothing else is imported to find out."""
+    return (REPO_ROOT / module.partition(".")[0] / "__init__.py").is_file()
+
+
+def _returns(kind: type) -> Callable[[Any], bool]:
+    """Whether an object is a function annotated to return a `kind` (a factory of one)."""
+
+    def test(target: Any) -> bool:
+        if isinstance(target, type) or not callable(target):
+            return False
+        try:
+            returned = typing.get_type_hints(target).get("return")
+        except (NameError, TypeError):  # annotations that do not resolve name no kind
+            return False
+        try:
+            return returned is kind or (isinstance(returned, type) and issubclass(returned, kind))
+        except TypeError:  # `kind` is a Protocol (Schedule): only the annotation naming it says so
+            return False
+
+    return test
+
+
+def _subclass(kind: type) -> Callable[[Any], bool]:
+    return lambda target: isinstance(target, type) and issubclass(target, kind)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a group's `_target_` may name: a dotted path in `modules` (checked before it is imported) whose object
+    passes `test` (the group's kind), and the words that say it."""
+
+    modules: Callable[[str], bool]
+    test: Callable[[Any], bool]
+    allowed: str
+
+
+# The groups that build an object from `_target_`; no other key of a run config may have one.
+TARGETS: dict[str, Target] = {
+    "model": Target(
+        _in_project, _subclass(nn.Module), "an nn.Module subclass of this project's src/ (src.models.LeNet)"
+    ),
+    "optimizer": Target(
+        lambda module: module.startswith("torch.optim.") or _in_project(module),
+        lambda target: _subclass(torch.optim.Optimizer)(target) or _returns(torch.optim.Optimizer)(target),
+        "a torch.optim.Optimizer subclass (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, ...), or a "
+        "function of this project's src/ returning one",
+    ),
+    "scheduler": Target(
+        _in_project,
+        _returns(Schedule),
+        "a schedule factory of this project: a function of src/ taking the Timeline and returning a Schedule "
+        "(src.schedules.catalogue.<name>, one per conf/scheduler/<name>.yaml)",
+    ),
+}
+
 # The rule a scheduler factory's annotation declares; `X | None` adds null.
 KINDS: dict[Any, Rule] = {
     bool: BOOLEAN,
@@ -215,7 +281,9 @@ def _shown(value: Any) -> str:
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError listing every problem of `cfg`; return quietly when it can run."""
-    problems = _key_problems(cfg) + _added_key_problems(cfg) + _machine_problems(cfg)
+    problems = _target_problems(cfg)
+    problems += _key_problems(cfg, schedule_known="scheduler._target_" not in {p.key for p in problems})
+    problems += _added_key_problems(cfg) + _machine_problems(cfg)
     if not any(problem.key.startswith("optimizer") for problem in problems):
         problems += _optimizer_problems(cfg)
     if not any(problem.key in SCHEDULE_INPUTS or problem.key.startswith("scheduler") for problem in problems):
@@ -227,15 +295,44 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(problems)
 
 
-def _key_problems(cfg: DictConfig) -> list[Problem]:
-    """Each key whose value its rule refuses; then each optimizer, scheduler or ramp number beyond float32."""
-    problems, missing = [], object()
+def _target_problems(cfg: DictConfig) -> list[Problem]:
+    """Each `_target_` of the run config (Hydra's own section aside) that is not one of its group's TARGETS: a
+    module outside those allowed is refused by its name, before anything imports it."""
+    problems = []
+    for key in _target_keys(cfg):
+        group = key.removesuffix("._target_")
+        target, rule = _get(cfg, key), TARGETS.get(group)
+        allowed = rule.allowed if rule else f"no _target_ here (only {', '.join(TARGETS)} name one)"
+        if rule and isinstance(target, str) and rule.modules(target) and rule.test(_located(target)):
+            continue
+        problems.append(Problem(key, f"{key}={_shown(target)}: allowed is {allowed}"))
+    return problems
+
+
+def _target_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """The dotted keys of every `_target_` below `node`, but in Hydra's section."""
+    keys = []
+    for key, value in node.items_ex(resolve=False) if isinstance(node, DictConfig) else []:
+        if key == "_target_":
+            keys.append(f"{prefix}{key}")
+        elif isinstance(value, DictConfig) and f"{prefix}{key}" != "hydra":
+            keys += _target_keys(value, f"{prefix}{key}.")
+    return keys
+
+
+def _located(target: str) -> Any:
+    """The object a dotted path names (its module imported), or None when there is none."""
     try:
-        declared = key_rules(cfg)
-    except (ImportError, ValueError):
-        target = cfg.scheduler._target_
-        problems.append(Problem("scheduler._target_", f"scheduler._target_={target!r}: allowed is a schedule factory"))
-        declared = SCHEMA
+        return _locate(target)
+    except (ImportError, AttributeError, ValueError):
+        return None
+
+
+def _key_problems(cfg: DictConfig, *, schedule_known: bool = True) -> list[Problem]:
+    """Each key whose value its rule refuses (the scheduler's own keys once its factory is accepted); then each
+    optimizer, scheduler or ramp number beyond float32."""
+    problems, missing = [], object()
+    declared = key_rules(cfg) if schedule_known else SCHEMA
     for key, rule in declared.items():
         value = _get(cfg, key, missing)
         if value is missing:  # another option's key (SGD's momentum under Adam)
@@ -255,16 +352,21 @@ def _added_key_problems(cfg: DictConfig) -> list[Problem]:
     """`+group.key=value` adds a key the group does not have: a typo Hydra accepts, so it is refused here."""
     if not HydraConfig.initialized():
         return []
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    # `+experiment@_global_=x` picks a config file
+    added = [o.key_or_group for o in overrides if o.is_add() and not (CONF_DIR / o.key_or_group).is_dir()]
     problems = []
-    for override in OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task)):
-        key = override.key_or_group
-        if override.is_add() and not (CONF_DIR / key).is_dir():  # `+experiment@_global_=x` picks a config file
-            group, _, added = key.rpartition(".")
-            node = _get(cfg, group) if group else None
-            known = ", ".join(str(k) for k in node if not str(k).startswith("_") and k != added) if node else ""
-            where = f"; {group} has: {known}" if isinstance(node, DictConfig) else ""
-            problems.append(Problem(key, f"{key}: unknown key (added with +{key}=...){where}"))
+    for key in added:
+        group = key.rpartition(".")[0]
+        node = _get(cfg, group) if group else None
+        where = f"; {group} has: {_own_keys(node, group, added)}" if isinstance(node, DictConfig) else ""
+        problems.append(Problem(key, f"{key}: unknown key (added with +{key}=...){where}"))
     return problems
+
+
+def _own_keys(node: DictConfig, group: str, added: Collection[str] = ()) -> str:
+    """The keys the group `node` (at `group`) has of its own: not Hydra's `_target_`-like ones, nor the `added`."""
+    return ", ".join(str(k) for k in node if not str(k).startswith("_") and f"{group}.{k}" not in added)
 
 
 def _machine_problems(cfg: DictConfig) -> list[Problem]:
@@ -399,7 +501,36 @@ def override_key_problem(argv: list[str], config_name: str = "config") -> str | 
             f"unknown key '{key}': did you mean '{close[0]}{key[len(first) :]}'? The groups are: "
             f"{', '.join(sorted(set(groups)))}; the other top-level keys: {', '.join(sorted(set(keys) - {'hydra'}))}"
         )
+    return _unknown_key_problem(overrides, args.config_name or config_name)
+
+
+def _unknown_key_problem(overrides: list[Override], config_name: str) -> str | None:
+    """A `group.key=value` whose group (as the command line chooses it, each choice of a sweep in turn) has no
+    such key: the message with the group's keys (Hydra would stop with "Key 'key' is not in struct"). None when
+    every key is there, and when the choices do not compose (Hydra says why)."""
+    keys = [o for o in overrides if "." in o.key_or_group and not (o.is_add() or o.is_force_add())]
+    keys = [o for o in keys if not o.key_or_group.startswith("hydra.")]
+    choices = [o for o in overrides if "." not in o.key_or_group and not o.key_or_group.startswith("hydra")]
+    first = {o.key_or_group: _lines(o)[0] for o in choices}
+    picks = [first, *(first | {o.key_or_group: line} for o in choices for line in _lines(o)[1:])]
+    for picked in picks if keys else []:
+        try:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = compose(config_name, overrides=list(picked.values()))
+        except (HydraException, OmegaConfBaseException):
+            return None
+        for override in keys:
+            group, _, name = override.key_or_group.rpartition(".")
+            if isinstance(node := OmegaConf.select(cfg, group), DictConfig) and name not in node:
+                return f"{override.key_or_group}: unknown key; {group} has: {_own_keys(node, group)}"
     return None
+
+
+def _lines(override: Override) -> list[str]:
+    """The override as the command line writes it, one line per value of a sweep (`a,b`)."""
+    if not override.is_sweep_override():
+        return [override.input_line]
+    return [f"{override.get_key_element()}={value}" for value in override.sweep_string_iterator()]
 
 
 def output_folder_problem(folder: Path) -> str | None:
@@ -417,14 +548,30 @@ def output_folder_problem(folder: Path) -> str | None:
     return None
 
 
+def sweep_subdir_problem(subdir: Any) -> str | None:
+    """Why `hydra.sweep.subdir` (as written, before Hydra fills it in per job) would put a job folder outside its
+    sweep folder, where the sweep's summary and failed-job count never look, or None when it cannot."""
+    path = PurePosixPath(str(subdir))
+    if path.is_absolute() or ".." in path.parts:
+        return (
+            f"hydra.sweep.subdir={str(subdir)!r}: allowed is a relative folder inside the sweep folder (no '..' part, "
+            "not absolute); the default names each job after its overrides"
+        )
+    return None
+
+
 class OutputFolderCheck(Callback):
     """Hydra callback: before Hydra makes the run (or sweep) folder, check that it can; Hydra itself would stop
-    with a traceback from inside pathlib. Exit status 3, as for any run folder that cannot be written."""
+    with a traceback from inside pathlib. Exit status 3, as for any run folder that cannot be written; 2 for a
+    sweep whose job folders would lie outside it, before any job runs."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if problem := sweep_subdir_problem(OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"]):
+            print(f"lrbench: {problem}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
         self._check(config, "hydra.sweep.dir")
 
     @staticmethod

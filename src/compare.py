@@ -33,6 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from src.curves import Events, read_events
 from src.errors import error_reason
 from src.report_files import markdown_table, new_figure, save_figure, write_csv
+from src.run_folder import failed_record_problem
 from src.tracking import run_hparams, written_together
 
 WARMUP_KEY = "scheduler.warmup_ratio"
@@ -266,13 +267,9 @@ def _read_hydra(folder: Path) -> dict[str, Any]:
 
 def _read_failed_job(folder: Path) -> FailedJob:
     payload = _read_json(folder / "failed.json")
-    if not (isinstance(payload, dict) and payload.get("failed") is True):
-        raise DamagedRunError('failed.json is not {"failed": true, "status": ..., "reason": ..., "overrides": [...]}')
-    status, reason, overrides = payload.get("status"), payload.get("reason"), payload.get("overrides", [])
-    if not (isinstance(status, int) and not isinstance(status, bool) and isinstance(reason, str)):
-        raise DamagedRunError("failed.json needs an integer status and a reason string")
-    if not (isinstance(overrides, list) and all(isinstance(override, str) for override in overrides)):
-        raise DamagedRunError("failed.json: overrides is not a list of strings")
+    if problem := failed_record_problem(payload):
+        raise DamagedRunError(problem)
+    status, reason, overrides = payload["status"], payload["reason"], payload.get("overrides", [])
     try:
         hparams = _read_hydra(folder)
     except DamagedRunError:

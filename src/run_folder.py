@@ -69,14 +69,37 @@ def clear_failed(run_dir: Path) -> None:
     (Path(run_dir) / FAILED).unlink(missing_ok=True)
 
 
+def failed_record_problem(payload: Any) -> str | None:
+    """Why `payload` (a failed.json read back) is not a record `write_failed` writes, or None: one check for the
+    sweep's end (FailedJobs) and for src.compare, so a hand-edited or foreign file is named, never a traceback."""
+    if not (isinstance(payload, dict) and payload.get("failed") is True):
+        return 'failed.json is not {"failed": true, "status": ..., "reason": ..., "overrides": [...]}'
+    status, reason, overrides = payload.get("status"), payload.get("reason"), payload.get("overrides", [])
+    if not (isinstance(status, int) and not isinstance(status, bool) and 0 < status < 256 and isinstance(reason, str)):
+        return "failed.json needs an integer status (1 to 255) and a reason string"
+    if not (isinstance(overrides, list) and all(isinstance(override, str) for override in overrides)):
+        return "failed.json: overrides is not a list of strings"
+    job = payload.get("job")
+    if job is not None and not (isinstance(job, int) and not isinstance(job, bool) and job >= 0):
+        return "failed.json: job is not a job number (an integer >= 0)"
+    return None
+
+
 def failed_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The failed.json records below a sweep folder, in job order (each with its `folder`)."""
+    """The failed.json records below a sweep folder, in job order (each with its `folder`); one that cannot be
+    read, or is not such a record, counts as a failed job of status 1 with the reason."""
     records = []
     for path in Path(sweep_dir).rglob(FAILED):
         try:
-            record = {**json.loads(path.read_text()), "folder": str(path.parent)}
-        except (OSError, ValueError):
-            record = {"failed": True, "status": 1, "reason": f"{path} cannot be read", "folder": str(path.parent)}
+            payload = json.loads(path.read_text())
+            problem = failed_record_problem(payload)
+        except (OSError, ValueError) as error:
+            payload, problem = None, f"{path} cannot be read ({error_reason(error)})"
+        if problem is None:
+            record = {**payload, "folder": str(path.parent)}
+        else:
+            reason = problem if problem.startswith(str(path)) else f"{path}: {problem}"
+            record = {"failed": True, "status": 1, "reason": reason, "folder": str(path.parent)}
         records.append(record)
     return sorted(records, key=lambda record: (record.get("job") is None, record.get("job") or 0, record["folder"]))
 

@@ -1,7 +1,7 @@
-"""Inputs a careless or hostile user can give (issue 26): a sweep job folder outside its sweep, a `_target_` that
-names any importable callable, a key the group lacks, impossible numbers in a run's metrics.json, an empty
-`.hydra/config.yaml`. Each is refused (exit 2, a message naming the key and what is allowed) or set aside as a
-damaged run, the same way by src.compare and the study."""
+"""Inputs a careless or hostile user can give: a sweep job folder outside its sweep, a `_target_` that names any
+importable callable, a key the group lacks, impossible numbers in a run's metrics.json, an empty
+`.hydra/config.yaml`, a damaged failed.json. Each is refused (exit 2, a message naming the key and what is allowed)
+or set aside as a damaged run, the same way by src.compare, the study and the sweep's end."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 
 from src import checkpointing, run_folder
+from src.callbacks import FailedJobs
 from src.compare import build_report, main, scan_runs
 from src.tracking import write_json
 from src.validation import ConfigError, override_key_problem, validate
@@ -223,3 +225,27 @@ def test_a_sweep_subdir_leaving_the_sweep_is_refused_before_any_job(tmp_path, sy
         "part, not absolute); the default names each job after its overrides"
     )
     assert not root.exists()  # the job would have trained in outputs/x, beside the sweeps
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        "{bad",
+        '{"failed": true, "status": "x", "reason": "r"}',
+        '{"failed": true, "status": 2, "reason": "r", "job": "x"}',
+    ],
+    ids=["a list", "not JSON", "a string status", "a string job"],
+)
+def test_a_damaged_failed_json_ends_the_sweep_as_a_failed_job_naming_the_file(tmp_path, capsys, text):
+    good, bad = tmp_path / "0_a", tmp_path / "1_b"
+    run_folder.write_failed(good, 2, "bad lr", ["optimizer.lr=-1"], 0)
+    bad.mkdir()
+    (bad / "failed.json").write_text(text)
+    records = run_folder.failed_jobs(tmp_path)
+    assert [record["status"] for record in records] == [2, 1]  # the readable record first, by its job number
+    assert records[1]["reason"].startswith(f"{bad / 'failed.json'}")
+    with pytest.raises(SystemExit) as ended:  # the sweep's end: the first failed job's status, no traceback
+        FailedJobs().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert ended.value.code == 2
+    assert "1_b: " in capsys.readouterr().err

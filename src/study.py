@@ -17,11 +17,13 @@ import fnmatch
 import json
 import logging
 import os
+import re
+import reprlib
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -30,6 +32,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -41,6 +44,7 @@ from src.parent_watch import PARENT_ENV
 from src.resume import override_key
 from src.study_report import METRIC_NAMES, build_study_report, write_study_report
 from src.tracking import write_json
+from src.validation import INTEGER, NUMBER, STRING, Rule
 
 log = logging.getLogger("src.study")
 CONF_DIR = REPO_ROOT / "conf"
@@ -60,6 +64,48 @@ STUDY_OWNED = (
     "resume",
 )
 JOB_FOLDER = "lr=${optimizer.lr},seed=${seed}"
+# A schedule's label names its folders (<stage>/<label>/, logs/<stage>-<label>.log): a plain name, never a path.
+SCHEDULE_NAME = STRING.where(
+    lambda name: re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", name) is not None and name.strip(".") != "",
+    "a plain name of 1 to 100 ASCII letters, digits, '_', '-' and '.', not only dots (it names the schedule's folders)",
+)
+# The most a study runs: far beyond any real comparison (10,000 LeNet jobs are days of GPU time), and small enough
+# that a stage's multirun command and the study's records stay ordinary sizes (docs/study.md).
+MAX_SCHEDULES = 100
+MAX_LRS = 100  # per schedule: study.tune.points, or the length of study.tune.lrs
+MAX_SEEDS = 1000  # study.tune.seeds, and study.confirm.seeds
+MAX_JOBS = 10_000
+STRINGS = Rule(lambda value: isinstance(value, list) and all(map(STRING.test, value)), "a list of strings")
+INTEGERS = Rule(lambda value: isinstance(value, list) and all(map(INTEGER.test, value)), "a list of integers")
+# What study.json holds, with the kind of each key: a record that is not this is refused before it is used.
+PLAN_RECORD: dict[str, Rule] = {
+    "preset": STRING,
+    "options": STRINGS,
+    "run_overrides": STRINGS,
+    "schedules": Rule(
+        lambda value: (
+            isinstance(value, list)
+            and all(
+                isinstance(item, dict) and item.keys() == {"name", "overrides"} and STRINGS.test(item["overrides"])
+                for item in value
+            )
+        ),
+        "a list of {name: <label>, overrides: [<override>, ...]}",
+    ),
+    "lrs": Rule(
+        lambda value: isinstance(value, dict) and all(map(STRINGS.test, value.values())), "{<schedule>: [<lr>, ...]}"
+    ),
+    "tune_seeds": INTEGERS,
+    "tune_overrides": STRINGS,
+    "confirm_seeds": INTEGERS,
+    "pick": STRING,
+    "metric": STRING,
+    "baseline": STRING.optional(),
+    "target_acc": NUMBER,
+    "dir": STRING,
+    "jobs": Rule(lambda value: isinstance(value, dict) and all(map(INTEGER.test, value.values())), "{<stage>: <jobs>}"),
+}
+NEW_STUDY = "To run this study afresh, give a new folder: python -m src.study ... study.dir=<new folder>"
 
 
 class StudyError(ValueError):
@@ -175,6 +221,10 @@ def _schedules(spec: DictConfig) -> list[Schedule]:
                 f"study.schedules: {OmegaConf.to_container(entry) if isinstance(entry, DictConfig) else entry!r}: "
                 "allowed is a schedule name, a pattern, or {name: <label>, overrides: [...]}"
             )
+    if unsafe := [schedule.name for schedule in schedules if not SCHEDULE_NAME.test(schedule.name)]:
+        raise StudyError(
+            "\n".join(f"study.schedules: name {name!r}: allowed is {SCHEDULE_NAME.allowed}" for name in unsafe)
+        )
     labels = [schedule.name for schedule in schedules]
     if len(set(labels)) != len(labels):
         raise StudyError(f"study.schedules: a label appears twice ({', '.join(labels)}); give each its own name")
@@ -239,6 +289,30 @@ def _check_spec(spec: DictConfig) -> None:
         raise StudyError("\n".join(problems))
 
 
+def _check_size(spec: DictConfig, schedules: list[Schedule]) -> None:
+    """Refuse a study beyond the bounds before anything is composed or trained: a huge count would train all of
+    stage 1 and then fail to launch stage 2 (its seeds overflow the command line), or overflow the lr grid."""
+    lrs = spec.tune.points if spec.tune.lrs is None else len(spec.tune.lrs)
+    counts = {
+        "study.schedules": (len(schedules), MAX_SCHEDULES, "schedules"),
+        "study.tune.lrs" if spec.tune.lrs is not None else "study.tune.points": (lrs, MAX_LRS, "lrs"),
+        "study.tune.seeds": (len(spec.tune.seeds), MAX_SEEDS, "seeds"),
+        "study.confirm.seeds": (spec.confirm.seeds, MAX_SEEDS, "seeds"),
+    }
+    problems = [
+        f"{key}: {count} {what}; allowed are at most {bound}"
+        for key, (count, bound, what) in counts.items()
+        if count > bound
+    ]
+    tune, confirm = len(schedules) * lrs * len(spec.tune.seeds), len(schedules) * spec.confirm.seeds
+    if problems or tune + confirm > MAX_JOBS:
+        problems.append(
+            f"the study would run {tune + confirm} jobs ({tune} to tune, {confirm} to confirm); a study runs at most "
+            f"{MAX_JOBS} (docs/study.md): give fewer schedules, lrs or seeds"
+        )
+        raise StudyError("\n".join(problems))
+
+
 def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan:
     """Resolve and check the whole study before anything runs: every job's config is validated as src.train
     would validate it (at the smallest and largest lr of its grid, in both stages)."""
@@ -259,6 +333,7 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
     spec = load_spec(preset, options)
     _check_spec(spec)
     schedules = _schedules(spec)
+    _check_size(spec, schedules)
     run_overrides = _merge([str(item) for item in spec.run], run_overrides)
     tune_seeds = [int(seed) for seed in spec.tune.seeds]
     centre = spec.tune.centre
@@ -283,7 +358,13 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
                 "single-run preset"
             )
         if spec.tune.lrs is None:  # around the centre given, else around the schedule's own lr
-            lrs[schedule.name] = lr_grid(centre or float(cfg.optimizer.lr), spec.tune.factor, spec.tune.points)
+            try:
+                lrs[schedule.name] = lr_grid(centre or float(cfg.optimizer.lr), spec.tune.factor, spec.tune.points)
+            except OverflowError:
+                raise StudyError(
+                    f"study.tune.factor={spec.tune.factor!r} over study.tune.points={spec.tune.points}: the grid's "
+                    "outer lrs overflow; allowed is a grid of numbers (a smaller factor or fewer points)"
+                ) from None
         else:
             lrs[schedule.name] = [repr(float(lr)) for lr in spec.tune.lrs]
     folder = spec.dir or str(Path(cfg.output_root) / "studies" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S"))
@@ -309,12 +390,13 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
     )
     problems: list[str] = []
     check = cache(_run_problem)  # without tune overrides, both stages of a schedule run the same configs
+    seed = max(*tune_seeds, *confirm_seeds)  # the one that may be beyond what a run allows
     for schedule in schedules:
         grid = sorted({float(lr) for lr in lrs[schedule.name]})
         for stage in STAGES:
             job = plan.job_overrides(stage, schedule)
             for lr in {grid[0], grid[-1]}:
-                error = check((*job, f"optimizer.lr={lr}", f"seed={tune_seeds[0]}"))
+                error = check((*job, f"optimizer.lr={lr}", f"seed={seed}"))
                 if isinstance(error, ConfigError):
                     problems.append(f"schedule {schedule.name}, {stage} stage, optimizer.lr={lr}:\n{error}")
                 elif error is not None:
@@ -325,9 +407,81 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
     return plan
 
 
-def plan_from_json(payload: dict[str, Any]) -> Plan:
+def read_plan(path: Path) -> Plan:
+    """The plan saved in study.json, its keys and their kinds checked first: a damaged or foreign record is refused
+    (with its path and the reason), never half used."""
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8, not JSON
+        raise StudyError(f"{path} cannot be read: {error_reason(error)}. {NEW_STUDY}") from None
+    if not isinstance(payload, dict):
+        problems = [f"it holds {reprlib.repr(payload)}; allowed is an object with the keys {', '.join(PLAN_RECORD)}"]
+    else:
+        problems = [f"{key}: missing" for key in PLAN_RECORD if key not in payload]
+        problems += [f"{key}: not a key of a study's plan" for key in payload if key not in PLAN_RECORD]
+        problems += [
+            f"{key}={reprlib.repr(payload[key])}: allowed is {rule.allowed}"
+            for key, rule in PLAN_RECORD.items()
+            if key in payload and not rule.test(payload[key])
+        ]
+    if problems:
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        raise StudyError(f"{path} is not a study's plan (damaged or edited):\n{listed}\n{NEW_STUDY}")
     schedules = [Schedule(**schedule) for schedule in payload.pop("schedules")]
     return Plan(schedules=schedules, **payload)
+
+
+def launched_overrides(plan: Plan, stage: str, schedule: Schedule) -> list[str]:
+    """A stage's jobs of one schedule as launched: the job's overrides, and no progress bar of their own."""
+    overrides = plan.job_overrides(stage, schedule)
+    if "trainer.progress" not in {override_key(override) for override in overrides}:
+        overrides.append("trainer.progress=false")  # the study shows its own progress
+    return overrides
+
+
+def _meaning(parser: OverridesParser, overrides: list[str]) -> dict[tuple[Any, ...], Any]:
+    """What overrides set, as Hydra parses them (it records `false` as `False`), but the keys the study sets per
+    job: {(kind, key, package): the override}."""
+    return {
+        (override.type, override.key_or_group, override.package): override
+        for override in parser.parse_overrides(overrides)
+        if override.key_or_group not in STUDY_OWNED
+    }
+
+
+def _changes(parser: OverridesParser, record: Path, planned: dict[tuple[Any, ...], Any]) -> str:
+    """How the job of `record` (its .hydra/overrides.yaml) was trained otherwise than planned, in words; '' when
+    it was not, or when the record cannot be read (the report names a run folder it cannot read)."""
+    try:
+        recorded = _meaning(parser, OmegaConf.to_container(OmegaConf.load(record)))
+    except Exception:  # a damaged YAML file, or not a list of overrides, raises many kinds
+        return ""
+    absent = object()
+    changed = [
+        key
+        for key in {**recorded, **planned}
+        if (recorded[key].value() if key in recorded else absent)
+        != (planned[key].value() if key in planned else absent)
+    ]
+
+    def shown(side: dict[tuple[Any, ...], Any], key: tuple[Any, ...]) -> str:
+        return side[key].input_line if key in side else f"no {key[1]}"
+
+    return "; ".join(f"trained with {shown(recorded, key)}, the plan has {shown(planned, key)}" for key in changed)
+
+
+def runs_problems(plan: Plan) -> list[str]:
+    """Each stage and schedule whose jobs in the folder were trained with other overrides than the plan launches:
+    continuing would compare runs trained on other settings (a plan edited after its first jobs ran)."""
+    parser = OverridesParser.create()
+    problems = []
+    for stage in STAGES:
+        for schedule in plan.schedules:
+            planned = _meaning(parser, launched_overrides(plan, stage, schedule))
+            records = sorted(stage_dir(plan, stage, schedule.name).glob("*/.hydra/overrides.yaml"))
+            if differing := [changed for record in records if (changed := _changes(parser, record, planned))]:
+                problems.append(f"{stage}/{schedule.name} ({len(differing)} of {len(records)} jobs): {differing[0]}")
+    return problems
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -357,15 +511,12 @@ class Launcher:
         self.received = self.received or signum
 
     def command(self, stage: str, schedule: Schedule, lrs: list[str], seeds: list[int]) -> list[str]:
-        overrides = self.plan.job_overrides(stage, schedule)
-        if "trainer.progress" not in {override_key(override) for override in overrides}:
-            overrides.append("trainer.progress=false")  # the study shows its own progress
         return [
             sys.executable,
             "-m",
             "src.train",
             "-m",
-            *overrides,
+            *launched_overrides(self.plan, stage, schedule),
             f"optimizer.lr={','.join(lrs)}",
             f"seed={','.join(str(seed) for seed in seeds)}",
             f"labels.stage={stage}",
@@ -461,10 +612,10 @@ def pick_lr(plan: Plan, runs: list[Run], lrs: list[str]) -> dict[str, Any]:
 
 
 def run_study(plan: Plan) -> dict[str, Any]:
-    """Stage 1 for every schedule, then stage 2 for every schedule with a picked lr; returns the picks."""
-    folder = Path(plan.dir)
-    picks_path = folder / PICKS_FILE
-    picks: dict[str, Any] = json.loads(picks_path.read_text()) if picks_path.is_file() else {}
+    """Stage 1 for every schedule, then stage 2 for every schedule with a picked lr; returns the picks.
+    picks.json is never read back: every pick is computed again from its tuning runs, so a damaged one is rebuilt."""
+    picks_path = Path(plan.dir) / PICKS_FILE
+    picks: dict[str, Any] = {}
     total = sum(plan.jobs.values())
     with (
         tqdm(total=total, initial=count_finished(plan), desc="study jobs", unit="job", dynamic_ncols=True) as bar,
@@ -489,22 +640,48 @@ def run_study(plan: Plan) -> dict[str, Any]:
 
 def resolve(argv: list[str]) -> Plan:
     """The plan of this command: a new study, or the one in `study.dir` continued (its saved command when the
-    command line gives nothing else; a different study in that folder is refused)."""
+    command line gives nothing else; a different study in that folder is refused). A continued study is checked as
+    a new one: its saved command must build its saved plan, and the runs in the folder must have been trained as
+    that plan launches them. Its folder is where it is now, whatever folder the record names."""
     preset, options, run_overrides = parse_args(argv)
     folder_option = next((option for option in options if option.startswith("dir=")), None)
     saved_path = Path(folder_option.split("=", 1)[1]).expanduser() / STUDY_FILE if folder_option else None
     if saved_path is not None and saved_path.is_file():
-        saved = plan_from_json(json.loads(saved_path.read_text()))
-        if preset is None and not run_overrides and options == [folder_option]:
-            return saved
-        current = make_plan(preset or saved.preset, options, run_overrides)
-        if current.identity() != saved.identity():
-            changed = [key for key, value in current.identity().items() if saved.identity()[key] != value]
-            raise StudyError(
-                f"study.dir={saved.dir} holds another study (it differs in: {', '.join(changed)}). Continue it "
-                f"with: python -m src.study study.dir={saved.dir}"
+        folder = saved_path.parent.resolve()
+        saved = read_plan(saved_path)
+        alone = preset is None and not run_overrides and options == [folder_option]
+        try:
+            current = make_plan(
+                *(
+                    (saved.preset, saved.options, saved.run_overrides)
+                    if alone
+                    else (preset or saved.preset, options, run_overrides)
+                )
             )
-        return saved
+        except StudyError as error:
+            if not alone:
+                raise
+            raise StudyError(
+                f"{saved_path}: its saved command is refused, as a new study's would be:\n{error}\n{NEW_STUDY}"
+            ) from None
+        if changed := [key for key, value in current.identity().items() if saved.identity()[key] != value]:
+            if alone:
+                raise StudyError(
+                    f"{saved_path}: the saved plan is not the one its own command builds (it differs in: "
+                    f"{', '.join(changed)}): the file was edited, or written by another version. {NEW_STUDY}"
+                )
+            raise StudyError(
+                f"study.dir={folder} holds another study (it differs in: {', '.join(changed)}). Continue it "
+                f"with: python -m src.study study.dir={folder}"
+            )
+        plan = replace(saved, jobs=current.jobs, dir=str(folder))
+        if problems := runs_problems(plan):
+            listed = "\n".join(f"  - {problem}" for problem in problems)
+            raise StudyError(
+                f"{saved_path}: the runs in {folder} were not trained as its plan launches them, so its stages "
+                f"would not be comparable:\n{listed}\n{NEW_STUDY}"
+            )
+        return plan
     if saved_path is not None and saved_path.parent.exists() and any(saved_path.parent.iterdir()):
         raise StudyError(f"study.dir={saved_path.parent}: the folder holds files but no {STUDY_FILE}; pick a new one")
     return make_plan(preset or "quick", options, run_overrides)

@@ -33,7 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from src.curves import Events, read_events
 from src.errors import error_reason
 from src.report_files import markdown_table, new_figure, save_figure, write_csv
-from src.run_folder import failed_record_problem
+from src.run_folder import failed_record_problem, glob_settled
 from src.tracking import run_hparams, written_together
 
 WARMUP_KEY = "scheduler.warmup_ratio"
@@ -313,7 +313,7 @@ def scan_runs(folder: Path) -> Scan:
     into finished runs, unfinished runs, failed jobs and folders skipped because a file cannot be read."""
     scan = Scan()
     lists = {Run: scan.runs, Unfinished: scan.unfinished, FailedJob: scan.failed}
-    for run_folder in sorted({path.parent for name in RUN_FILES for path in Path(folder).rglob(name)}):
+    for run_folder in sorted({path.parent for name in RUN_FILES for path in glob_settled(folder, f"**/{name}")}):
         try:
             found = read_run_folder(run_folder)
         except DamagedRunError as error:

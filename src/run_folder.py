@@ -69,6 +69,17 @@ def clear_failed(run_dir: Path) -> None:
     (Path(run_dir) / FAILED).unlink(missing_ok=True)
 
 
+def glob_settled(folder: Path, pattern: str) -> list[Path]:
+    """`folder.glob(pattern)`, scanned again when a folder vanishes under the scan (pathlib then raises
+    FileNotFoundError): a run starting meanwhile checks its output folder by making and removing one there."""
+    while True:
+        try:
+            return list(Path(folder).glob(pattern))
+        except FileNotFoundError:
+            if not Path(folder).is_dir():
+                return []
+
+
 def failed_record_problem(payload: Any) -> str | None:
     """Why `payload` (a failed.json read back) is not a record `write_failed` writes, or None: one check for the
     sweep's end (FailedJobs) and for src.compare, so a hand-edited or foreign file is named, never a traceback."""
@@ -89,7 +100,7 @@ def failed_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     """The failed.json records below a sweep folder, in job order (each with its `folder`); one that cannot be
     read, or is not such a record, counts as a failed job of status 1 with the reason."""
     records = []
-    for path in Path(sweep_dir).rglob(FAILED):
+    for path in glob_settled(sweep_dir, f"**/{FAILED}"):
         try:
             payload = json.loads(path.read_text())
             problem = failed_record_problem(payload)

@@ -42,6 +42,7 @@ from src.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError, Stopped, error
 from src.lr_suggest import rounded_lr
 from src.parent_watch import PARENT_ENV
 from src.resume import override_key
+from src.run_folder import glob_settled
 from src.study_report import METRIC_NAMES, build_study_report, write_study_report
 from src.tracking import write_json
 from src.validation import INTEGER, NUMBER, STRING, Rule
@@ -590,7 +591,8 @@ def job_finished(plan: Plan, stage: str, schedule: str, lr: str, seed: int) -> b
 
 
 def count_finished(plan: Plan) -> int:
-    return sum(1 for _ in Path(plan.dir).glob("*/*/*/metrics.json"))
+    """The jobs with a metrics.json, counted while a stage runs (its jobs make and remove folders meanwhile)."""
+    return len(glob_settled(Path(plan.dir), "*/*/*/metrics.json"))
 
 
 def pick_lr(plan: Plan, runs: list[Run], lrs: list[str]) -> dict[str, Any]:

@@ -249,3 +249,23 @@ def test_a_damaged_failed_json_ends_the_sweep_as_a_failed_job_naming_the_file(tm
         FailedJobs().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
     assert ended.value.code == 2
     assert "1_b: " in capsys.readouterr().err
+
+
+def test_a_folder_that_vanishes_under_a_scan_is_scanned_again(tmp_path, monkeypatch):
+    """A run starting beside a scan (the study's progress count, compare during a sweep) makes and removes a folder
+    to check it can write there; pathlib's glob raises FileNotFoundError when that folder goes mid-scan."""
+    finished = tmp_path / "tune" / "constant" / "lr=0.1,seed=0" / "metrics.json"
+    finished.parent.mkdir(parents=True)
+    finished.write_text("{}")
+    real_glob, scans = Path.glob, []
+
+    def vanishing_once(self, pattern):
+        scans.append(pattern)
+        yield from real_glob(self, pattern)
+        if len(scans) == 1:
+            raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "tune" / ".lrbench-gone"))
+
+    monkeypatch.setattr(Path, "glob", vanishing_once)
+    assert run_folder.glob_settled(tmp_path, "*/*/*/metrics.json") == [finished]
+    assert len(scans) == 2
+    assert run_folder.glob_settled(tmp_path / "none", "*") == []

@@ -52,12 +52,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from textbook_loop import loaders, one_epoch
 
-from src import REPO_ROOT, data
-from src.device import autocast, configure_threads, maybe_compile, select_device
-from src.optimizers import build_optimizer
+from src import REPO_ROOT
+from src.config.validation import ConfigError, validate
 from src.schedules import build_lr_driver
 from src.train import run
-from src.validation import ConfigError, validate
+from src.training import data
+from src.training.device import autocast, configure_threads, maybe_compile, select_device
+from src.training.optimizers import build_optimizer
 
 REFERENCE_WORKERS = (4, 0)
 DEFAULT_JSON = REPO_ROOT / "outputs" / "bench" / "bench.json"

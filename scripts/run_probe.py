@@ -77,8 +77,10 @@ def main() -> None:
 
     STAMPS["import torch"] = time.time()
     import src.train  # noqa: F401
-    from src import checkpointing, data, optimizers, validation
-    from src.trainer import Trainer
+    from src.config import validation
+    from src.runs import checkpoints as checkpointing
+    from src.training import data, optimizers
+    from src.training.trainer import Trainer
 
     STAMPS["imports"] = time.time()
     check = validation.validate

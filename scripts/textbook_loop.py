@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 from torchvision.datasets import FashionMNIST
 
-from src.models import LeNet
+from src.training.models import LeNet
 
 MEAN, STD = 0.2860, 0.3530
 

@@ -30,11 +30,11 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from src.curves import Events, read_events
-from src.errors import error_reason
-from src.report_files import markdown_table, new_figure, save_figure, write_csv
-from src.run_folder import failed_record_problem, glob_settled
-from src.tracking import run_hparams, written_together
+from src.analysis.events import Events, read_events
+from src.runs.errors import error_reason
+from src.runs.files import markdown_table, new_figure, save_figure, write_csv, written_together
+from src.runs.folder import failed_record_problem, glob_settled
+from src.training.tracking import run_hparams
 
 WARMUP_KEY = "scheduler.warmup_ratio"
 FIGURES = ("lr_curves.png", "test_acc.png", "final_acc_vs_warmup.png")
@@ -50,7 +50,7 @@ RUN_FILES = ("metrics.json", "last.pt", "failed.json")
 # The numbers of metrics.json the report averages: each a number, or null.
 METRIC_NAMES = ("test_acc", "best_test_acc", "train_loss", "wall_seconds")
 # What each number a run writes may be (its words, its test); metrics.json holds null for a loss that was not
-# finite (a diverged run, src.tracking.write_json), so NaN, 1e300 or an accuracy of 7.5 is a damaged file.
+# finite (a diverged run, src.runs.files.write_json), so NaN, 1e300 or an accuracy of 7.5 is a damaged file.
 ACCURACY = ("a fraction 0..1", lambda value: 0 <= value <= 1)
 LOSS = ("a finite number", math.isfinite)
 COUNT = ("a whole number >= 0", lambda value: math.isfinite(value) and value >= 0 and value == int(value))
@@ -239,7 +239,8 @@ def _yaml_reason(error: Exception) -> str:
 
 
 def _read_hydra(folder: Path) -> dict[str, Any]:
-    """The run's flat hyperparameters (src.tracking.run_hparams), from `.hydra/config.yaml` and `.hydra/hydra.yaml`."""
+    """The run's flat hyperparameters (src.training.tracking.run_hparams), from `.hydra/config.yaml` and
+    `.hydra/hydra.yaml`."""
     record: dict[str, dict[str, Any]] = {}
     for name in ("config.yaml", "hydra.yaml"):
         path = folder / ".hydra" / name

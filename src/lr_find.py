@@ -3,7 +3,7 @@
 The same model, optimizer, data, batch size, seed, precision and device as `python -m src.train [run overrides]`,
 but from the run's initial weights the lr ramps from `lr_find.min_lr` to `lr_find.max_lr` over `lr_find.num_steps`
 steps, one batch per step in the run's batch order, until the smoothed loss exceeds `lr_find.stop_factor` times its
-best. Settings: conf/lr_find.yaml; the ramp, the smoothing and the rules: src/lr_suggest.py. Nothing leaks into a
+best. Settings: conf/lr_find.yaml; the ramp, the smoothing and the rules: src/lr_range/suggest.py. Nothing leaks into a
 run started afterwards, even in this process (see `find_lr`).
 
 Written into `${output_root}/lr_find/<date>/<time>/`: lr_find.csv (step, lr, raw and smoothed loss), lr_find.png
@@ -36,9 +36,9 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from src import REPO_ROOT, data
-from src.device import autocast, configure_threads, select_device
-from src.lr_suggest import (
+from src import REPO_ROOT
+from src.config.validation import NUMBER, ConfigError, override_key_problem, validate
+from src.lr_range.suggest import (
     SUGGESTIONS_FILE,
     WHAT_RULES_DO,
     Smoother,
@@ -51,11 +51,12 @@ from src.lr_suggest import (
     suggestions_record,
     window,
 )
-from src.optimizers import build_optimizer
-from src.resume import override_key
-from src.tracking import write_json
+from src.runs.files import write_json
+from src.runs.resume import override_key
 from src.train import fail, group_choices, task_overrides  # importing it registers the resolvers the configs use
-from src.validation import NUMBER, ConfigError, override_key_problem, validate
+from src.training import data
+from src.training.device import autocast, configure_threads, select_device
+from src.training.optimizers import build_optimizer
 
 __all__ = ["Curve", "RangeTestError", "find_lr", "ramp_problems", "range_test", "read_suggestion"]
 
@@ -83,7 +84,7 @@ class Curve:
 
 
 def ramp_problems(settings: Mapping[str, Any]) -> list[str]:
-    """The ramp must rise: min_lr below max_lr (each key's own kind and range is src.validation's)."""
+    """The ramp must rise: min_lr below max_lr (each key's own kind and range is src.config.validation's)."""
     min_lr, max_lr = settings.get("min_lr"), settings.get("max_lr")
     if NUMBER.test(min_lr) and NUMBER.test(max_lr) and 0 < max_lr <= min_lr:
         return [f"lr_find.min_lr={min_lr!r}, lr_find.max_lr={max_lr!r}: allowed is min_lr < max_lr (the ramp rises)"]

@@ -23,13 +23,8 @@ from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure  # the object API renders to files (Agg) with no display and no pyplot state
 from omegaconf import DictConfig, OmegaConf
 
-from src import REPO_ROOT, run_folder
-from src.lr_from import take_lr_from
-from src.optimizers import build_optimizer
-from src.resume import override_key
-from src.schedules import build_lr_driver, schedule_curves
-from src.train import fail  # also registers the resolvers the configs use
-from src.validation import (
+from src import REPO_ROOT
+from src.config.validation import (
     MAX_SCHEDULE_POINTS,
     ConfigError,
     override_key_problem,
@@ -37,6 +32,12 @@ from src.validation import (
     sampled_updates,
     validate,
 )
+from src.lr_range.lr_from import take_lr_from
+from src.runs import folder as run_folder
+from src.runs.resume import override_key
+from src.schedules import build_lr_driver, schedule_curves
+from src.train import fail  # also registers the resolvers the configs use
+from src.training.optimizers import build_optimizer
 
 log = logging.getLogger("src.preview")
 PREVIEW_DIR = "${output_root}/previews/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}"

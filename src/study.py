@@ -6,7 +6,7 @@ ordinary run, launched as an ordinary multirun of `src.train` (so `hydra/launche
 spreads it out unchanged), into `<study>/<stage>/<schedule>/lr=<lr>,seed=<seed>/`. The same command again with
 `study.dir=<folder>` continues a study: finished jobs are not run again, interrupted ones resume from last.pt, and
 a job whose metrics.json cannot be read runs again (the damaged file kept as metrics.json.damaged).
-This module owns the plan, the jobs and the lr picks; the report (src.study_report) is written into the study
+This module owns the plan, the jobs and the lr picks; the report (src.analysis.study_report) is written into the study
 folder at the end. Exit status: 0 for a finished study, 2 for bad input (before any training), 3 when the report
 cannot be written, a job's own status when a stage fails, 128 + signal when stopped.
 """
@@ -37,15 +37,15 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from src import REPO_ROOT
+from src.analysis.study_report import METRIC_NAMES, build_study_report, write_study_report
 from src.compare import DamagedRunError, Run, read_metrics, scan_runs
-from src.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError, Stopped, error_reason
-from src.lr_suggest import rounded_lr
-from src.parent_watch import PARENT_ENV
-from src.resume import override_key
-from src.run_folder import glob_settled
-from src.study_report import METRIC_NAMES, build_study_report, write_study_report
-from src.tracking import write_json
-from src.validation import INTEGER, NUMBER, STRING, Rule
+from src.config.validation import INTEGER, NUMBER, STRING, Rule
+from src.lr_range.suggest import rounded_lr
+from src.runs.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError, Stopped, error_reason
+from src.runs.files import write_json
+from src.runs.folder import glob_settled
+from src.runs.parent_watch import PARENT_ENV
+from src.runs.resume import override_key
 
 log = logging.getLogger("src.study")
 CONF_DIR = REPO_ROOT / "conf"
@@ -240,7 +240,7 @@ def _schedules(spec: DictConfig) -> list[Schedule]:
 
 def _run_problem(overrides: tuple[str, ...]) -> Exception | None:
     """What stops the run these overrides describe (a ConfigError listing its problems), or None."""
-    from src.validation import validate
+    from src.config.validation import validate
 
     try:
         validate(compose_run(list(overrides)))
@@ -317,7 +317,7 @@ def _check_size(spec: DictConfig, schedules: list[Schedule]) -> None:
 def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan:
     """Resolve and check the whole study before anything runs: every job's config is validated as src.train
     would validate it (at the smallest and largest lr of its grid, in both stages)."""
-    from src.validation import ConfigError
+    from src.config.validation import ConfigError
 
     owned = [
         override
@@ -339,7 +339,7 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
     tune_seeds = [int(seed) for seed in spec.tune.seeds]
     centre = spec.tune.centre
     if spec.tune.centre_from is not None and spec.tune.lrs is None:
-        from src.lr_suggest import SuggestionError, read_suggestion
+        from src.lr_range.suggest import SuggestionError, read_suggestion
 
         try:
             centre = read_suggestion(spec.tune.centre_from)

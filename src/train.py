@@ -1,12 +1,13 @@
 """`python -m src.train [overrides]`: compose the config, check it, build the run, fit it, record it.
 
-Exit status (src/errors.py; docs/resume.md lists what each leaves on disk): 0 when the run finished, also when it
+Exit status (src/runs/errors.py; docs/resume.md lists what each leaves on disk): 0 when the run finished, also when it
 diverged or collapsed (a schedule that diverges is a result, recorded in metrics.json, so a sweep goes on); 2 for
 bad input before any training; 3 for a run folder that cannot be written; 128 + the signal's number when a signal
 stopped it (`last.pt` holds the last finished epoch, the message gives the command that continues it).
 In a sweep (`-m`) a job that cannot run writes failed.json into its folder instead of ending the sweep; the other
-jobs run, and the sweep ends with the first failed job's status (src.callbacks.FailedJobs). A signal ends the sweep.
-A run started again in a folder holding `last.pt`, or with `resume=<run folder>`, continues from it (src/resume.py).
+jobs run, and the sweep ends with the first failed job's status (src.config.hooks.FailedJobs). A signal ends the sweep.
+A run started again in a folder holding `last.pt`, or with `resume=<run folder>`, continues from it
+(src/runs/resume.py).
 """
 
 from __future__ import annotations
@@ -31,17 +32,22 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from src import REPO_ROOT, checkpointing, data, resume, run_folder
-from src.callbacks import job_folder_name
-from src.device import available_cores, configure_threads, maybe_compile, select_device
-from src.errors import EXIT_BAD_INPUT, BadInput, RunError, Stopped, Unwritable, error_reason
-from src.lr_from import lr_record, take_lr_from
-from src.optimizers import build_optimizer
-from src.parent_watch import stop_with_parent
+from src import REPO_ROOT
+from src.config.hooks import job_folder_name
+from src.config.validation import ConfigError, validate
+from src.lr_range.lr_from import lr_record, take_lr_from
+from src.runs import checkpoints as checkpointing
+from src.runs import folder as run_folder
+from src.runs import resume
+from src.runs.errors import EXIT_BAD_INPUT, BadInput, RunError, Stopped, Unwritable, error_reason
+from src.runs.files import write_json
+from src.runs.parent_watch import stop_with_parent
 from src.schedules import build_lr_driver
-from src.tracking import Tracker, run_hparams, write_json
-from src.trainer import Interrupted, RunResult, Trainer
-from src.validation import ConfigError, validate
+from src.training import data
+from src.training.device import available_cores, configure_threads, maybe_compile, select_device
+from src.training.optimizers import build_optimizer
+from src.training.tracking import Tracker, run_hparams
+from src.training.trainer import Interrupted, RunResult, Trainer
 
 if __name__ == "__main__":  # what is loaded stays: later collections (and the exit) skip it
     gc.freeze()
@@ -120,7 +126,7 @@ def _parallel_jobs() -> int:
 
 def check(cfg: DictConfig) -> None:
     """The whole config before anything is read or written: `lr_from` (which sets optimizer.lr), then every key
-    (src.validation). Raises BadInput listing every problem."""
+    (src.config.validation). Raises BadInput listing every problem."""
     try:
         take_lr_from(cfg, task_overrides())  # lr_from=<lr_find folder>: optimizer.lr becomes its suggestion
         validate(cfg)
@@ -293,7 +299,7 @@ def train(cfg: DictConfig, session_dir: Path) -> dict[str, Any]:
 
 def _job_failed(error: RunError, job_dir: Path) -> float:
     """A sweep job that cannot run: failed.json in its folder, a message, and the worst objective, so the sweep
-    goes on (its end counts the failures: src.callbacks.FailedJobs)."""
+    goes on (its end counts the failures: src.config.hooks.FailedJobs)."""
     number = HydraConfig.get().job.num
     log_to_files(f"job failed (exit status {error.status}): {error}")
     print(f"lrbench: sweep job {number} failed (exit status {error.status}): {error}", file=sys.stderr)
@@ -316,7 +322,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    from src.validation import override_key_problem
+    from src.config.validation import override_key_problem
 
     if key_problem := override_key_problem(sys.argv[1:]):  # a mistyped group, before Hydra suggests a `+`
         fail(key_problem)

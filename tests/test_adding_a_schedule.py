@@ -13,8 +13,8 @@ from hydra.core.global_hydra import GlobalHydra
 
 from scripts import schedule_table
 from src import REPO_ROOT
+from src.config.validation import ConfigError, validate
 from src.schedules import Constant, Decay, Join, Schedule, ScheduleConfigError, Timeline, lr_curve
-from src.validation import ConfigError, validate
 
 SAMPLE_YAML = """\
 # Hold the lr for the first hold_ratio of the decay, then a half cosine down to 0.

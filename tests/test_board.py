@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from src.curves import read_events
-from src.tracking import FINAL_TAGS
+from src.analysis.events import read_events
+from src.training.tracking import FINAL_TAGS
 from tests.conftest import run_metrics, run_sweep
 
 SERVER_TIMEOUT = 90.0

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from tensorboard.plugins.hparams.api_pb2 import Status
 
-from src.curves import read_events
-from src.trainer import at_chance
+from src.analysis.events import read_events
+from src.training.trainer import at_chance
 from tests.conftest import read_csv, run_metrics, run_sweep, run_train, write_splits
 
 PLUMBING = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=64")

@@ -10,9 +10,9 @@ from hydra.utils import get_method, instantiate
 from omegaconf import OmegaConf
 
 from src import REPO_ROOT
-from src.optimizers import build_optimizer
+from src.config.validation import validate
 from src.schedules import Timeline, build_lr_driver
-from src.validation import validate
+from src.training.optimizers import build_optimizer
 
 CONF = REPO_ROOT / "conf"
 
@@ -23,7 +23,7 @@ def options(group: str) -> list[str]:
 
 def test_default_run_is_lenet_sgd_cosine_warmup_ten_epochs_batch_256(compose_cfg):
     cfg = compose_cfg()
-    assert cfg.model._target_ == "src.models.LeNet"
+    assert cfg.model._target_ == "src.training.models.LeNet"
     assert cfg.optimizer._target_ == "torch.optim.SGD"
     assert cfg.hydra.runtime.choices.scheduler == "cosine_warmup"
     assert cfg.trainer.epochs == 10 and cfg.data.batch_size == 256

@@ -1,11 +1,12 @@
-"""src.curves: a run folder's event files read back whole: every scalar point, the image tags, the HParams records."""
+"""src.analysis.events: a run folder's event files read back whole: every scalar point, the image tags, the
+HParams records."""
 
 from __future__ import annotations
 
 import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
-from src.curves import read_events, read_scalars
+from src.analysis.events import read_events, read_scalars
 
 POINTS = 10_050  # TensorBoard's own reader keeps a sample of 10,000 points per tag unless told otherwise
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src import data
+from src.training import data
 from tests.conftest import RAW_NAMES, run_metrics, run_train, write_fashion_mnist
 
 CPU = torch.device("cpu")

@@ -11,10 +11,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src import checkpointing, data
-from src.curves import read_events
-from src.device import select_device
-from src.validation import ConfigError, OutputFolderCheck, output_folder_problem, validate
+from src.analysis.events import read_events
+from src.config.validation import ConfigError, OutputFolderCheck, output_folder_problem, validate
+from src.runs import checkpoints as checkpointing
+from src.training import data
+from src.training.device import select_device
 from tests.conftest import run_metrics, run_train, write_fashion_mnist, write_idx
 
 QUICK = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=32", "trainer.epochs=2")
@@ -85,7 +86,7 @@ def test_the_command_line_names_a_damaged_dataset_without_a_traceback(dataset_co
 def test_cuda_without_cuda_is_a_clear_error_and_auto_falls_back_with_a_log_line(compose_cfg, caplog):
     with pytest.raises(ConfigError, match=r"trainer.device='cuda': CUDA is not available on this machine"):
         validate(compose_cfg(["trainer.device=cuda"]))
-    with caplog.at_level(logging.INFO, logger="src.device"):
+    with caplog.at_level(logging.INFO, logger="src.training.device"):
         assert select_device("auto") == torch.device("cpu")
     assert "CUDA is not available: training on the CPU" in caplog.text
 

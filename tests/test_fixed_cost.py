@@ -34,7 +34,12 @@ def test_a_fresh_run_never_imports_torchvision_or_matplotlib(synthetic_root, tmp
     )
     assert done.returncode == 0, done.stderr[-2000:]
     modules = imported_modules(done.stderr)
-    assert {"torch", "src.data", "src.trainer", "src.tracking"} <= modules  # the report covers the run
+    assert {
+        "torch",
+        "src.training.data",
+        "src.training.trainer",
+        "src.training.tracking",
+    } <= modules  # the report covers the run
     assert heavy(modules) == []
     assert len(list(tmp_path.rglob("metrics.json"))) == 1
 

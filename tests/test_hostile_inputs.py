@@ -14,11 +14,12 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from src import checkpointing, run_folder
-from src.callbacks import FailedJobs
 from src.compare import build_report, main, scan_runs
-from src.tracking import write_json
-from src.validation import ConfigError, override_key_problem, validate
+from src.config.hooks import FailedJobs
+from src.config.validation import ConfigError, override_key_problem, validate
+from src.runs import checkpoints as checkpointing
+from src.runs import folder as run_folder
+from src.runs.files import write_json
 from tests.conftest import run_module, run_train
 
 # ------------------------------------------------------------------------- numbers read back from metrics.json
@@ -122,7 +123,7 @@ def test_compare_sets_a_run_with_an_empty_config_record_aside_like_the_study(swe
 
 # ------------------------------------------------------------------------------------- what a `_target_` may name
 
-MODEL = "an nn.Module subclass of this project's src/ (src.models.LeNet)"
+MODEL = "an nn.Module subclass of this project's src/ (src.training.models.LeNet)"
 OPTIMIZER = "a torch.optim.Optimizer subclass (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, ...), or a "
 OPTIMIZER += "function of this project's src/ returning one"
 SCHEDULE = "a schedule factory of this project: a function of src/ taking the Timeline and returning a Schedule"
@@ -135,7 +136,7 @@ SCHEDULE = "a schedule factory of this project: a function of src/ taking the Ti
         ("model._target_=builtins.print", MODEL),
         ("model._target_=torch.nn.Identity", MODEL),  # a module, but no model of Fashion-MNIST
         ("model._target_=os.system", MODEL),
-        ("model._target_=src.data.load", MODEL),  # the project's, but not a model
+        ("model._target_=src.training.data.load", MODEL),  # the project's, but not a model
         ("optimizer._target_=builtins.dict", OPTIMIZER),
         ("optimizer._target_=os.system", OPTIMIZER),
         ("optimizer._target_=torch.optim.lr_scheduler.StepLR", OPTIMIZER),

@@ -11,14 +11,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src import data
+from src.analysis.events import read_events
 from src.compare import read_run_folder
-from src.curves import read_events
-from src.device import configure_threads
+from src.config.validation import ConfigError, validate
 from src.lr_find import RangeTestError, find_lr, ramp_problems, range_test
-from src.lr_from import take_lr_from
-from src.lr_suggest import suggest
-from src.validation import ConfigError, validate
+from src.lr_range.lr_from import take_lr_from
+from src.lr_range.suggest import suggest
+from src.training import data
+from src.training.device import configure_threads
 from tests.conftest import read_csv, run_metrics, run_module, run_train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -195,7 +195,10 @@ def test_cli_bad_input_exits_2_naming_the_problem_without_a_traceback(tmp_path, 
     assert "lr_find.num_steps=5: allowed is an integer 20..1000000" in bad.stderr
     assert "Traceback" not in bad.stderr
 
-    nan_model = "import torch, src.models; src.models.LeNet.forward = lambda _, x: torch.full((len(x), 10), torch.nan)"
+    nan_model = (
+        "import torch, src.training.models; "
+        "src.training.models.LeNet.forward = lambda _, x: torch.full((len(x), 10), torch.nan)"
+    )
     broken = lr_find_cli(*common, code=nan_model)
     assert broken.returncode == 2
     assert "lr range test: the loss is nan at the first step, before any update" in broken.stderr

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from src.lr_suggest import (
+from src.lr_range.suggest import (
     Smoother,
     SuggestionError,
     ramp,

@@ -13,9 +13,11 @@ import tempfile
 import pytest
 import torch
 
-from src import REPO_ROOT, checkpointing, resume
-from src.curves import read_scalars
-from src.errors import BadInput
+from src import REPO_ROOT
+from src.analysis.events import read_scalars
+from src.runs import checkpoints as checkpointing
+from src.runs import resume
+from src.runs.errors import BadInput
 from src.schedules import Warmup
 from src.train import StopOnSignal, run
 from tests.conftest import gate_env, run_metrics, run_train, wait_at_gate

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from src import REPO_ROOT, checkpointing
+from src import REPO_ROOT
+from src.runs import checkpoints as checkpointing
 from tests.conftest import gate_env, run_metrics, run_module, run_train, wait_at_gate
 from tests.test_resume import KILLED, finish, start_train
 
@@ -63,13 +64,13 @@ def shell_command(command: str, timeout: float = 300) -> subprocess.CompletedPro
     ["/runs/0_seed=0,optimizer.lr=0.1", "/données/é 日本", "it's", "a\\", "${oops}", "a\\${x}", "x\\'y", "123", "null"],
 )
 def test_a_value_quoted_for_hydra_reads_back_exactly(compose_cfg, value):
-    from src.resume import hydra_quoted
+    from src.runs.resume import hydra_quoted
 
     assert compose_cfg([f"resume={hydra_quoted(value)}"]).resume == value
 
 
 def test_merged_overrides_replace_old_values_and_drop_what_no_longer_holds(compose_cfg):
-    from src.resume import merged_overrides
+    from src.runs.resume import merged_overrides
 
     old = ["data.train_size=2048", "trainer.epochs=2", "trainer.threads=1", "scheduler=cosine", "seed=3"]
     new = ["data.train_size=2048", "resume=/r", "optimizer.lr=0.05", "trainer.epochs=3", "trainer.epochs=5"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from src.validation import ConfigError, validate
+from src.config.validation import ConfigError, validate
 from tests.conftest import run_train
 
 BAD = [

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from src.optimizers import build_optimizer
 from src.schedules import build_lr_driver, lr_curve
+from src.training.optimizers import build_optimizer
 
 STEPS_PER_EPOCH = 47
 EPOCHS = 5
@@ -231,7 +231,7 @@ def test_reduce_on_plateau_watches_only_after_the_warmup_and_can_watch_accuracy(
 
 
 def round_trip(state: dict) -> dict:
-    """Through bytes, as a checkpoint file carries it (read with weights_only, as src.checkpointing reads it)."""
+    """Through bytes, as a checkpoint file carries it (read with weights_only, as src.runs.checkpoints reads it)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)

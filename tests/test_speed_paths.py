@@ -14,14 +14,15 @@ import warnings
 import pytest
 import torch
 
-from src import REPO_ROOT, data
-from src.curves import read_events
-from src.device import autocast, available_cores, configure_threads, maybe_compile
-from src.models import LeNet
+from src import REPO_ROOT
+from src.analysis.events import read_events
 from src.schedules import build_lr_driver
-from src.tracking import Tracker
 from src.train import run
-from src.trainer import Trainer
+from src.training import data
+from src.training.device import autocast, available_cores, configure_threads, maybe_compile
+from src.training.models import LeNet
+from src.training.tracking import Tracker
+from src.training.trainer import Trainer
 from tests.conftest import run_train
 
 
@@ -136,7 +137,7 @@ def test_batches_are_the_rows_of_the_permutation(synthetic_root):
 A_BLOCK_IN_A_CPU_RUN = textwrap.dedent(
     """
     import json, torch
-    from src.device import select_device
+    from src.training.device import select_device
 
     def heap():
         with open("/proc/self/maps") as maps:

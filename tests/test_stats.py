@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from src.stats import compare, holm, seeds_needed, t_test_power
+from src.analysis.stats import compare, holm, seeds_needed, t_test_power
 
 REFERENCE = [0.80, 0.82, 0.84]
 OTHER = [0.78, 0.81, 0.80]  # differences -0.02, -0.01, -0.04

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from src import REPO_ROOT
+from src.analysis.stats import compare, holm
+from src.analysis.study_report import FIGURES, RESULT_COLUMNS
 from src.compare import Run
-from src.stats import compare, holm
 from src.study import StudyError, _merge, lr_grid, main, parse_args, pick_lr, presets
-from src.study_report import FIGURES, RESULT_COLUMNS
 from tests.conftest import gate_env, read_csv, run_metrics, run_module, wait_at_gate
 
 PLUMBING = ("trainer.threads=1", "data.batch_size=64", "data.train_size=null")
@@ -106,8 +106,9 @@ def test_pick_takes_the_best_mean_among_lrs_where_nothing_collapsed():
 
 @pytest.mark.slow
 def test_the_report_module_does_not_import_the_study():
-    """src.study imports src.study_report; the report needs the plan's type for its annotations only: no circle."""
-    code = "import sys, src.study_report; print('src.study' in sys.modules)"
+    """src.study imports src.analysis.study_report; the report needs the plan's type for its annotations only:
+    no circle."""
+    code = "import sys, src.analysis.study_report; print('src.study' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr
 

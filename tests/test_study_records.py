@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from src.resume import hydra_quoted
+from src.runs.resume import hydra_quoted
 from src.study import MAX_JOBS, StudyError, main, make_plan
 from tests.conftest import run_metrics, run_module
 

@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 from tensorboard.plugins.hparams.api_pb2 import Status
 
 from src import REPO_ROOT
-from src.callbacks import job_folder_name
-from src.curves import read_events
-from src.device import available_cores
+from src.analysis.events import read_events
+from src.config.hooks import job_folder_name
+from src.training.device import available_cores
 from tests.conftest import read_csv, run_metrics, run_sweep, run_train
 
 PLUMBING = ("trainer.threads=1", "trainer.progress=false")

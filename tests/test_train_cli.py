@@ -3,7 +3,7 @@
 import pytest
 
 from src import REPO_ROOT
-from src.curves import read_events
+from src.analysis.events import read_events
 from tests.conftest import run_metrics, run_train
 
 QUICK = ("data.train_size=2048", "trainer.epochs=1", "trainer.threads=1", "trainer.progress=false")

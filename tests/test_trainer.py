@@ -6,14 +6,15 @@ import logging
 import pytest
 import torch
 
-from src.curves import read_events, read_scalars
-from src.data import load
-from src.device import available_cores
-from src.models import LeNet
+from src.analysis.events import read_events, read_scalars
+from src.runs.files import write_json
 from src.schedules import build_lr_driver, lr_curve
-from src.tracking import Tracker, write_json
 from src.train import run
-from src.trainer import Trainer
+from src.training.data import load
+from src.training.device import available_cores
+from src.training.models import LeNet
+from src.training.tracking import Tracker
+from src.training.trainer import Trainer
 from tests.conftest import run_metrics
 
 
@@ -119,7 +120,7 @@ def test_write_json_turns_non_finite_numbers_into_null(tmp_path):
 )
 def test_a_model_broken_by_the_last_update_makes_the_run_diverged_at_that_epoch(synthetic_run, caplog, breaking, found):
     # One step in the run: its loss (of the initial weights) is finite, the update it makes is not.
-    with caplog.at_level(logging.WARNING, logger="src.trainer"):
+    with caplog.at_level(logging.WARNING, logger="src.training.trainer"):
         _, run_dir, result = synthetic_run(
             "scheduler=constant", "optimizer.momentum=0", "data.train_size=64", "trainer.epochs=1", *breaking
         )
@@ -174,7 +175,7 @@ def test_a_run_continued_on_another_thread_count_says_its_digits_may_differ(comp
         torch.set_num_threads(2)
         second = trainer(2, cfg.output_root + "/second")
         second.load_state_dict(first.state_dict())
-        with caplog.at_level(logging.WARNING, logger="src.trainer"):
+        with caplog.at_level(logging.WARNING, logger="src.training.trainer"):
             result = second.fit()
         second.tracker.close()
     finally:

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src import REPO_ROOT
-from src.validation import SCHEMA, ConfigError, key_rules, override_key_problem, validate
+from src.config.validation import SCHEMA, ConfigError, key_rules, override_key_problem, validate
 from tests.conftest import CONF_DIR, run_train
 
 

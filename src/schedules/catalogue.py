@@ -3,7 +3,7 @@
 Each factory takes the run's `Timeline` plus the config's keys and returns a pure schedule (a multiplier of the
 optimizer's base lr). The keys every config shares (`interval`, `warmup_ratio`, `warmup_steps`, `warmup_epochs`,
 `warmup_start_factor`, `warmup_shape`) are handled once, by `Timeline.with_warmup`, so every schedule has a
-warmup variant. Each parameter's range is checked here (its kind, from its annotation, by src/validation.py), so
+warmup variant. Each parameter's range is checked here (its kind, from its annotation, by src/config/validation.py), so
 a bad value stops the run before training with a message that names the key, the value and what is allowed.
 
 The factories have no defaults: a key's default lives in its YAML file alone (the common keys in

@@ -167,7 +167,7 @@ def schedule_curves(cfg: DictConfig, steps_per_epoch: int) -> dict[str, list[flo
     for optimizer step t (0-based); each list has `trainer.epochs * steps_per_epoch` entries. No metrics are
     observed, so a plateau schedule shows its curve without cuts.
     """
-    from src.optimizers import build_optimizer
+    from src.training.optimizers import build_optimizer
 
     optimizer = build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
     driver = build_lr_driver(cfg, optimizer, steps_per_epoch)

@@ -129,7 +129,7 @@ class Timeline:
 
         The default start factor is 1 / (W + 1): updates 0..W then run at 1/(W+1), 2/(W+1), ..., 1, so the
         first update is never wasted at lr 0. `interval` (the timeline's own) and the range of `warmup_ratio`
-        are checked by src/validation.py with the other keys, as they do not depend on the run.
+        are checked by src/config/validation.py with the other keys, as they do not depend on the run.
         """
         if warmup_shape not in WARMUP_SHAPES:
             raise ScheduleConfigError(

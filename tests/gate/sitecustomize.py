@@ -48,13 +48,13 @@ def _gate(tracker_class: type, folder: Path, step: int, reached: Path) -> None:
 
 
 class _GateFinder(importlib.abc.MetaPathFinder):
-    """Patches src.tracking.Tracker as it is first imported (before any module takes its name)."""
+    """Patches src.training.tracking.Tracker as it is first imported (before any module takes its name)."""
 
     def __init__(self, folder: Path, step: int, reached: Path):
         self.folder, self.step, self.reached = folder, step, reached
 
     def find_spec(self, name, path, target=None):
-        if name != "src.tracking":
+        if name != "src.training.tracking":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)

@@ -13,8 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from src.lr_suggest import SuggestionError, read_suggestion, suggestions_path
-from src.validation import SCHEMA, ConfigError, Problem
+from src.config.validation import SCHEMA, ConfigError, Problem
+from src.lr_range.suggest import SuggestionError, read_suggestion, suggestions_path
 
 
 def _given(cfg: DictConfig) -> str | None:

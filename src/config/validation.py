@@ -43,14 +43,14 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from src import REPO_ROOT
-from src.checkpointing import LAST
-from src.device import DEVICES, PRECISIONS
-from src.errors import EXIT_BAD_INPUT, error_reason
-from src.lr_suggest import MAX_STEPS, MIN_STEPS, RAMPS, RULES
-from src.optimizers import build_optimizer
-from src.resume import hydra_quoted
+from src.lr_range.suggest import MAX_STEPS, MIN_STEPS, RAMPS, RULES
+from src.runs.checkpoints import LAST
+from src.runs.errors import EXIT_BAD_INPUT, error_reason
+from src.runs.resume import hydra_quoted
 from src.schedules import Schedule, ScheduleConfigError, Timeline, build_schedule, run_timeline
 from src.schedules.timeline import INTERVALS
+from src.training.device import DEVICES, PRECISIONS
+from src.training.optimizers import build_optimizer
 
 CONF_DIR = REPO_ROOT / "conf"
 FASHION_MNIST_TRAIN_SIZE = 60_000
@@ -222,7 +222,7 @@ class Target:
 # The groups that build an object from `_target_`; no other key of a run config may have one.
 TARGETS: dict[str, Target] = {
     "model": Target(
-        _in_project, _subclass(nn.Module), "an nn.Module subclass of this project's src/ (src.models.LeNet)"
+        _in_project, _subclass(nn.Module), "an nn.Module subclass of this project's src/ (src.training.models.LeNet)"
     ),
     "optimizer": Target(
         lambda module: module.startswith("torch.optim.") or _in_project(module),

@@ -11,14 +11,11 @@ so runs selected in TensorBoard overlay on one lr, one train-loss and one test-a
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
@@ -150,65 +147,3 @@ class Tracker:
 
     def close(self) -> None:
         self.writer.close()
-
-
-def _finite_or_none(value: Any) -> Any:
-    """`value` with every NaN or infinite float (at any depth of dicts, lists and tuples) replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {key: _finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_or_none(item) for item in value]
-    return value
-
-
-def write_aside(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """`write(handle)` into `<path>.partial`, flushed to the disk, then renamed to `path`: a reader never sees half
-    a file, and a crash or a full disk leaves the previous one whole (and no partial file behind)."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with open(partial, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        partial.replace(path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """JSON, written aside (`write_aside`). A non-finite number is written as null: NaN and Infinity are not JSON,
-    and strict parsers refuse a file holding them."""
-    text = json.dumps(_finite_or_none(payload), indent=2, allow_nan=False) + "\n"
-    write_aside(path, lambda handle: handle.write(text.encode()))
-
-
-@contextmanager
-def written_together(folder: Path, names: Iterable[str]) -> Iterator[dict[str, Path]]:
-    """Where to write the files `names` of `folder`: each at a partial name (`summary.partial.md`), all synced to
-    disk and renamed into place when the block ends. An error half-way removes the partial files (and `folder`,
-    when this made it), so the folder keeps its old files and holds no half-written one."""
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    partials = {name: folder / f"{Path(name).stem}.partial{Path(name).suffix}" for name in names}
-    try:
-        yield partials
-        for partial in partials.values():
-            descriptor = os.open(partial, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-        for name, partial in partials.items():
-            partial.replace(folder / name)
-    except BaseException:
-        for partial in partials.values():
-            with suppress(OSError):
-                partial.unlink(missing_ok=True)
-        if created:
-            with suppress(OSError):
-                folder.rmdir()
-        raise

@@ -11,7 +11,7 @@ config, not saved), and is read with `torch.load(weights_only=True)`: run folder
 unpickling anything else could run code. `load` refuses a file that holds more, and one that lacks an entry resume
 or the trainer reads (`ENTRIES`), before anything is written.
 
-Resuming (src/resume.py) reloads that state, so the run goes on bit for bit as if never stopped; `changes` finds
+Resuming (src/runs/resume.py) reloads that state, so the run goes on bit for bit as if never stopped; `changes` finds
 what in a config would change the run.
 """
 
@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.errors import BadInput
-from src.tracking import write_aside
+from src.runs.errors import BadInput
+from src.runs.files import write_aside
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -66,7 +66,7 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def save(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write `payload` aside (`src.tracking.write_aside`): a crash mid-write leaves the previous file whole."""
+    """Write `payload` aside (`src.runs.files.write_aside`): a crash mid-write leaves the previous file whole."""
     try:
         write_aside(path, lambda handle: torch.save(dict(payload), handle))
     except (OSError, RuntimeError) as error:
@@ -157,7 +157,7 @@ BOOLEAN = Kind("true or false", _of(bool))
 TENSOR = Kind("a tensor", _of(torch.Tensor))
 LIST = Kind("a list", _of(list))
 LIST_OF_DICTS = Kind("a list of dicts", _list_of(dict))
-# Every entry of a checkpoint that resume (src/resume.py) and the trainer (`Trainer.load_state_dict`, `LRDriver`,
+# Every entry of a checkpoint that resume (src/runs/resume.py) and the trainer (`Trainer.load_state_dict`, `LRDriver`,
 # `RunResult`) read, and its kind, parents before their entries: `problems` names each one missing or of another
 # kind, so a foreign file is refused before anything is written instead of failing half way.
 ENTRIES = {
@@ -269,7 +269,7 @@ def describe(change: Mapping[str, Any]) -> str:
 @dataclass
 class Checkpointer:
     """Saves the trainer into the run folder at every epoch end: `last.pt` always, `best.pt` when asked; beside the
-    trainer's state, what the run is (`dataset`: `DeviceData.fingerprint`; `config_changes`: see src/resume.py)."""
+    trainer's state, what the run is (`dataset`: `DeviceData.fingerprint`; `config_changes`: see src/runs/resume.py)."""
 
     run_dir: Path
     config: dict[str, Any]

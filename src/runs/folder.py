@@ -22,8 +22,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from src.errors import error_reason
-from src.tracking import write_json, written_together
+from src.runs.errors import error_reason
+from src.runs.files import write_json, written_together
 
 log = logging.getLogger(__name__)
 HYDRA_DIR = ".hydra"

@@ -12,7 +12,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from src import run_folder
+from src.runs import folder as run_folder
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class FailedJobs(Callback):
 
 class RunFolderNote(Callback):
     """Before Hydra makes a single run's folder, note which of its folders are new, so that a run refused before
-    training removes what this process made, and nothing that was there before (src.run_folder)."""
+    training removes what this process made, and nothing that was there before (src.runs.folder)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_folder.note_run_folder(Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser())

@@ -26,8 +26,9 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from src import checkpointing, run_folder
-from src.errors import BadInput, Unwritable, error_reason
+from src.runs import checkpoints as checkpointing
+from src.runs import folder as run_folder
+from src.runs.errors import BadInput, Unwritable, error_reason
 
 log = logging.getLogger(__name__)
 LOCK = ".lock"

@@ -1,7 +1,7 @@
 """A study's report, from its finished runs to the verdict: results.csv (one row per run), verdict.csv (one row per
 schedule), baseline.csv, report.md and three figures, written together into the study folder. Runs are read with
 src.compare's reader; a run folder it cannot read is skipped and named, never counted. The numbers come from
-src.stats. Collapsed and diverged runs are counted per schedule and left out of every mean and test.
+src.analysis.stats. Collapsed and diverged runs are counted per schedule and left out of every mean and test.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from src.analysis.stats import ALPHA, MAX_SEEDS, POWER, Comparison, compare, holm
 from src.compare import TAIL_METRIC, Run, Skipped, failures, scan_runs
-from src.report_files import markdown_table, new_figure, save_figure, write_csv
-from src.stats import ALPHA, MAX_SEEDS, POWER, Comparison, compare, holm
-from src.tracking import written_together
+from src.runs.files import markdown_table, new_figure, save_figure, write_csv, written_together
 
 if TYPE_CHECKING:  # the study imports this module: the plan's type is needed for annotations only
     from src.study import Plan
@@ -465,7 +464,7 @@ def _seeds_text(comparison: Comparison) -> str:
 
 
 def _seeds(count: int | None) -> str:
-    """A seed count from src.stats.seeds_needed; None past its search (MAX_SEEDS)."""
+    """A seed count from src.analysis.stats.seeds_needed; None past its search (MAX_SEEDS)."""
     return str(count) if count else f">{MAX_SEEDS}"
 
 

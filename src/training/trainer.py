@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from src.data import DeviceData
-from src.device import autocast
 from src.schedules import LRDriver
-from src.tracking import Tracker
+from src.training.data import DeviceData
+from src.training.device import autocast
+from src.training.tracking import Tracker
 
 log = logging.getLogger(__name__)
 # How close to chance an epoch must stay to count as collapsed (see `at_chance`).

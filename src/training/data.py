@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from src import REPO_ROOT
-from src.errors import error_reason
+from src.runs.errors import error_reason
 
 log = logging.getLogger(__name__)
 
@@ -368,5 +368,5 @@ def load(
 
 
 if __name__ == "__main__":
-    # `python -m src.data` prepares the dataset (what `make setup` runs) and says where it is.
+    # `python -m src.training.data` prepares the dataset (what `make setup` runs) and says where it is.
     print(f"Fashion-MNIST ready in {_where(_sources(locate(system_dir=DEBIAN_DIR)) or {})}")

@@ -1,10 +1,8 @@
 """Check a composed run config before anything is loaded or trained, and list every problem in one message, each
 with the key, the value and what is allowed.
 
-Each key has one rule (kind and range, and the words that say it): SCHEMA declares them in a plain table. Measured
-on the same keys and messages, pydantic models took as many lines (83 against 84) and a new dependency, and
-OmegaConf structured configs 131 while still accepting `yes` for true (they have no ranges, and a merge stops at
-the first error), so the table stays.
+Each key has one rule (src.config.rules), declared beside the code that reads it: each owner's KEY_RULES (the
+optimizer's in src.training.optimizers, the data's in src.training.data, ...), gathered into SCHEMA here.
 
 Each `_target_` (the model's, the optimizer's, the schedule's) must name one of the project's own (TARGETS) before
 anything is imported from it or built: any importable callable would otherwise run as a model.
@@ -43,142 +41,56 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from src import REPO_ROOT
-from src.lr_range.suggest import MAX_STEPS, MIN_STEPS, RAMPS, RULES
+from src.config.rules import (
+    BOOLEAN,
+    FLOAT32_BOUND,
+    FLOAT32_MAX,
+    FOLDER,
+    INTEGER,
+    NAME,
+    NUMBER,
+    NUMBERS,
+    STRING,
+    ConfigError,
+    Problem,
+    Rule,
+)
+from src.lr_range import lr_from, suggest
+from src.runs import resume
 from src.runs.checkpoints import LAST
 from src.runs.errors import EXIT_BAD_INPUT, error_reason
-from src.runs.resume import hydra_quoted
-from src.schedules import Schedule, ScheduleConfigError, Timeline, build_schedule, run_timeline
-from src.schedules.timeline import INTERVALS
-from src.training.device import DEVICES, PRECISIONS
+from src.runs.resume import RUN_FOLDER, hydra_quoted
+from src.schedules import Schedule, ScheduleConfigError, Timeline, build_schedule, run_timeline, timeline
+from src.training import data, models, optimizers, trainer
 from src.training.optimizers import build_optimizer
 
 CONF_DIR = REPO_ROOT / "conf"
-FASHION_MNIST_TRAIN_SIZE = 60_000
-MAX_EPOCHS = 10_000
-MAX_THREADS = 1024
 # The schedule is built from these keys (and the scheduler group's); it is checked once none has a problem.
 SCHEDULE_INPUTS = ("trainer.epochs", "data.batch_size", "data.train_size", "optimizer.lr")
 # The schedule is evaluated at every update up to this many, and at evenly spread ones beyond.
 MAX_SCHEDULE_POINTS = 200_000
-# The largest number the optimizer can multiply into the weights: torch turns a larger lr (or decay, eps, ...)
-# into an error ("value cannot be converted to type float without overflow") at the first step.
-FLOAT32_MAX = float(torch.finfo(torch.float32).max)
-RAMP_LRS = ("lr_find.min_lr", "lr_find.max_lr")  # the range test sets the optimizer's lr to each in turn
-FLOAT32_BOUND = f"magnitude <= {FLOAT32_MAX:.8g} (the largest float32, which the optimizer computes in)"
 
 
-class Problem(str):
-    """One problem of a config: the line that says it (the key, the value and what is allowed), and `key`, the key
-    it is about (the schedule waits for its inputs). A str, so callers that add lines of their own can mix them."""
-
-    key: str
-
-    def __new__(cls, key: str, message: str) -> Problem:
-        problem = super().__new__(cls, message)
-        problem.key = key
-        return problem
-
-    def __getnewargs__(self) -> tuple[str, str]:  # pickled, e.g. by a launcher's worker
-        return self.key, str(self)
-
-
-class ConfigError(ValueError):
-    """The config has problems; the message lists every one of them."""
-
-    def __init__(self, problems: Sequence[Problem]):
-        super().__init__("\n".join(f"  - {problem}" for problem in problems))
-        self.problems = list(problems)
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What a key allows: `test` on its value, and the words that say it."""
-
-    test: Callable[[Any], bool]
-    allowed: str
-
-    def where(self, test: Callable[[Any], bool], allowed: str) -> Rule:
-        """This kind of value, and only those passing `test`."""
-        return Rule(lambda value: self.test(value) and test(value), allowed)
-
-    def optional(self, null_means: str = "") -> Rule:
-        return Rule(lambda value: value is None or self.test(value), f"null{null_means} or {self.allowed}")
-
-
-def _one_of(choices: Sequence[str]) -> Rule:
-    return Rule(lambda value: value in choices, f"one of {', '.join(choices)}")
-
-
-BOOLEAN = Rule(lambda value: isinstance(value, bool), "true or false")
-INTEGER = Rule(lambda value: isinstance(value, int) and not isinstance(value, bool), "an integer")
-NUMBER = Rule(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v), "a number")
-STRING = Rule(lambda value: isinstance(value, str), "a string")
-FOLDER = STRING.where(lambda value: value.strip() != "", "a folder")
-NAME = Rule(FOLDER.test, "a name")
-POSITIVE = INTEGER.where(lambda v: v >= 1, "an integer >= 1")
-POSITIVE_NUMBER = NUMBER.where(lambda v: v > 0, "a number > 0")
-NON_NEGATIVE_NUMBER = NUMBER.where(lambda v: v >= 0, "a number >= 0")
-RUN_FOLDER = Rule(FOLDER.test, f"the folder of an earlier run (holding {LAST})")
-
-# Every key of the run config but the scheduler's, with what it allows (tests/test_validation.py checks that each
-# key of each config file has one). The order is that of the message.
-SCHEMA: dict[str, Rule] = {
+# The run's own keys; every other group's rules sit with the code that reads them (KEY_RULES). SCHEMA holds every
+# key of the run config but the scheduler's own (tests/test_validation.py checks that each key of each config file
+# has one); its order is that of the message.
+RUN_KEYS: dict[str, Rule] = {
     "seed": INTEGER.where(lambda v: 0 <= v < 2**63, "an integer >= 0 and < 2**63"),
     "output_root": FOLDER,
-    "resume": RUN_FOLDER.optional(),
-    "lr_from": Rule(
-        FOLDER.test, "the folder of a finished `python -m src.lr_find` (or its suggestions.json)"
-    ).optional(),
-    "checkpoint.keep_best": BOOLEAN,
-    "checkpoint.force_resume": BOOLEAN,
-    "checkpoint.skip_finished": BOOLEAN,
     "labels.stage": NAME.optional(),
     "labels.schedule": NAME.optional(),
-    "model.num_classes": INTEGER.where(lambda v: v >= 10, "an integer >= 10 (Fashion-MNIST has 10 classes)"),
-    "optimizer.lr": POSITIVE_NUMBER,
-    "optimizer.momentum": NUMBER.where(lambda v: 0 <= v < 1, "a number with 0 <= momentum < 1"),
-    "optimizer.nesterov": BOOLEAN,
-    "optimizer.betas": Rule(
-        lambda v: isinstance(v, ListConfig) and len(v) == 2 and all(NUMBER.test(b) and 0 <= b < 1 for b in v),
-        "two numbers, each 0 <= beta < 1",
-    ),
-    "optimizer.eps": NON_NEGATIVE_NUMBER,
-    "optimizer.weight_decay": NON_NEGATIVE_NUMBER,
-    "data.root": FOLDER.optional(),
-    "data.system_dir": FOLDER.optional(),
-    "data.download": BOOLEAN,
-    "data.batch_size": POSITIVE,
-    "data.train_size": INTEGER.where(
-        lambda v: 1 <= v <= FASHION_MNIST_TRAIN_SIZE, f"an integer 1..{FASHION_MNIST_TRAIN_SIZE}"
-    ).optional(f" (all {FASHION_MNIST_TRAIN_SIZE})"),
-    "data.normalize": BOOLEAN,
-    "trainer.epochs": INTEGER.where(lambda v: 1 <= v <= MAX_EPOCHS, f"an integer >= 1 and <= {MAX_EPOCHS}"),
-    "trainer.threads": INTEGER.where(lambda v: 1 <= v <= MAX_THREADS, f"an integer 1..{MAX_THREADS}").optional(
-        " (all cores)"
-    ),
-    "trainer.device": _one_of(DEVICES),
-    "trainer.log_every_steps": POSITIVE,
-    "trainer.eval_batch_size": POSITIVE,
-    "trainer.stop_on_collapse": BOOLEAN,
-    "trainer.progress": BOOLEAN,
-    "trainer.precision": _one_of(PRECISIONS),
-    "trainer.compile": BOOLEAN,
-    # Shared by every schedule and independent of the run, so checked with the other keys rather than when the
-    # schedule is built (which waits for its inputs): a bad interval is named beside a bad trainer.epochs.
-    "scheduler.interval": _one_of(INTERVALS),
-    "scheduler.warmup_ratio": NUMBER.where(lambda v: 0 <= v < 1, "a number with 0 <= warmup_ratio < 1"),
-    # `python -m src.lr_find`'s own keys (conf/lr_find.yaml); a training run has none of them.
-    "lr_find.min_lr": POSITIVE_NUMBER,
-    "lr_find.max_lr": POSITIVE_NUMBER,
-    "lr_find.num_steps": INTEGER.where(
-        lambda v: MIN_STEPS <= v <= MAX_STEPS,
-        f"an integer {MIN_STEPS}..{MAX_STEPS} (too few steps leave no curve to read; 300 is the default)",
-    ),
-    "lr_find.mode": _one_of(RAMPS),
-    "lr_find.smooth": NUMBER.where(lambda v: 0 <= v < 1, "a number with 0 <= smooth < 1 (0.98 is fastai's)"),
-    "lr_find.stop_factor": NUMBER.where(lambda v: v > 1, "a number > 1").optional(" (never stop early)"),
-    "lr_find.suggestion": _one_of(RULES),
 }
+SCHEMA: dict[str, Rule] = (
+    RUN_KEYS
+    | resume.KEY_RULES
+    | lr_from.KEY_RULES
+    | models.KEY_RULES
+    | optimizers.KEY_RULES
+    | data.KEY_RULES
+    | trainer.KEY_RULES
+    | timeline.KEY_RULES
+    | suggest.KEY_RULES
+)
 
 
 def _in_project(module: str) -> bool:
@@ -241,10 +153,10 @@ TARGETS: dict[str, Target] = {
 # The rule a scheduler factory's annotation declares; `X | None` adds null.
 KINDS: dict[Any, Rule] = {
     bool: BOOLEAN,
-    int: INTEGER,
-    float: NUMBER,
+    int: INTEGER.in_float32(),
+    float: NUMBER.in_float32(),
     str: STRING,
-    Sequence[float]: Rule(lambda v: isinstance(v, ListConfig) and all(map(NUMBER.test, v)), "a list of numbers"),
+    Sequence[float]: NUMBERS.in_float32(),
 }
 
 
@@ -340,9 +252,7 @@ def _key_problems(cfg: DictConfig, *, schedule_known: bool = True) -> list[Probl
         numbers = value if isinstance(value, ListConfig) else [value]
         if not rule.test(value):
             problems.append(Problem(key, f"{key}={_shown(value)}: allowed is {rule.allowed}"))
-        elif (key.startswith(("optimizer.", "scheduler.")) or key in RAMP_LRS) and any(
-            NUMBER.test(n) and abs(n) > FLOAT32_MAX for n in numbers
-        ):
+        elif rule.float32 and any(NUMBER.test(n) and abs(n) > FLOAT32_MAX for n in numbers):
             allowed = "are numbers" if isinstance(value, ListConfig) else "is a number"
             problems.append(Problem(key, f"{key}={_shown(value)}: allowed {allowed} of {FLOAT32_BOUND}"))
     return problems
@@ -403,7 +313,7 @@ def _optimizer_problems(cfg: DictConfig) -> list[Problem]:
 
 def planned_steps_per_epoch(cfg: DictConfig) -> int:
     """Optimizer steps per epoch of the run `cfg` describes, from its sizes alone (the last batch may be short)."""
-    return math.ceil((cfg.data.train_size or FASHION_MNIST_TRAIN_SIZE) / cfg.data.batch_size)
+    return math.ceil((cfg.data.train_size or data.TRAIN_SIZE) / cfg.data.batch_size)
 
 
 def _schedule_problems(cfg: DictConfig) -> tuple[str | None, float]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from src.config.validation import SCHEMA, ConfigError, Problem
+from src.config.rules import FOLDER, ConfigError, Problem, Rule
 from src.lr_range.suggest import SuggestionError, read_suggestion, suggestions_path
 
 
@@ -36,7 +36,7 @@ def take_lr_from(cfg: DictConfig, overrides: Sequence[str] = ()) -> float | None
     try:
         lr = read_suggestion(source)
     except SuggestionError as error:
-        problems.append(Problem("lr_from", f"lr_from={source!r}: {error}; allowed is {SCHEMA['lr_from'].allowed}"))
+        problems.append(Problem("lr_from", f"lr_from={source!r}: {error}; allowed is {KEY_RULES['lr_from'].allowed}"))
     if problems:
         raise ConfigError(problems)
     cfg.optimizer.lr = lr
@@ -47,3 +47,10 @@ def lr_record(cfg: DictConfig) -> dict[str, Any]:
     """metrics.json's record of the lr: the peak lr the run trained with, and the range test it came from."""
     source = _given(cfg)
     return {"peak_lr": cfg.optimizer.lr, "lr_from": str(suggestions_path(source).resolve()) if source else None}
+
+
+KEY_RULES: dict[str, Rule] = {
+    "lr_from": Rule(
+        FOLDER.test, "the folder of a finished `python -m src.lr_find` (or its suggestions.json)"
+    ).optional(),
+}

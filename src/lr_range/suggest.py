@@ -22,11 +22,28 @@ from typing import Any
 
 import numpy as np
 
+from src.config.rules import INTEGER, NUMBER, POSITIVE_NUMBER, Rule, fraction, one_of
+
 RAMPS = ("exp", "linear")
 # The ramp's length in steps: too few leave no curve to read.
 MIN_STEPS = 20
 MAX_STEPS = 1_000_000
 RULES = ("min_div10", "valley", "steepest")
+
+# `python -m src.lr_find`'s own keys (conf/lr_find.yaml); a training run has none of them. The range test sets the
+# optimizer's lr to each of min_lr..max_lr in turn, so they must fit float32 as an lr does.
+KEY_RULES: dict[str, Rule] = {
+    "lr_find.min_lr": POSITIVE_NUMBER.in_float32(),
+    "lr_find.max_lr": POSITIVE_NUMBER.in_float32(),
+    "lr_find.num_steps": INTEGER.where(
+        lambda v: MIN_STEPS <= v <= MAX_STEPS,
+        f"an integer {MIN_STEPS}..{MAX_STEPS} (too few steps leave no curve to read; 300 is the default)",
+    ),
+    "lr_find.mode": one_of(RAMPS),
+    "lr_find.smooth": fraction("smooth", " (0.98 is fastai's)"),
+    "lr_find.stop_factor": NUMBER.where(lambda v: v > 1, "a number > 1").optional(" (never stop early)"),
+    "lr_find.suggestion": one_of(RULES),
+}
 SUGGESTIONS_FILE = "suggestions.json"
 # The fewest points the suggestions read, once the curve's ends are left out.
 MIN_POINTS = 5

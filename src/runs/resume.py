@@ -26,6 +26,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from src.config.rules import BOOLEAN, FOLDER, Rule
 from src.runs import checkpoints as checkpointing
 from src.runs import folder as run_folder
 from src.runs.errors import BadInput, Unwritable, error_reason
@@ -34,6 +35,14 @@ log = logging.getLogger(__name__)
 LOCK = ".lock"
 # Overrides that say how a session continues a run, not what the run is: never part of its recorded overrides.
 SESSION_KEYS = ("resume", "checkpoint.force_resume")
+
+RUN_FOLDER = Rule(FOLDER.test, f"the folder of an earlier run (holding {checkpointing.LAST})")
+KEY_RULES: dict[str, Rule] = {
+    "resume": RUN_FOLDER.optional(),
+    "checkpoint.keep_best": BOOLEAN,
+    "checkpoint.force_resume": BOOLEAN,
+    "checkpoint.skip_finished": BOOLEAN,
+}
 
 
 @dataclass

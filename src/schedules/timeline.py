@@ -15,9 +15,18 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from src.config.rules import Rule, fraction, one_of
 from src.schedules.core import Join, Schedule, Warmup
 
 INTERVALS = ("step", "epoch")
+
+# Shared by every schedule and independent of the run, so checked with the other keys rather than when the
+# schedule is built (which waits for its inputs): a bad interval is named beside a bad trainer.epochs. A factory's
+# own keys take their kinds from its annotations (src.config.validation.KINDS) and their ranges from its checks.
+KEY_RULES: dict[str, Rule] = {
+    "scheduler.interval": one_of(INTERVALS),
+    "scheduler.warmup_ratio": fraction("warmup_ratio"),
+}
 WARMUP_SHAPES = ("linear", "exponential")
 
 

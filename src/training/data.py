@@ -30,12 +30,25 @@ from pathlib import Path
 import torch
 
 from src import REPO_ROOT
+from src.config.rules import BOOLEAN, FOLDER, INTEGER, POSITIVE, Rule
 from src.runs.errors import error_reason
 
 log = logging.getLogger(__name__)
 
 PROJECT_DATA_DIR = REPO_ROOT / "data"
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+
+TRAIN_SIZE = 60_000
+KEY_RULES: dict[str, Rule] = {
+    "data.root": FOLDER.optional(),
+    "data.system_dir": FOLDER.optional(),
+    "data.download": BOOLEAN,
+    "data.batch_size": POSITIVE,
+    "data.train_size": INTEGER.where(lambda v: 1 <= v <= TRAIN_SIZE, f"an integer 1..{TRAIN_SIZE}").optional(
+        f" (all {TRAIN_SIZE})"
+    ),
+    "data.normalize": BOOLEAN,
+}
 RAW = Path("FashionMNIST", "raw")  # torchvision's layout below a root
 HOW_TO_GET_IT = (
     "Get Fashion-MNIST in one of these ways:\n"

@@ -2,6 +2,8 @@
 
 from torch import nn
 
+from src.config.rules import INTEGER, Rule
+
 
 class LeNet(nn.Module):
     """LeNet-5 with ReLU and max-pooling, for 1x28x28 inputs (the classic textbook variant)."""
@@ -27,3 +29,8 @@ class LeNet(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x))
+
+
+KEY_RULES: dict[str, Rule] = {
+    "model.num_classes": INTEGER.where(lambda v: v >= 10, "an integer >= 10 (Fashion-MNIST has 10 classes)"),
+}

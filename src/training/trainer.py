@@ -18,15 +18,32 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from src.config.rules import BOOLEAN, INTEGER, POSITIVE, Rule, one_of
 from src.schedules import LRDriver
 from src.training.data import DeviceData
-from src.training.device import autocast
+from src.training.device import DEVICES, PRECISIONS, autocast
 from src.training.tracking import Tracker
 
 log = logging.getLogger(__name__)
 # How close to chance an epoch must stay to count as collapsed (see `at_chance`).
 CHANCE_LOSS_MARGIN = 0.05
 CHANCE_ACC_MARGIN = 0.02
+
+MAX_EPOCHS = 10_000
+MAX_THREADS = 1024
+KEY_RULES: dict[str, Rule] = {
+    "trainer.epochs": INTEGER.where(lambda v: 1 <= v <= MAX_EPOCHS, f"an integer >= 1 and <= {MAX_EPOCHS}"),
+    "trainer.threads": INTEGER.where(lambda v: 1 <= v <= MAX_THREADS, f"an integer 1..{MAX_THREADS}").optional(
+        " (all cores)"
+    ),
+    "trainer.device": one_of(DEVICES),
+    "trainer.log_every_steps": POSITIVE,
+    "trainer.eval_batch_size": POSITIVE,
+    "trainer.stop_on_collapse": BOOLEAN,
+    "trainer.progress": BOOLEAN,
+    "trainer.precision": one_of(PRECISIONS),
+    "trainer.compile": BOOLEAN,
+}
 
 
 @dataclass

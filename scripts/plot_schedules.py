@@ -23,9 +23,11 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from src import REPO_ROOT
+from src.config.hooks import register_resolvers
 from src.config.validation import ConfigError, planned_steps_per_epoch, validate
 from src.preview import draw, previewed_curves
-from src.train import OmegaConf  # noqa: F401  (registers the resolvers the configs use)
+
+register_resolvers()
 
 CONF_DIR = REPO_ROOT / "conf"
 DEFAULT_OUT = REPO_ROOT / "docs" / "figures" / "schedules.png"

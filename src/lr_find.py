@@ -37,6 +37,8 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src import REPO_ROOT
+from src.config.hooks import register_resolvers
+from src.config.session import group_choices, task_overrides
 from src.config.validation import NUMBER, ConfigError, override_key_problem, validate
 from src.lr_range.suggest import (
     SUGGESTIONS_FILE,
@@ -51,12 +53,14 @@ from src.lr_range.suggest import (
     suggestions_record,
     window,
 )
+from src.runs.errors import fail
 from src.runs.files import write_json
 from src.runs.resume import override_key
-from src.train import fail, group_choices, task_overrides  # importing it registers the resolvers the configs use
 from src.training import data
 from src.training.device import autocast, configure_threads, select_device
 from src.training.optimizers import build_optimizer
+
+register_resolvers()
 
 __all__ = ["Curve", "RangeTestError", "find_lr", "ramp_problems", "range_test", "read_suggestion"]
 

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure  # the object API renders to files (Agg) wi
 from omegaconf import DictConfig, OmegaConf
 
 from src import REPO_ROOT
+from src.config.hooks import register_resolvers
 from src.config.validation import (
     MAX_SCHEDULE_POINTS,
     ConfigError,
@@ -34,10 +35,12 @@ from src.config.validation import (
 )
 from src.lr_range.lr_from import take_lr_from
 from src.runs import folder as run_folder
+from src.runs.errors import fail
 from src.runs.resume import override_key
 from src.schedules import build_lr_driver, schedule_curves
-from src.train import fail  # also registers the resolvers the configs use
 from src.training.optimizers import build_optimizer
+
+register_resolvers()
 
 log = logging.getLogger("src.preview")
 PREVIEW_DIR = "${output_root}/previews/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}"

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from src import REPO_ROOT
 from src.analysis.study_report import METRIC_NAMES, build_study_report, write_study_report
 from src.compare import DamagedRunError, Run, read_metrics, scan_runs
+from src.config.hooks import register_resolvers
 from src.config.validation import INTEGER, NUMBER, STRING, Rule
 from src.lr_range.suggest import rounded_lr
 from src.runs.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError, Stopped, error_reason
@@ -197,7 +198,7 @@ def load_spec(preset: str, options: list[str]) -> DictConfig:
 
 def compose_run(overrides: list[str]) -> DictConfig:
     """The run config `python -m src.train OVERRIDES` would train, with Hydra's section (for validation)."""
-    import src.train  # noqa: F401  (registers the resolvers the run config uses)
+    register_resolvers()
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import hydra
 import torch
@@ -32,14 +32,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from src import REPO_ROOT
-from src.config.hooks import job_folder_name
+from src.config.hooks import register_resolvers
+from src.config.session import group_choices, task_overrides
 from src.config.validation import ConfigError, validate
 from src.lr_range.lr_from import lr_record, take_lr_from
 from src.runs import checkpoints as checkpointing
 from src.runs import folder as run_folder
 from src.runs import resume
-from src.runs.errors import EXIT_BAD_INPUT, BadInput, RunError, Stopped, Unwritable, error_reason
+from src.runs.errors import BadInput, RunError, Stopped, Unwritable, error_reason, fail, log_to_files
 from src.runs.files import write_json
 from src.runs.parent_watch import stop_with_parent
 from src.schedules import build_lr_driver
@@ -54,26 +54,9 @@ if __name__ == "__main__":  # what is loaded stays: later collections (and the e
     gc.enable()
 
 log = logging.getLogger("src.train")
-OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)
-OmegaConf.register_new_resolver("job_name", job_folder_name, replace=True)  # names sweep job folders
+register_resolvers()
 
 WORST_OBJECTIVE = 0.0
-
-
-def log_to_files(message: str) -> None:
-    """Write an error into the run's log file only (the console gets it once, from `fail`)."""
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
-
-
-def fail(message: str, status: int = EXIT_BAD_INPUT) -> NoReturn:
-    """Stop with a message and exit status `status` (2: bad input), without a traceback; the message goes to
-    stderr once, and into the run's log file (not again to the console through logging)."""
-    log_to_files(message)
-    print(f"lrbench: {message}", file=sys.stderr)
-    sys.exit(status)
 
 
 class StopOnSignal:
@@ -101,16 +84,6 @@ class StopOnSignal:
 
     def __call__(self) -> bool:
         return self.received is not None
-
-
-def task_overrides() -> list[str]:
-    """The command line's overrides of this Hydra run (none outside one)."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def group_choices() -> dict[str, Any]:
-    """Which config file each group took (`scheduler: cosine_warmup`, ...), as Hydra recorded it."""
-    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
 
 
 def _parallel_jobs() -> int:

@@ -19,7 +19,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
 from src import REPO_ROOT
-from src.train import OmegaConf  # noqa: F401  (registers the ${repo_root:} resolver)
+from src.config.hooks import register_resolvers
+
+register_resolvers()
 
 CONF_DIR = str(REPO_ROOT / "conf")
 GATE_DIR = Path(__file__).parent / "gate"

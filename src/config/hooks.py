@@ -1,5 +1,5 @@
-"""Hydra hooks: the job folder names, the comparison report written when a multirun ends, the exit status of a
-sweep with failed jobs, and the note a single run takes of the folders Hydra is about to make for it."""
+"""Hydra hooks: the resolvers every config uses (`register_resolvers`, called by each command), the job folder
+names, the comparison report written when a multirun ends, the exit status of a sweep with failed jobs, and the note a single run takes of the folders Hydra is about to make for it."""
 
 from __future__ import annotations
 
@@ -12,9 +12,16 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from src import REPO_ROOT
 from src.runs import folder as run_folder
 
 log = logging.getLogger(__name__)
+
+
+def register_resolvers() -> None:
+    """`${repo_root:}` (conf/config.yaml's output_root) and `${job_name:...}` (its sweep job folders)."""
+    OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)
+    OmegaConf.register_new_resolver("job_name", job_folder_name, replace=True)
 
 
 def job_folder_name(overrides: Iterable[str], exclude_keys: Iterable[str]) -> str:

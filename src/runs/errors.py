@@ -8,6 +8,10 @@ in-process.
 
 from __future__ import annotations
 
+import logging
+import sys
+from typing import NoReturn
+
 EXIT_BAD_INPUT = 2
 EXIT_UNWRITABLE = 3
 
@@ -43,3 +47,20 @@ class Stopped(RunError):
 
     def __init__(self, message: str, signum: int):
         super().__init__(message, 128 + signum)
+
+
+def log_to_files(message: str) -> None:
+    """Write an error into the run's log file only (the console gets it once, from `fail`)."""
+    log = logging.getLogger("lrbench")
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def fail(message: str, status: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Stop a command with a message and exit status `status` (2: bad input), without a traceback; the message
+    goes to stderr once, and into the run's log file (not again to the console through logging)."""
+    log_to_files(message)
+    print(f"lrbench: {message}", file=sys.stderr)
+    sys.exit(status)

@@ -1,5 +1,6 @@
 """Hydra hooks: the resolvers every config uses (`register_resolvers`, called by each command), the job folder
-names, the comparison report written when a multirun ends, the exit status of a sweep with failed jobs, and the note a single run takes of the folders Hydra is about to make for it."""
+names, the comparison report written when a multirun ends, the exit status of a sweep with failed jobs,
+and the note a single run takes of the folders Hydra is about to make for it."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ setup: $(STAMP) $(DATA_STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m pip install --quiet -e '.[dev,optuna,slurm]'
 	touch $(STAMP)
 
 # The Debian package where apt is at hand (as root, or through password-less sudo); otherwise src.training.data looks for

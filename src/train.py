@@ -295,9 +295,10 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from src.config.plugins import missing_extra_problem
     from src.config.validation import override_key_problem
 
-    if key_problem := override_key_problem(sys.argv[1:]):  # a mistyped group, before Hydra suggests a `+`
-        fail(key_problem)
+    if problem := missing_extra_problem(sys.argv[1:]) or override_key_problem(sys.argv[1:]):
+        fail(problem)  # a plugin not installed, or a mistyped group (before Hydra suggests a `+`)
     main()
     gc.freeze()  # nor need the exit go through the run's own objects one by one

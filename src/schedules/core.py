@@ -4,7 +4,8 @@
 `interval=epoch`): `piece(0)` scales the very first update. Pieces keep no hidden state, so stepping, plotting
 and resuming all read the same numbers; the one exception, `ReduceOnPlateau`, keeps its state in its own fields
 and hands them out as plain numbers (`state_dict`) for the checkpoint. Every decay is clamped after its end (no
-rise after T). Pieces that cycle momentum as well have a `momentum(t)` method.
+rise after T). What a piece can do beyond its lr is declared: `CyclesMomentum` (it sets the momentum too) and
+`WatchesMetrics` (it reacts to the epoch's metrics), checked with isinstance, never found by name.
 """
 
 from __future__ import annotations
@@ -12,11 +13,34 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class Schedule(Protocol):
     def __call__(self, t: int) -> float: ...
+
+
+@runtime_checkable
+class CyclesMomentum(Protocol):
+    """A schedule that sets the optimizer's momentum too (one cycle, cyclic): `momentum(t)`, None where not."""
+
+    def __call__(self, t: int) -> float: ...
+
+    def momentum(self, t: int) -> float | None: ...
+
+
+@runtime_checkable
+class WatchesMetrics(Protocol):
+    """A schedule that reacts to each epoch's metrics (reduce on plateau); what it watched is state, handed out as
+    plain numbers for the checkpoint."""
+
+    def __call__(self, t: int) -> float: ...
+
+    def observe(self, metrics: dict[str, float], t: int | None = None) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -88,18 +112,16 @@ class Join:
     def momentum(self, t: int) -> float | None:
         """The momentum of the part running at t, if that part cycles momentum."""
         part, local = (self.first, t) if t < self.boundary else (self.then, t - self.boundary)
-        momentum = getattr(part, "momentum", None)
-        return momentum(local) if momentum is not None else None
+        return part.momentum(local) if isinstance(part, CyclesMomentum) else None
 
     def observe(self, metrics: dict[str, float], t: int | None = None) -> None:
         """Pass an epoch's metrics on to `then` once its clock runs (a plateau watch starts after the warmup)."""
-        observe = getattr(self.then, "observe", None)
-        if observe is not None and (t is None or t >= self.boundary):
-            observe(metrics, None if t is None else t - self.boundary)
+        if isinstance(self.then, WatchesMetrics) and (t is None or t >= self.boundary):
+            self.then.observe(metrics, None if t is None else t - self.boundary)
 
     def state_dict(self) -> dict[str, Any]:
         """The state of its parts that keep one (a plateau watch after a warmup), by part."""
-        return {name: part.state_dict() for name, part in self._parts() if hasattr(part, "state_dict")}
+        return {name: part.state_dict() for name, part in self._parts() if isinstance(part, WatchesMetrics)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, part in self._parts():

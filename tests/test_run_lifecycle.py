@@ -220,9 +220,7 @@ def test_a_full_disk_at_a_checkpoint_exits_3_and_keeps_the_last_one_whole(finish
     unfinished_run(run_dir)
     saved = checkpointing.load(run_dir / checkpointing.LAST)["trainer"]
     # last.pt (513 KB) cannot be written again after epoch 2; the run's small files can
-    done = run_module(
-        "src.train", *overrides, "trainer.epochs=2", f"hydra.run.dir={run_dir}", file_size_limit=200_000
-    )
+    done = run_module("src.train", *overrides, "trainer.epochs=2", f"hydra.run.dir={run_dir}", file_size_limit=200_000)
     assert done.returncode == 3, done.stderr
     message = f"cannot write the run's files in {run_dir}: File too large"
     assert message in done.stderr and "Traceback" not in done.stderr

@@ -36,7 +36,6 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from src import REPO_ROOT
 from src.config.hooks import register_resolvers
 from src.config.session import group_choices, task_overrides
 from src.config.validation import NUMBER, ConfigError, override_key_problem, validate
@@ -55,7 +54,6 @@ from src.lr_range.suggest import (
 )
 from src.runs.errors import fail
 from src.runs.files import write_json
-from src.runs.resume import override_key
 from src.training import data
 from src.training.device import autocast, configure_threads, select_device
 from src.training.optimizers import build_optimizer
@@ -333,18 +331,7 @@ def main(cfg: DictConfig) -> float:
     return suggestions[chosen].lr
 
 
-def lr_find_arguments(argv: list[str]) -> list[str]:
-    """`argv` without the sweep report hook of conf/config.yaml, which reports on trained runs (a range test
-    multirun, e.g. `-m optimizer=sgd,adam`, leaves one test folder per job and no report)."""
-    hooks = OmegaConf.select(OmegaConf.load(REPO_ROOT / "conf" / "config.yaml"), "hydra.callbacks", default=None)
-    given = {override_key(argument) for argument in argv}
-    if hooks and "sweep_summary" in hooks and "hydra.callbacks.sweep_summary" not in given:
-        return [*argv, "~hydra.callbacks.sweep_summary"]
-    return argv
-
-
 if __name__ == "__main__":
     if key_problem := override_key_problem(sys.argv[1:], "lr_find"):  # a mistyped group, before Hydra's `+` hint
         fail(key_problem)
-    sys.argv[1:] = lr_find_arguments(sys.argv[1:])
     main()

@@ -4,7 +4,8 @@ The same configs and overrides as `python -m src.train` (`scheduler=one_cycle op
 `experiment=...`). The curve comes from `src.schedules.schedule_curves`, which drives a fresh optimizer through
 the very `build_lr_driver` the trainer uses, so the preview is the trained curve; the dataset is not read (the
 steps per epoch follow from `data.train_size` and `data.batch_size`). Each preview writes `lr.csv` (step, epoch,
-lr, and momentum where the optimizer has one) and `lr.png` into `${output_root}/previews/<date>/<time>/`.
+lr, and momentum where the optimizer has one) and `lr.png` into `${output_root}/previews/<date>/<time>/`
+(conf/preview.yaml: conf/config.yaml with the preview's folders and hooks).
 A run of more than MAX_SCHEDULE_POINTS steps is sampled, at the evenly spread steps validation checks (and the
 last): the preview stays bounded in time and size whatever the run's length, and says how many rows it wrote.
 Exit status 2 for a bad config, with the same message as a training run.
@@ -21,9 +22,8 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure  # the object API renders to files (Agg) with no display and no pyplot state
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from src import REPO_ROOT
 from src.config.hooks import register_resolvers
 from src.config.validation import (
     MAX_SCHEDULE_POINTS,
@@ -36,14 +36,12 @@ from src.config.validation import (
 from src.lr_range.lr_from import take_lr_from
 from src.runs import folder as run_folder
 from src.runs.errors import fail
-from src.runs.resume import override_key
 from src.schedules import build_lr_driver, schedule_curves
 from src.training.optimizers import build_optimizer
 
 register_resolvers()
 
 log = logging.getLogger("src.preview")
-PREVIEW_DIR = "${output_root}/previews/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}"
 
 
 def previewed_curves(
@@ -53,7 +51,7 @@ def previewed_curves(
     through `schedule_curves`; beyond, the steps of `sampled_updates`.
 
     A sampled step's values come from the driver the trainer would build, without stepping through the rest:
-    LambdaLR sets the lr of update t to base_lr * schedule(t), and a schedule that moves the momentum gives it as
+    the driver sets the lr of update t to base_lr * schedule(t), and a schedule that moves the momentum gives it as
     `schedule.momentum(t)` (None: the optimizer's own).
     """
     total = int(cfg.trainer.epochs) * steps_per_epoch
@@ -116,7 +114,7 @@ def describe(cfg: DictConfig) -> str:
     return f"scheduler={name}, optimizer.lr={cfg.optimizer.lr}, interval={cfg.scheduler.interval}"
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="preview")
 def main(cfg: DictConfig) -> None:
     try:
         take_lr_from(cfg, HydraConfig.get().overrides.task)  # the lr a run with lr_from= would train with
@@ -144,21 +142,7 @@ def main(cfg: DictConfig) -> None:
     )
 
 
-RUN_FOLDER_HOOKS = ("output_folder_check", "run_folder_note")
-
-
-def preview_arguments(argv: list[str]) -> list[str]:
-    """`argv` plus the preview's own folders (unless given), minus the sweep hooks of conf/config.yaml, which
-    report on trained runs (the hooks that check and note the run folder stay)."""
-    defaults = [f"hydra.run.dir={PREVIEW_DIR}", f"hydra.sweep.dir={PREVIEW_DIR}"]
-    hooks = OmegaConf.select(OmegaConf.load(REPO_ROOT / "conf" / "config.yaml"), "hydra.callbacks", default={})
-    defaults += [f"~hydra.callbacks.{name}" for name in hooks or {} if name not in RUN_FOLDER_HOOKS]
-    given = {override_key(argument) for argument in argv}
-    return argv + [item for item in defaults if override_key(item) not in given]
-
-
 if __name__ == "__main__":
     if key_problem := override_key_problem(sys.argv[1:]):  # a mistyped group, before Hydra suggests a `+`
         fail(key_problem)
-    sys.argv[1:] = preview_arguments(sys.argv[1:])
     main()

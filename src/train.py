@@ -20,7 +20,6 @@ if __name__ == "__main__":  # the libraries make a million objects for good: col
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +41,15 @@ from src.runs import resume
 from src.runs.errors import BadInput, RunError, Stopped, Unwritable, error_reason, fail, log_to_files
 from src.runs.files import write_json
 from src.runs.parent_watch import stop_with_parent
+from src.runs.signals import StopOnSignal
 from src.schedules import build_lr_driver
 from src.training import data
 from src.training.device import available_cores, configure_threads, maybe_compile, select_device
 from src.training.optimizers import build_optimizer
 from src.training.tracking import Tracker, run_hparams
 from src.training.trainer import Interrupted, RunResult, Trainer
+
+__all__ = ["WORST_OBJECTIVE", "StopOnSignal", "main", "objective", "run", "train"]
 
 if __name__ == "__main__":  # what is loaded stays: later collections (and the exit) skip it
     gc.freeze()
@@ -57,33 +59,6 @@ log = logging.getLogger("src.train")
 register_resolvers()
 
 WORST_OBJECTIVE = 0.0
-
-
-class StopOnSignal:
-    """While active, SIGTERM and SIGINT ask the trainer to stop after its current step (`stop()` is true, and
-    `received` names the signal); a second signal ends the process at once."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():  # Python handles signals in its main thread only
-            self._previous = {signum: signal.signal(signum, self._handle) for signum in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.received is not None:
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)
-        self.received = signum
-
-    def __call__(self) -> bool:
-        return self.received is not None
 
 
 def _parallel_jobs() -> int:
@@ -107,16 +82,6 @@ def check(cfg: DictConfig) -> None:
         raise BadInput(f"invalid configuration:\n{error}") from None
 
 
-def _record_for_hydra(cfg: DictConfig, run_dir: Path, overrides: list[str], *, resumed: bool) -> None:
-    """`.hydra/` as Hydra writes it. For a forced resume it describes the run, not how this session reached it (no
-    `resume`, no `force_resume`): the config a new run of the recorded overrides would have."""
-    config = checkpointing.without_hydra(cfg)
-    if resumed:
-        config.resume = None
-        config.checkpoint.force_resume = False
-    run_folder.write_hydra_record(run_dir, config, HydraConfig.instance().cfg, overrides)
-
-
 def run(
     cfg: DictConfig,
     run_dir: Path,
@@ -125,29 +90,24 @@ def run(
     stop: StopOnSignal | None = None,
 ) -> RunResult:
     """Train the run `cfg` describes (from `resume_point`'s checkpoint, if given) into `run_dir`: curves,
-    checkpoints, metrics.json, and under Hydra `.hydra/` once the data is accepted (for a new run, or a resume that
-    changed the run). Raises BadInput (the data), Unwritable (the folder), Stopped (a signal)."""
+    checkpoints, metrics.json, and for a new run under Hydra `.hydra/` once the data is accepted. Raises BadInput
+    (the data, also other data than the checkpoint's), Unwritable (the folder), Stopped (a signal)."""
     configure_threads(cfg.trainer.threads, parallel_jobs=_parallel_jobs())
     device = select_device(cfg.trainer.device)
     try:
         dataset = data.load(device=device, **OmegaConf.to_container(cfg.data))
     except data.DatasetNotFoundError as error:
         raise BadInput(str(error)) from None
-    identity = resume.identity(cfg, resume_point, dataset.fingerprint, task_overrides(), group_choices())
+    if resume_point is not None:
+        resume.check_data(resume_point, dataset.fingerprint, cfg.data.root)
+    overrides = resume_point.overrides if resume_point is not None else task_overrides()
     try:
-        if identity.changed_now and HydraConfig.initialized():
-            _record_for_hydra(cfg, run_dir, identity.overrides, resumed=resume_point is not None)
+        if resume_point is None and HydraConfig.initialized():
+            config, hydra_config = checkpointing.without_hydra(cfg), HydraConfig.instance().cfg
+            run_folder.write_hydra_record(run_dir, config, hydra_config, overrides)
         run_folder.clear_failed(run_dir)
-        result = _fit(cfg, run_dir, dataset, device, resume_point, identity, stop)
-        write_json(
-            run_dir / "metrics.json",
-            {
-                **result.summary(),
-                **lr_record(cfg),
-                "overrides": identity.overrides,
-                "config_changes": identity.config_changes,
-            },
-        )
+        result = _fit(cfg, run_dir, dataset, device, resume_point, overrides, stop)
+        write_json(run_dir / "metrics.json", {**result.summary(), **lr_record(cfg), "overrides": overrides})
         run_folder.clear_failed(run_dir)  # also one a command refused by the lock wrote while this one trained
     except OSError as error:
         raise Unwritable(
@@ -163,7 +123,7 @@ def _fit(
     dataset: data.DeviceData,
     device: torch.device,
     resume_point: resume.ResumePoint | None,
-    identity: resume.RunIdentity,
+    overrides: list[str],
     stop: StopOnSignal | None,
 ) -> RunResult:
     """Build the model, optimizer, schedule, tracker and trainer, restore the checkpoint if any, and train."""
@@ -185,11 +145,10 @@ def _fit(
     checkpointer = checkpointing.Checkpointer(
         run_dir,
         checkpointing.run_config(cfg),
-        identity.overrides,
+        overrides,
         keep_best=cfg.checkpoint.keep_best,
         flush_curves=tracker.writer.flush,
-        dataset=identity.dataset_sha256,
-        config_changes=identity.config_changes,
+        dataset=dataset.fingerprint,
     )
     trainer = Trainer(
         model,
@@ -210,19 +169,11 @@ def _fit(
     )
     try:
         if resume_point is not None:
-            state = resume_point.checkpoint["trainer"]
-            if identity.fresh_optimizer:  # SGD's momentum buffers mean nothing to Adam, which starts afresh
-                state = {**state, "optimizer": optimizer.state_dict()}
-                log.warning(
-                    "forced resume onto another optimizer: %s starts with a fresh state", cfg.optimizer._target_
-                )
-            trainer.load_state_dict(state, current_hyperparameters=bool(resume_point.changes))
+            trainer.load_state_dict(resume_point.checkpoint["trainer"])
             if trainer.result.history:  # its epoch points sit on the restart step, so they are written again
                 tracker.epoch(trainer.step, trainer.result.history[-1])
             log.info("resumed after epoch %d/%d at step %d", trainer.result.epochs, cfg.trainer.epochs, trainer.step)
-        if identity.changed_now:  # always for a new run
-            # the state before this session's first epoch, with what the run now is: even an interrupted first
-            # epoch resumes, and after a forced resume the printed command continues without force
+        if resume_point is None:  # the state before the first epoch: even an interrupted first epoch resumes
             checkpointer(trainer)
         result = trainer.fit()
         tracker.finish(result.summary())
@@ -231,7 +182,7 @@ def _fit(
         raise Stopped(
             f"stopped by {signal.Signals(signum).name} during epoch {done.epochs + 1}/{cfg.trainer.epochs}; "
             f"{run_dir / checkpointing.LAST} holds the state after epoch {done.epochs} (step {done.steps}). "
-            f"To continue:\n  {resume.command(identity.overrides, run_dir)}",
+            f"To continue:\n  {resume.command(overrides, run_dir)}",
             signum,
         ) from None
     finally:
@@ -259,10 +210,8 @@ def train(cfg: DictConfig, session_dir: Path) -> dict[str, Any]:
             run_folder.clear_failed(run_dir)
             log.info("already finished, not run again: %s (test_acc %s)", run_dir, recorded.get("test_acc"))
             return recorded
-        if run_dir != session_dir:
-            resume.continue_in(run_dir, session_dir)
-        for change in resume_point.changes if resume_point else []:
-            log.warning("forced resume, config changed: %s", checkpointing.describe(change))
+        if run_dir != session_dir:  # `resume=` beside another hydra.run.dir, or in a sweep job
+            run_folder.remove_session_folder(session_dir)
         with logging_redirect_tqdm(), StopOnSignal() as stop:
             result = run(cfg, run_dir, resume_point, stop=stop)
     summary = result.summary()
@@ -280,7 +229,7 @@ def _job_failed(error: RunError, job_dir: Path) -> float:
     return WORST_OBJECTIVE
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """The one place that turns a RunError into an exit status (or, for a sweep job, into failed.json)."""
     stop_with_parent()

@@ -12,7 +12,8 @@ import torch
 from omegaconf import OmegaConf
 
 from src.analysis.events import read_events
-from src.config.validation import ConfigError, OutputFolderCheck, output_folder_problem, validate
+from src.config.hooks import OutputFolderCheck, output_folder_problem
+from src.config.validation import ConfigError, validate
 from src.runs import checkpoints as checkpointing
 from src.training import data
 from src.training.device import select_device

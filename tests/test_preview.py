@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from scripts.plot_schedules import main as plot_main
 from src import REPO_ROOT
 from src.config.validation import MAX_SCHEDULE_POINTS
-from src.preview import preview_arguments, previewed_curves
+from src.preview import previewed_curves
 from src.schedules import lr_curve, schedule_curves
 from tests.conftest import read_csv, run_preview
 
@@ -95,11 +95,12 @@ def test_preview_of_a_huge_run_is_sampled_to_a_bounded_number_of_rows(tmp_path):
     assert "sampled: 200001 of the 600000000 steps, evenly spread" in result.stdout + result.stderr
 
 
-def test_preview_folders_are_defaults_the_user_can_replace():
-    arguments = preview_arguments(["-m", "scheduler=cosine", "hydra.run.dir=/somewhere"])
-    assert arguments[:3] == ["-m", "scheduler=cosine", "hydra.run.dir=/somewhere"]
-    assert not any(item.startswith("hydra.run.dir=${") for item in arguments)
-    assert "hydra.sweep.dir=${output_root}/previews/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}" in arguments
+def test_preview_folders_are_defaults_the_user_can_replace_and_its_only_hook_checks_the_folder(compose_cfg):
+    preview = compose_cfg(["output_root=/out"], config_name="preview")
+    assert preview.hydra.run.dir.startswith("/out/previews/") and preview.hydra.sweep.dir.startswith("/out/previews/")
+    assert list(preview.hydra.callbacks) == ["output_folder_check"]  # no sweep report, no failed-job count
+    assert compose_cfg(["hydra.run.dir=/somewhere"], config_name="preview").hydra.run.dir == "/somewhere"
+    assert compose_cfg([], config_name="preview").optimizer == compose_cfg([]).optimizer  # the run's own config
 
 
 def test_plot_script_draws_chosen_schedules_and_presets(tmp_path, capsys):

@@ -1,5 +1,6 @@
-"""Checkpoints and resume: atomic writes, best.pt, refused and forced resumes, and runs killed mid-epoch by a real
-signal that, resumed, end bit for bit where the uninterrupted run ends (weights, optimizer, metrics, curves)."""
+"""Checkpoints and resume: atomic writes, best.pt, resumes refused under a changed config, and runs killed mid-epoch
+by a real signal that, resumed, end bit for bit where the uninterrupted run ends (weights, optimizer, metrics,
+curves)."""
 
 from __future__ import annotations
 
@@ -133,20 +134,17 @@ def test_a_config_that_changes_the_run_is_refused_with_the_differences(in_proces
     assert "optimizer.lr: checkpoint 0.1, now 0.05" in message
     assert "trainer.epochs: checkpoint 1, now 10" in message
     assert "data.root:" not in message  # where the data lives does not change the run
-    assert "checkpoint.force_resume=true" in message and "Traceback" not in message
+    started = checkpointing.load(run_dir / checkpointing.LAST)["overrides"]
+    assert f"Resume with the same overrides: {resume.command(started, run_dir)}\n" in message
+    assert "force" not in message and "Traceback" not in message
 
 
-def test_forced_resume_continues_the_weights_under_the_new_settings(in_process_run, compose_cfg):
-    _, run_dir, first = in_process_run("trainer.epochs=2", "scheduler=constant")
-    longer = ["trainer.epochs=3", "scheduler=constant", "optimizer.lr=0.05", "checkpoint.force_resume=true"]
-    cfg = compose_cfg([f"data.root={run_dir}", *SMALL, *longer])
+def test_the_same_config_resumes_with_the_checkpoints_lr_and_counters(in_process_run, compose_cfg):
+    cfg, run_dir, first = in_process_run("trainer.epochs=2", "scheduler=cosine")
     point = resume.find(cfg, run_dir)
-    changed = [checkpointing.describe(change) for change in point.changes]
-    assert changed == ["optimizer.lr: checkpoint 0.1, now 0.05", "trainer.epochs: checkpoint 2, now 3"]
-    _, _, resumed = in_process_run(*longer, resume_point=point)
-    assert resumed.history[:2] == first.history  # the first two epochs are the checkpoint's
-    assert resumed.epochs == 3 and resumed.steps == 3 * 16
-    assert resumed.history[2]["lr"] == 0.05  # the third ran with the new lr
+    assert point.epochs == 2 and point.step == 2 * 16
+    _, _, again = in_process_run("trainer.epochs=2", "scheduler=cosine", resume_point=point)
+    assert again.history == first.history  # a finished run resumed has nothing left to do
 
 
 # ------------------------------------------------------------------------- real processes killed mid-epoch
@@ -296,12 +294,11 @@ def test_a_checkpoint_holds_only_what_torch_loads_with_weights_only(in_process_r
 NOT_A_CHECKPOINT = [
     ({}, ["config: missing", "overrides: missing", "trainer: missing"]),
     (
-        {"trainer": "x", "config": [], "overrides": "a=1", "dataset_sha256": 3, "config_changes": {}},
+        {"trainer": "x", "config": [], "overrides": "a=1", "dataset_sha256": 3},
         [
             "config: a list, allowed is a dict",
             "overrides: a string, allowed is a list of strings",
             "dataset_sha256: an integer, allowed is a string",
-            "config_changes: a dict, allowed is a list of dicts",
             "trainer: a string, allowed is a dict",
         ],
     ),

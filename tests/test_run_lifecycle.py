@@ -1,6 +1,7 @@
-"""A run's life around its training: the record of what it is (.hydra/, overrides, config_changes) that only an
-accepted command writes, forced resumes that change the run, one process per run folder, the command that continues
-a stopped sweep job, a disk full at the start or at a checkpoint, and sweeps whose bad jobs fail alone."""
+"""A run's life around its training: the record of what it is (.hydra/, overrides) that only an accepted command
+writes, resumes refused under a changed config or other data (the run's files untouched), one process per run
+folder, the command that continues a stopped sweep job, a disk full at the start or at a checkpoint, and sweeps
+whose bad jobs fail alone."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from omegaconf import OmegaConf
 
 from src import REPO_ROOT
 from src.runs import checkpoints as checkpointing
+from src.runs import resume
 from tests.conftest import gate_env, run_metrics, run_module, run_train, wait_at_gate
 from tests.test_resume import KILLED, finish, start_train
 
@@ -47,6 +49,28 @@ def hydra_record(run_dir: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in (run_dir / ".hydra").iterdir()}
 
 
+def run_files(run_dir: Path) -> dict[str, bytes]:
+    """Every file of a run folder but its log, which a refused command adds its refusal to."""
+    return {str(path.relative_to(run_dir)): path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+
+
+def assert_untouched(run_dir: Path, before: dict[str, bytes], log_before: str) -> None:
+    files = run_files(run_dir)
+    log = files.pop("train.log").decode()
+    assert files == {name: data for name, data in before.items() if name != "train.log"}
+    assert log.startswith(log_before)
+
+
+def unfinished_run(run_dir: Path) -> None:
+    """Make the 1-epoch run in `run_dir` a 2-epoch run stopped after its first epoch (what its checkpoint then
+    holds), so `trainer.epochs=2` continues it."""
+    payload = checkpointing.load(run_dir / checkpointing.LAST)
+    payload["config"]["trainer"]["epochs"] = 2
+    payload["overrides"] = [*payload["overrides"], "trainer.epochs=2"]
+    checkpointing.save(run_dir / checkpointing.LAST, payload)
+    (run_dir / "metrics.json").unlink()
+
+
 def shell_command(command: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """A printed command as a user pastes it into a shell, with this interpreter as `python`."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
@@ -67,23 +91,6 @@ def test_a_value_quoted_for_hydra_reads_back_exactly(compose_cfg, value):
     from src.runs.resume import hydra_quoted
 
     assert compose_cfg([f"resume={hydra_quoted(value)}"]).resume == value
-
-
-def test_merged_overrides_replace_old_values_and_drop_what_no_longer_holds(compose_cfg):
-    from src.runs.resume import merged_overrides
-
-    old = ["data.train_size=2048", "trainer.epochs=2", "trainer.threads=1", "scheduler=cosine", "seed=3"]
-    new = ["data.train_size=2048", "resume=/r", "optimizer.lr=0.05", "trainer.epochs=3", "trainer.epochs=5"]
-    cfg = compose_cfg([*new[:1], *new[2:], "checkpoint.force_resume=true"])
-    choices = dict(cfg.hydra.runtime.choices)
-    # threads, the schedule and the seed were not repeated: the run now has the defaults, so they no longer hold
-    assert merged_overrides(old, new, cfg, choices) == ["data.train_size=2048", "trainer.epochs=5", "optimizer.lr=0.05"]
-    repeated = compose_cfg(["trainer.threads=1", "scheduler=cosine", "optimizer.lr=0.05"])
-    assert merged_overrides(old, ["optimizer.lr=0.05"], repeated, dict(repeated.hydra.runtime.choices)) == [
-        "trainer.threads=1",
-        "scheduler=cosine",
-        "optimizer.lr=0.05",
-    ]
 
 
 # ------------------------------------------------------------------------- the record only accepted commands write
@@ -120,55 +127,32 @@ def test_resume_naming_a_file_says_so_and_names_the_folder(reference_run):
     assert f"that is a file, not a run folder (did you mean resume='{run_dir}'?)" in done.stderr
 
 
-# ------------------------------------------------------------------------------------------------- forced resumes
+# ---------------------------------------------------------------------------------- a resume is exact or refused
 
 
 @pytest.mark.slow
-def test_a_forced_resume_records_what_the_run_now_is_and_where_it_changed(finished_run):
+@pytest.mark.parametrize("how", ["resume", "hydra.run.dir"])
+def test_a_resume_under_a_changed_config_is_refused_with_the_differences_and_the_command(finished_run, how):
     run_dir, overrides = finished_run
-    done = run_train(
-        *overrides, f"resume={run_dir}", "optimizer.lr=0.05", "trainer.epochs=2", "checkpoint.force_resume=true"
-    )
-    assert done.returncode == 0, done.stderr
-    recorded = run_metrics(run_dir)
-    expected = [*overrides[:4], "trainer.epochs=2", overrides[5], "optimizer.lr=0.05"]
-    assert recorded["overrides"] == expected  # the old ones, epochs replaced in place, the new lr after them
-    changes = [{"key": "optimizer.lr", "old": 0.1, "new": 0.05}, {"key": "trainer.epochs", "old": 1, "new": 2}]
-    assert recorded["config_changes"] == [{"epoch": 1, "step": 16, "changes": changes, "optimizer_state": "kept"}]
-    assert recorded["epochs"] == 2
-    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    assert (config.optimizer.lr, config.trainer.epochs, config.resume) == (0.05, 2, None)
-    assert list(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")) == expected
-    assert list(OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.overrides.task) == expected
-    checkpoint = checkpointing.load(run_dir / checkpointing.LAST)
-    assert checkpoint["overrides"] == expected and checkpoint["config_changes"] == recorded["config_changes"]
-
-    # the recorded overrides continue the run without force; a second forced change adds to the history
-    assert run_train(*recorded["overrides"], f"resume={run_dir}").returncode == 0
-    longer = run_train(*recorded["overrides"], f"resume={run_dir}", "trainer.epochs=3", "checkpoint.force_resume=true")
-    assert longer.returncode == 0, longer.stderr
-    history = run_metrics(run_dir)["config_changes"]
-    assert [entry["epoch"] for entry in history] == [1, 2]
-    assert history[1]["changes"] == [{"key": "trainer.epochs", "old": 2, "new": 3}]
+    before, log_before = run_files(run_dir), (run_dir / "train.log").read_text()
+    done = run_train(*overrides, "optimizer.lr=0.05", "trainer.epochs=2", "optimizer=adam", f"{how}={run_dir}")
+    assert done.returncode == 2, done.stderr
+    assert f"cannot resume {run_dir}: this config differs from the checkpoint's" in done.stderr
+    for line in (
+        "optimizer._target_: checkpoint 'torch.optim.SGD', now 'torch.optim.Adam'",
+        "optimizer.lr: checkpoint 0.1, now 0.05",
+        "trainer.epochs: checkpoint 1, now 2",
+    ):
+        assert f"  - {line}" in done.stderr
+    command = done.stderr.split("Resume with the same overrides: ")[1].splitlines()[0]
+    assert command == resume.command(list(overrides), run_dir)
+    assert "force" not in done.stderr and "Traceback" not in done.stderr
+    assert_untouched(run_dir, before, log_before)  # weights, record, metrics, curves: byte for byte
+    assert shell_command(command).returncode == 0  # the printed command is accepted
 
 
 @pytest.mark.slow
-def test_a_forced_resume_onto_another_optimizer_starts_its_state_afresh(finished_run):
-    run_dir, overrides = finished_run
-    switch = ("optimizer=adam", "optimizer.lr=0.001", "trainer.epochs=2", "checkpoint.force_resume=true")
-    done = run_train(*overrides, *switch, f"hydra.run.dir={run_dir}")
-    assert done.returncode == 0, done.stderr
-    assert "forced resume onto another optimizer: torch.optim.Adam starts with a fresh state" in done.stdout
-    change = run_metrics(run_dir)["config_changes"][0]
-    assert change["optimizer_state"] == "fresh"
-    assert {"key": "optimizer._target_", "old": "torch.optim.SGD", "new": "torch.optim.Adam"} in change["changes"]
-    optimizer = checkpointing.load(run_dir / checkpointing.LAST)["trainer"]["optimizer"]
-    assert all("exp_avg" in state and float(state["step"]) == 16 for state in optimizer["state"].values())
-    assert OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices.optimizer == "adam"
-
-
-@pytest.mark.slow
-def test_a_resume_on_other_data_is_refused_unless_forced(finished_run, synthetic_root, tmp_path):
+def test_a_resume_on_other_data_is_refused_and_leaves_the_run_as_it_was(finished_run, synthetic_root, tmp_path):
     run_dir, overrides = finished_run
     other = tmp_path / "other"
     shutil.copytree(synthetic_root, other)
@@ -176,16 +160,17 @@ def test_a_resume_on_other_data_is_refused_unless_forced(finished_run, synthetic
     changed = bytearray(labels.read_bytes())
     changed[-1] = (changed[-1] + 1) % 10  # one label of 512 differs: still a whole, valid file
     labels.write_bytes(bytes(changed))
+    unfinished_run(run_dir)
+    before, log_before = run_files(run_dir), (run_dir / "train.log").read_text()
 
-    refused = run_train(*overrides, f"data.root={other}", f"resume={run_dir}")
+    refused = run_train(*overrides, "trainer.epochs=2", f"data.root={other}", f"resume={run_dir}")
     assert refused.returncode == 2
     assert "the dataset differs from the one its checkpoint was trained on" in refused.stderr
-    forced = run_train(
-        *overrides, f"data.root={other}", "trainer.epochs=2", "checkpoint.force_resume=true", f"resume={run_dir}"
-    )
-    assert forced.returncode == 0, forced.stderr
-    (change,) = run_metrics(run_dir)["config_changes"]
-    assert [entry["key"] for entry in change["changes"]] == ["trainer.epochs", "dataset_sha256"]
+    assert "force" not in refused.stderr and "Traceback" not in refused.stderr
+    assert_untouched(run_dir, before, log_before)
+    same_data = run_train(*overrides, "trainer.epochs=2", f"resume={run_dir}")
+    assert same_data.returncode == 0, same_data.stderr
+    assert "resumed after epoch 1/2" in same_data.stdout and run_metrics(run_dir)["epochs"] == 2
 
 
 # ------------------------------------------------------------------------------------------ one process per folder
@@ -232,16 +217,10 @@ def test_a_finished_run_whose_metrics_json_is_damaged_is_not_skipped_but_recorde
 @pytest.mark.slow
 def test_a_full_disk_at_a_checkpoint_exits_3_and_keeps_the_last_one_whole(finished_run):
     run_dir, overrides = finished_run
+    unfinished_run(run_dir)
     saved = checkpointing.load(run_dir / checkpointing.LAST)["trainer"]
-    # last.pt (513 KB) cannot be written again; the run's small files can
-    done = run_module(
-        "src.train",
-        *overrides,
-        "trainer.epochs=2",
-        "checkpoint.force_resume=true",
-        f"hydra.run.dir={run_dir}",
-        file_size_limit=200_000,
-    )
+    # last.pt (513 KB) cannot be written again after epoch 2; the run's small files can
+    done = run_module("src.train", *overrides, "trainer.epochs=2", f"hydra.run.dir={run_dir}", file_size_limit=200_000)
     assert done.returncode == 3, done.stderr
     message = f"cannot write the run's files in {run_dir}: File too large"
     assert message in done.stderr and "Traceback" not in done.stderr

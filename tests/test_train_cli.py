@@ -72,3 +72,21 @@ def test_missing_dataset_exits_non_zero_saying_how_to_get_it(tmp_path):
     assert "apt-get install dataset-fashion-mnist" in done.stderr
     assert "Traceback" not in done.stderr
     assert not list(tmp_path.rglob("events.out.tfevents*"))
+
+
+def test_each_command_chooses_its_hooks_through_a_config_group(compose_cfg):
+    hooks = {name: list(compose_cfg([], config_name=name).hydra.callbacks) for name in ("train", "lr_find")}
+    assert hooks == {
+        "train": ["failed_jobs", "sweep_summary", "output_folder_check"],  # the report before the exit status
+        "lr_find": ["failed_jobs", "output_folder_check"],  # a range test reports on no trained runs
+    }
+    assert compose_cfg(["~hydra.callbacks.sweep_summary"], config_name="train").hydra.callbacks.failed_jobs
+
+
+def test_resume_makes_its_folder_the_run_folder_of_hydra_when_it_holds_a_checkpoint(compose_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert compose_cfg([f"resume={run_dir}"]).hydra.run.dir.startswith(f"{tmp_path}/runs/")  # no last.pt: refused
+    (run_dir / "last.pt").touch()
+    assert compose_cfg([f"resume={run_dir}"]).hydra.run.dir == str(run_dir)  # Hydra logs into its train.log
+    assert compose_cfg([]).hydra.run.dir.startswith(f"{tmp_path}/runs/")

@@ -253,7 +253,7 @@ BAD_VALUES = {
     "scheduler.warmup_start_factor": ["1e39", "-1e308", "inf", "nan"],
     "resume": ["/no/such/run", "''", "/proc/self"],
     "checkpoint.keep_best": ["yes", "1.0", "''"],
-    "checkpoint.force_resume": ["please", "0"],
+    "checkpoint.skip_finished": ["please", "0"],
 }
 RELATIVE = {
     "scheduler.warmup_steps": ["-1", "99999999", "abc"],

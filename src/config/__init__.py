@@ -1,1 +1,8 @@
-"""TODO"""
+"""The configuration and what Hydra does with it.
+
+- `rules`: Rule, Problem, ConfigError, the words of every check; imports nothing of the project.
+- `validation`: checks a composed config before anything runs, gathering each owner's `KEY_RULES`.
+- `hooks`: the resolvers (`register_resolvers`) and the Hydra callbacks each command chooses in
+  conf/hydra/callbacks/ (output folder check, sweep summary, failed jobs); imports src.runs.
+- `session`: what Hydra says of the running session (task overrides, group choices).
+"""

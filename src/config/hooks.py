@@ -1,13 +1,15 @@
-"""Hydra hooks: the resolvers every config uses (`register_resolvers`, called by each command), the job folder
-names, the comparison report written when a multirun ends, the exit status of a sweep with failed jobs,
-and the note a single run takes of the folders Hydra is about to make for it."""
+"""Hydra hooks: the resolvers every config uses (`register_resolvers`, called by each command: the repository,
+the run folder, the job folder names), and the callbacks each command chooses through `conf/hydra/callbacks/`:
+the check of the output folder before Hydra makes it, the comparison report written when a multirun ends, and
+the exit status of a sweep with failed jobs."""
 
 from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -15,14 +17,27 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import REPO_ROOT
 from src.runs import folder as run_folder
+from src.runs.checkpoints import LAST
+from src.runs.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, error_reason
 
 log = logging.getLogger(__name__)
 
 
 def register_resolvers() -> None:
-    """`${repo_root:}` (conf/config.yaml's output_root) and `${job_name:...}` (its sweep job folders)."""
+    """`${repo_root:}` (conf/config.yaml's output_root), `${run_folder:...}` (its hydra.run.dir) and
+    `${job_name:...}` (its sweep job folders)."""
     OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)
+    OmegaConf.register_new_resolver("run_folder", run_folder_name, replace=True)
     OmegaConf.register_new_resolver("job_name", job_folder_name, replace=True)
+
+
+def run_folder_name(resume: Any, new: str) -> str:
+    """A single run's folder (`hydra.run.dir`): the `resume=` folder when it holds a checkpoint, so Hydra logs into
+    that run's own train.log and makes no other folder; else `new`, the timestamped folder of a new run (also for
+    a `resume=` that validation then refuses, whose folder is removed again)."""
+    if isinstance(resume, str) and resume and (Path(resume).expanduser() / LAST).is_file():
+        return str(Path(resume).expanduser())
+    return new
 
 
 def job_folder_name(overrides: Iterable[str], exclude_keys: Iterable[str]) -> str:
@@ -99,9 +114,56 @@ class FailedJobs(Callback):
         sys.exit(int(failed[0].get("status") or 1))
 
 
-class RunFolderNote(Callback):
-    """Before Hydra makes a single run's folder, note which of its folders are new, so that a run refused before
-    training removes what this process made, and nothing that was there before (src.runs.folder)."""
+def output_folder_problem(folder: Path) -> str | None:
+    """Why runs cannot be written below `folder` (the nearest existing parent is a file, or takes no new
+    folder), or None when they can. A folder is made and removed there, so a full disk or a read-only mount shows."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        Path(tempfile.mkdtemp(prefix=".lrbench-", dir=existing)).rmdir()
+    except OSError as error:
+        return f"no new folder can be made in {existing} ({error_reason(error)})"
+    return None
+
+
+def sweep_subdir_problem(subdir: Any) -> str | None:
+    """Why `hydra.sweep.subdir` (as written, before Hydra fills it in per job) would put a job folder outside its
+    sweep folder, where the sweep's summary and failed-job count never look, or None when it cannot."""
+    path = PurePosixPath(str(subdir))
+    if path.is_absolute() or ".." in path.parts:
+        return (
+            f"hydra.sweep.subdir={str(subdir)!r}: allowed is a relative folder inside the sweep folder (no '..' part, "
+            "not absolute); the default names each job after its overrides"
+        )
+    return None
+
+
+class OutputFolderCheck(Callback):
+    """Before Hydra makes the run (or sweep) folder: check that it can, since Hydra itself would stop with a
+    traceback from inside pathlib (exit status 3, as for any run folder that cannot be written; 2 for a sweep whose
+    job folders would lie outside it, before any job runs); and, for a single run, note which of its folders are
+    new, so that a run refused before training removes what this process made (src.runs.folder)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        run_folder.note_run_folder(Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser())
+        run_folder.note_run_folder(self._check(config, "hydra.run.dir"))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if problem := sweep_subdir_problem(OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"]):
+            print(f"lrbench: {problem}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        self._check(config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config: DictConfig, key: str) -> Path:
+        folder = Path(str(OmegaConf.select(config, key))).expanduser()
+        if problem := output_folder_problem(folder):
+            print(
+                f"lrbench: cannot write the run folder {folder}: {problem}. "
+                "Pick a writable folder with output_root=<folder>.",
+                file=sys.stderr,
+            )
+            sys.exit(EXIT_UNWRITABLE)
+        return folder

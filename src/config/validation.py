@@ -18,13 +18,11 @@ import argparse
 import difflib
 import math
 import re
-import sys
-import tempfile
 import typing
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +32,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from hydra.experimental.callback import Callback
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -58,7 +55,6 @@ from src.config.rules import (
 from src.lr_range import lr_from, suggest
 from src.runs import resume
 from src.runs.checkpoints import LAST
-from src.runs.errors import EXIT_BAD_INPUT, error_reason
 from src.runs.resume import RUN_FOLDER, hydra_quoted
 from src.schedules import Schedule, ScheduleConfigError, Timeline, build_schedule, run_timeline, timeline
 from src.training import data, models, optimizers, trainer
@@ -441,56 +437,3 @@ def _lines(override: Override) -> list[str]:
     if not override.is_sweep_override():
         return [override.input_line]
     return [f"{override.get_key_element()}={value}" for value in override.sweep_string_iterator()]
-
-
-def output_folder_problem(folder: Path) -> str | None:
-    """Why runs cannot be written below `folder` (the nearest existing parent is a file, or takes no new
-    folder), or None when they can. A folder is made and removed there, so a full disk or a read-only mount shows."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
-    try:
-        Path(tempfile.mkdtemp(prefix=".lrbench-", dir=existing)).rmdir()
-    except OSError as error:
-        return f"no new folder can be made in {existing} ({error_reason(error)})"
-    return None
-
-
-def sweep_subdir_problem(subdir: Any) -> str | None:
-    """Why `hydra.sweep.subdir` (as written, before Hydra fills it in per job) would put a job folder outside its
-    sweep folder, where the sweep's summary and failed-job count never look, or None when it cannot."""
-    path = PurePosixPath(str(subdir))
-    if path.is_absolute() or ".." in path.parts:
-        return (
-            f"hydra.sweep.subdir={str(subdir)!r}: allowed is a relative folder inside the sweep folder (no '..' part, "
-            "not absolute); the default names each job after its overrides"
-        )
-    return None
-
-
-class OutputFolderCheck(Callback):
-    """Hydra callback: before Hydra makes the run (or sweep) folder, check that it can; Hydra itself would stop
-    with a traceback from inside pathlib. Exit status 3, as for any run folder that cannot be written; 2 for a
-    sweep whose job folders would lie outside it, before any job runs."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config, "hydra.run.dir")
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if problem := sweep_subdir_problem(OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"]):
-            print(f"lrbench: {problem}", file=sys.stderr)
-            sys.exit(EXIT_BAD_INPUT)
-        self._check(config, "hydra.sweep.dir")
-
-    @staticmethod
-    def _check(config: DictConfig, key: str) -> None:
-        folder = Path(str(OmegaConf.select(config, key))).expanduser()
-        if problem := output_folder_problem(folder):
-            print(
-                f"lrbench: cannot write the run folder {folder}: {problem}. "
-                "Pick a writable folder with output_root=<folder>.",
-                file=sys.stderr,
-            )
-            sys.exit(3)

@@ -3,8 +3,8 @@
 `last.pt` in the run folder is rewritten before the first epoch and at the end of every epoch; with
 `checkpoint.keep_best` a copy of the epoch with the best test accuracy is kept as `best.pt`. Each holds the
 trainer's whole state (`Trainer.state_dict`: weights, optimizer, the lr driver's counters, every RNG, the data
-order, step/epoch counters, history), the run's resolved config, the overrides that describe it, the fingerprint
-of the data it trains on, and the config changes forced resumes made to it.
+order, step/epoch counters, history), the run's resolved config, the overrides that describe it and the
+fingerprint of the data it trains on.
 
 A checkpoint holds only tensors, numbers, strings, lists, tuples and dicts (the schedule is rebuilt from the
 config, not saved), and is read with `torch.load(weights_only=True)`: run folders are shared and copied, and
@@ -12,7 +12,7 @@ unpickling anything else could run code. `load` refuses a file that holds more, 
 or the trainer reads (`ENTRIES`), before anything is written.
 
 Resuming (src/runs/resume.py) reloads that state, so the run goes on bit for bit as if never stopped; `changes` finds
-what in a config would change the run.
+what in a config would change the run, and a resume under such a config is refused.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from src.runs.files import write_aside
 
 LAST = "last.pt"
 BEST = "best.pt"
-# 2: the lr driver's counters and plain numbers instead of LambdaLR's state with the schedule objects
+# 2: the lr driver's counter and plain numbers instead of LambdaLR's state with the schedule objects (the entries
+# `step_count` and `config_changes` of earlier format-2 files are ignored)
 FORMAT_VERSION = 2
 # Keys that say where, how fast or how verbosely a run computes, not what it computes: they may change on resume.
 # (Other thread counts or devices still resume, but bit-for-bit equality is only promised with the same ones.)
@@ -155,7 +156,6 @@ OPTIONAL_INTEGER = Kind("an integer or None", _of(int, type(None)))
 NUMBER = Kind("a number", _of(int, float))
 BOOLEAN = Kind("true or false", _of(bool))
 TENSOR = Kind("a tensor", _of(torch.Tensor))
-LIST = Kind("a list", _of(list))
 LIST_OF_DICTS = Kind("a list of dicts", _list_of(dict))
 # Every entry of a checkpoint that resume (src/runs/resume.py) and the trainer (`Trainer.load_state_dict`, `LRDriver`,
 # `RunResult`) read, and its kind, parents before their entries: `problems` names each one missing or of another
@@ -166,7 +166,6 @@ ENTRIES = {
     "config.optimizer._target_": STRING,
     "overrides": Kind("a list of strings", _list_of(str)),
     "dataset_sha256": STRING,
-    "config_changes": LIST_OF_DICTS,
     "trainer": DICT,
     "trainer.model": DICT,
     "trainer.optimizer": DICT,
@@ -174,7 +173,6 @@ ENTRIES = {
     "trainer.optimizer.param_groups": LIST_OF_DICTS,
     "trainer.lr_driver": DICT,
     "trainer.lr_driver.updates": INTEGER,
-    "trainer.lr_driver.step_count": INTEGER,
     "trainer.lr_driver.schedule": DICT,
     "trainer.torch_rng": TENSOR,
     "trainer.cuda_rng": Kind("a list of tensors", _list_of(torch.Tensor)),
@@ -261,7 +259,7 @@ def changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[dict[s
 
 
 def describe(change: Mapping[str, Any]) -> str:
-    """`key: checkpoint <old>, now <new>`, the line a refusal or a forced resume shows for one change."""
+    """`key: checkpoint <old>, now <new>`, the line a refused resume shows for one change."""
     shown = [repr(change[side]) if side in change else "(absent)" for side in ("old", "new")]
     return f"{change['key']}: checkpoint {shown[0]}, now {shown[1]}"
 
@@ -269,7 +267,7 @@ def describe(change: Mapping[str, Any]) -> str:
 @dataclass
 class Checkpointer:
     """Saves the trainer into the run folder at every epoch end: `last.pt` always, `best.pt` when asked; beside the
-    trainer's state, what the run is (`dataset`: `DeviceData.fingerprint`; `config_changes`: see src/runs/resume.py)."""
+    trainer's state, what the run is (`dataset`: `DeviceData.fingerprint`)."""
 
     run_dir: Path
     config: dict[str, Any]
@@ -277,7 +275,6 @@ class Checkpointer:
     keep_best: bool
     flush_curves: Callable[[], None]
     dataset: str
-    config_changes: list[dict[str, Any]]
 
     def __call__(self, trainer: Any) -> None:
         """Write the state after an epoch (or before the first); TensorBoard is flushed first, so every point up
@@ -289,7 +286,6 @@ class Checkpointer:
             "config": self.config,
             "overrides": self.overrides,
             "dataset_sha256": self.dataset,
-            "config_changes": self.config_changes,
         }
         save(self.run_dir / LAST, payload)
         history = trainer.result.history

@@ -1,18 +1,22 @@
 """What lrbench writes into a run folder besides the training's own files, and what it removes again.
 
 - `.hydra/` (config.yaml, hydra.yaml, overrides.yaml): the record of what the run is, in Hydra's own format
-  (what Hydra's `_save_config` writes: `OmegaConf.to_yaml`, unresolved). Hydra's own writing is off
-  (`hydra.output_subdir: null` in conf/config.yaml) so that lrbench writes it once the config, the resume and the
-  data are accepted: a refused command never rewrites the record of the run it was refused for, and a disk that
-  is full from the start is a clear error.
+  (what Hydra's `_save_config` writes: `OmegaConf.to_yaml`, unresolved), for a new run once its config and data
+  are accepted. Hydra's own writing stays off (`hydra.output_subdir: null` in conf/config.yaml): Hydra writes
+  `.hydra/` before the command's function runs, so it would record the lr before `lr_from=` sets it, leave a run
+  record in a sweep job refused for a bad value (whose folder holds only failed.json and train.log), stop with a
+  traceback and a half-made folder on a disk full from the start (instead of exit 3 and no folder), and rewrite the
+  record of a run that a changed config is refused for.
 - `failed.json`: a sweep job that could not run (a bad value, a dataset or checkpoint problem, a full disk), with
   its exit status and reason, so the rest of the sweep runs and the end of the sweep counts it (`failed_jobs`).
 - A single run refused before training leaves no folder behind: the folders Hydra made for it are removed again.
+  Hydra has no such step (it makes the folder before the command runs, and a refusal ends the process), so the
+  topmost new folder is noted just before Hydra makes it (`note_run_folder`, from the `output_folder_check`
+  callback of src.config.hooks) and removed on a refusal (`remove_session_folder`).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -20,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf
 
 from src.runs.errors import error_reason
 from src.runs.files import write_json, written_together
@@ -33,20 +37,13 @@ HYDRA_MADE = {"train.log", "preview.log"}  # the job log of src.train and of src
 
 
 def write_hydra_record(run_dir: Path, config: DictConfig, hydra_config: DictConfig, overrides: list[str]) -> None:
-    """Write `.hydra/config.yaml` (the run's config), `hydra.yaml` (Hydra's section, with `overrides.task` set to
-    `overrides` and `runtime.output_dir` to the run folder) and `overrides.yaml`, as Hydra writes them.
-
-    All three are written aside first and then renamed, so a full disk leaves the earlier record whole.
-    """
+    """Write `.hydra/config.yaml` (the run's config), `hydra.yaml` (Hydra's section) and `overrides.yaml`, as
+    Hydra writes them. All three are written aside first and then renamed, so a full disk leaves no half record."""
     folder = Path(run_dir) / HYDRA_DIR
-    recorded = copy.deepcopy(hydra_config)
-    with read_write(recorded.hydra):  # Hydra makes its section read-only
-        recorded.hydra.overrides.task = list(overrides)
-        recorded.hydra.runtime.output_dir = str(run_dir)
     contents = {
         "config.yaml": OmegaConf.to_yaml(config),
         "overrides.yaml": OmegaConf.to_yaml(list(overrides)),
-        "hydra.yaml": OmegaConf.to_yaml(recorded),
+        "hydra.yaml": OmegaConf.to_yaml(hydra_config),
     }
     with written_together(folder, contents) as paths:
         for name, text in contents.items():
@@ -129,8 +126,8 @@ def note_run_folder(run_dir: Path) -> None:
 
 def remove_session_folder(session_dir: Path) -> None:
     """Remove the folder Hydra made for this session, when it holds nothing but Hydra's log, and the parents made
-    with it (the date folder of a run): a refused run, or a `resume=` that continues another folder, leaves no
-    empty run behind. A folder that existed before the session is kept. Log files there are closed first."""
+    with it (the date folder of a run): a refused run leaves no empty run behind. A folder that existed before
+    the session is kept. Log files there are closed first."""
     session_dir = Path(os.path.abspath(session_dir))
     if not session_dir.is_dir() or any(path.name not in HYDRA_MADE for path in session_dir.iterdir()):
         return

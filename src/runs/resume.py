@@ -1,10 +1,12 @@
-"""Continuing a run: which checkpoint a command continues, whether it may, and what the run is afterwards.
+"""Continuing a run: which checkpoint a command continues, whether it may, and the command that continues it.
 
-- `find`: the checkpoint a command continues (`resume=<folder>`, or `last.pt` already in its own folder); a config
-  that changes what the run computes is refused unless `checkpoint.force_resume=true`.
+A resume is exact or refused: the config and the data must be the checkpoint's (but for the keys that only say
+where or how fast a run computes, `checkpoints.NOT_PART_OF_THE_RUN`); a difference is refused with what differs
+and the command that would continue the run.
+
+- `find`: the checkpoint a command continues (`resume=<folder>`, or `last.pt` already in its own folder).
+- `check_data`: the data it trains on now is the checkpoint's (by fingerprint).
 - `run_lock`: one process at a time trains in a run folder.
-- `identity`: what the run is once this session starts: the overrides that describe it, its data's fingerprint
-  and the history of what forced resumes changed (`config_changes`); other data is refused unless forced.
 - `command`: the command line that continues a run, quoted for the shell and for Hydra's override grammar.
 """
 
@@ -17,43 +19,35 @@ import logging
 import os
 import re
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src.config.rules import BOOLEAN, FOLDER, Rule
 from src.runs import checkpoints as checkpointing
-from src.runs import folder as run_folder
 from src.runs.errors import BadInput, Unwritable, error_reason
 
 log = logging.getLogger(__name__)
 LOCK = ".lock"
-# Overrides that say how a session continues a run, not what the run is: never part of its recorded overrides.
-SESSION_KEYS = ("resume", "checkpoint.force_resume")
 
 RUN_FOLDER = Rule(FOLDER.test, f"the folder of an earlier run (holding {checkpointing.LAST})")
 KEY_RULES: dict[str, Rule] = {
     "resume": RUN_FOLDER.optional(),
     "checkpoint.keep_best": BOOLEAN,
-    "checkpoint.force_resume": BOOLEAN,
     "checkpoint.skip_finished": BOOLEAN,
 }
 
 
 @dataclass
 class ResumePoint:
-    """The run folder a command continues, its checkpoint, and what this config changes in it (checkpoint's
-    `changes` entries); `forced` when `checkpoint.force_resume=true` let such changes through."""
+    """The run folder a command continues and its checkpoint."""
 
     folder: Path
     checkpoint: dict[str, Any]
-    changes: list[dict[str, Any]]
-    forced: bool
 
     @property
     def epochs(self) -> int:
@@ -63,30 +57,44 @@ class ResumePoint:
     def step(self) -> int:
         return int(self.checkpoint["trainer"]["step"])
 
+    @property
+    def overrides(self) -> list[str]:
+        return list(self.checkpoint["overrides"])
+
 
 def run_folder_of(cfg: DictConfig, session_dir: Path) -> Path:
-    """The folder the command trains in: `resume=<folder>`, else the folder Hydra made for this session."""
+    """The folder the command trains in: `resume=<folder>`, else the folder Hydra made for this session (which is
+    the `resume` folder itself for a single run: `${run_folder:...}` in conf/config.yaml)."""
     return Path(cfg.resume).expanduser().resolve() if cfg.resume else session_dir
 
 
 def find(cfg: DictConfig, folder: Path) -> ResumePoint | None:
     """The checkpoint in `folder` this command continues, or None (a new run). Raises BadInput for a checkpoint
-    that cannot be read, or whose config changes what the run computes, unless `checkpoint.force_resume=true`."""
+    that cannot be read, or whose config changes what the run computes."""
     path = folder / checkpointing.LAST
     if not path.exists() and not path.is_symlink():
         return None
     checkpoint = checkpointing.load(path)  # also a last.pt that is a folder or a broken link: never a new run here
-    changed = checkpointing.changes(checkpoint["config"], checkpointing.run_config(cfg))
-    if changed and not cfg.checkpoint.force_resume:
+    if changed := checkpointing.changes(checkpoint["config"], checkpointing.run_config(cfg)):
         listed = "\n".join(f"  - {checkpointing.describe(change)}" for change in changed)
         raise BadInput(
             f"cannot resume {folder}: this config differs from the checkpoint's in a way that changes the run:\n"
             f"{listed}\nThe run was started with: {shlex.join(checkpoint['overrides']) or '(no overrides)'}\n"
-            f"Resume with the same overrides ({command(checkpoint['overrides'], folder)}), or add "
-            "checkpoint.force_resume=true to continue with this config (weights and counters from the checkpoint, "
-            "schedule and optimizer settings from this config)."
+            f"Resume with the same overrides: {command(checkpoint['overrides'], folder)}\n"
+            "A run under another config is a new run: start it in a new folder."
         )
-    return ResumePoint(folder, checkpoint, changed, forced=bool(cfg.checkpoint.force_resume))
+    return ResumePoint(folder, checkpoint)
+
+
+def check_data(point: ResumePoint, dataset_sha256: str, data_root: Any) -> None:
+    """Raise BadInput when the data a resume trains on is not the data its checkpoint was trained on."""
+    saved = point.checkpoint["dataset_sha256"]
+    if saved != dataset_sha256:
+        raise BadInput(
+            f"cannot resume {point.folder}: the dataset differs from the one its checkpoint was trained on "
+            f"(SHA-256 of its images and labels: checkpoint {saved[:16]}..., now {dataset_sha256[:16]}...; "
+            f"data.root={data_root}). Resume with the same files."
+        )
 
 
 def finished(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
@@ -167,125 +175,13 @@ def _read_holder(fd: int) -> str:
     return f"process {pid}" if pid.isdigit() else "another process"
 
 
-# ------------------------------------------------------------------------------------------- what the run is
-
-
-@dataclass
-class RunIdentity:
-    """What the run is from this session on: what a checkpoint, `.hydra/` and metrics.json record about it."""
-
-    overrides: list[str]
-    dataset_sha256: str
-    config_changes: list[dict[str, Any]]
-    # this session changes the run (a new run, or a forced resume that changed it): `.hydra/` is (re)written
-    changed_now: bool
-    # the optimizer's class changed on a forced resume: its state starts afresh
-    fresh_optimizer: bool = False
-
-
-def identity(
-    cfg: DictConfig,
-    point: ResumePoint | None,
-    dataset_sha256: str,
-    task_overrides: list[str],
-    choices: Mapping[str, Any],
-) -> RunIdentity:
-    """What the run is once this session starts. A new run is its overrides and data. A resumed run stays what its
-    checkpoint says unless forced: then it records the merged overrides (`merged_overrides`) and appends this
-    session's changes to `config_changes`, at the epoch and step it continues from. Other data than the
-    checkpoint's (by fingerprint) is refused unless forced."""
-    if point is None:
-        return RunIdentity(list(task_overrides), dataset_sha256, [], changed_now=True)
-    history = list(point.checkpoint.get("config_changes") or [])
-    changes = list(point.changes)
-    saved_sha256 = point.checkpoint.get("dataset_sha256")
-    if saved_sha256 is not None and saved_sha256 != dataset_sha256:
-        if not point.forced:
-            raise BadInput(
-                f"cannot resume {point.folder}: the dataset differs from the one its checkpoint was trained on "
-                f"(SHA-256 of its images and labels: checkpoint {saved_sha256[:16]}..., now "
-                f"{dataset_sha256[:16]}...; data.root={cfg.data.root}). Resume with the same files, or add "
-                "checkpoint.force_resume=true to continue on these."
-            )
-        changes.append({"key": "dataset_sha256", "old": saved_sha256, "new": dataset_sha256})
-    if not changes:
-        return RunIdentity(list(point.checkpoint["overrides"]), dataset_sha256, history, changed_now=False)
-    # a forced resume onto another optimizer class (e.g. SGD to Adam): the saved state does not fit it
-    saved_optimizer = (point.checkpoint["config"].get("optimizer") or {}).get("_target_")
-    fresh_optimizer = saved_optimizer != OmegaConf.select(cfg, "optimizer._target_")
-    history.append(
-        {
-            "epoch": point.epochs,
-            "step": point.step,
-            "changes": changes,
-            "optimizer_state": "fresh" if fresh_optimizer else "kept",
-        }
-    )
-    overrides = merged_overrides(point.checkpoint["overrides"], task_overrides, cfg, choices)
-    return RunIdentity(overrides, dataset_sha256, history, changed_now=True, fresh_optimizer=fresh_optimizer)
-
-
-def _parsed(override: str) -> Any | None:
-    try:
-        return OverridesParser.create().parse_override(override)
-    except Exception:  # Hydra parsed it once already; anything it cannot parse again is not kept
-        return None
+# ------------------------------------------------------------------------------------------- the command line
 
 
 def override_key(override: str) -> str:
     """The key an override sets (`+a.b=1`: `a.b`, `~a`: `a`): the text before its first `=`, as Hydra's grammar
     has it (a key holds no `=`), without the add or delete prefix."""
     return override.split("=", 1)[0].lstrip("+~")
-
-
-_ABSENT = object()
-
-
-def _still_true(override: str, cfg: DictConfig, choices: Mapping[str, Any]) -> bool:
-    """The run's config already has what `override` sets: keeping it describes the same run."""
-    parsed = _parsed(override)
-    if parsed is None or parsed.is_sweep_override() or parsed.package is not None:
-        return False
-    key = parsed.key_or_group
-    if key in choices:
-        return not parsed.is_delete() and choices[key] == parsed.value()
-    current = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
-    if parsed.is_delete():
-        return current is _ABSENT
-    if isinstance(current, DictConfig | ListConfig):
-        current = OmegaConf.to_container(current, resolve=True)
-    return current is not _ABSENT and current == parsed.value()
-
-
-def merged_overrides(old: list[str], new: list[str], cfg: DictConfig, choices: Mapping[str, Any]) -> list[str]:
-    """The overrides that describe a run after a forced resume: the old ones, each replaced in place by the new
-    command's value for its key; the new command's other ones after them; an old one the new command does not
-    repeat only where the run still has its value (else it describes the run before the change). `resume` and
-    `checkpoint.force_resume` say how a session went, not what the run is, and are left out. Composing these
-    overrides gives the run's config now, so the command that continues it is accepted without force."""
-    latest = {override_key(override): override for override in new if override_key(override) not in SESSION_KEYS}
-    merged = []
-    for override in old:
-        key = override_key(override)
-        if key in latest:
-            merged.append(latest.pop(key))
-        elif key not in SESSION_KEYS and _still_true(override, cfg, choices):
-            merged.append(override)
-    return merged + list(latest.values())
-
-
-# ------------------------------------------------------------------------------------------- the command line
-
-
-def continue_in(run_dir: Path, session_dir: Path) -> None:
-    """`resume=<folder>`: log into that folder's train.log, and drop the folder Hydra made for this session, so a
-    resume leaves no extra run behind."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == session_dir:
-            handler.close()
-            handler.baseFilename = str(run_dir / Path(handler.baseFilename).name)
-            handler.mode = "a"
-    run_folder.remove_session_folder(session_dir)
 
 
 def hydra_quoted(value: str) -> str:

@@ -1,7 +1,8 @@
-"""Drive an optimizer's lr from a pure schedule through one torch LambdaLR.
+"""Drive an optimizer's lr from a pure schedule: the lr of update t is base_lr * schedule(t), set into each of the
+optimizer's parameter groups (what torch's LambdaLR computes, without its private counters).
 
 The trainer and the preview both go through `build_lr_driver`, so a plotted curve is the trained curve, and a
-plot never advances the scheduler a run trains with (each call builds its own optimizer and scheduler).
+plot never advances the driver a run trains with (each call builds its own optimizer and driver).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torch.optim.lr_scheduler import LambdaLR
 
 from src.schedules.core import Schedule
 from src.schedules.timeline import ScheduleConfigError, Timeline
@@ -20,9 +20,10 @@ from src.schedules.timeline import ScheduleConfigError, Timeline
 class LRDriver:
     """Applies `schedule` to the optimizer once per update: after every optimizer step, or after every epoch.
 
-    `lr` is the lr the next optimizer step will use. `state_dict()` holds the update counters and a stateful
-    schedule's plain numbers, not the schedule, which the config rebuilds. A schedule with a `momentum(t)` method
-    (one_cycle, cyclic) also sets the optimizer's momentum (SGD's `momentum`, Adam's first beta) at every update.
+    `updates` counts the updates done; `lr` is the lr the next optimizer step will use. The schedule is a pure
+    function of the update (rebuilt from the config, never saved), so `state_dict()` is just that counter and a
+    stateful schedule's plain numbers (a plateau watch's). A schedule with a `momentum(t)` method (one_cycle,
+    cyclic) also sets the optimizer's momentum (SGD's `momentum`, Adam's first beta) at every update.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule, timeline: Timeline):
@@ -30,12 +31,13 @@ class LRDriver:
         self.schedule = schedule
         self.timeline = timeline
         self.interval = timeline.interval
-        self.scheduler = LambdaLR(optimizer, lr_lambda=schedule)
-        self._apply_momentum()
+        self.base_lrs = [float(group["lr"]) for group in optimizer.param_groups]
+        self.updates = 0
+        self._apply(0)
 
     @property
     def lr(self) -> float:
-        return self.scheduler.get_last_lr()[0]
+        return self.optimizer.param_groups[0]["lr"]
 
     @property
     def momentum(self) -> float | None:
@@ -68,32 +70,32 @@ class LRDriver:
         """
         observe = getattr(self.schedule, "observe", None)
         if observe is not None and metrics is not None:
-            upcoming = self.scheduler.last_epoch + (1 if self.interval == "epoch" else 0)
-            observe(metrics, upcoming)
+            observe(metrics, self.updates + (1 if self.interval == "epoch" else 0))
             if self.interval == "step":
-                self._set_lrs(self.scheduler.last_epoch)
+                self._set_lrs(self.updates)
         if self.interval == "epoch":
             self._advance()
 
     def _advance(self) -> None:
-        self.scheduler.step()
-        self._apply_momentum()
+        self.updates += 1
+        self._apply(self.updates)
 
     def lrs_at(self, t: int) -> list[float]:
         """The lr of each of the optimizer's parameter groups at update t."""
-        return [base * self.schedule(t) for base in self.scheduler.base_lrs]
+        return [base * self.schedule(t) for base in self.base_lrs]
+
+    def _apply(self, t: int) -> None:
+        self._set_lrs(t)
+        self._apply_momentum(t)
 
     def _set_lrs(self, t: int) -> None:
-        """Put the schedule's value at update t into the optimizer, as LambdaLR's own step would."""
-        lrs = self.lrs_at(t)
-        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+        for group, lr in zip(self.optimizer.param_groups, self.lrs_at(t), strict=True):
             group["lr"] = lr
-        self.scheduler._last_lr = lrs
 
-    def _apply_momentum(self) -> None:
-        """Momentum of the current update for schedules that cycle it; other schedules leave it alone."""
+    def _apply_momentum(self, t: int) -> None:
+        """Momentum of update t for schedules that cycle it; other schedules leave it alone."""
         momentum_at = getattr(self.schedule, "momentum", None)
-        value = momentum_at(self.scheduler.last_epoch) if momentum_at is not None else None
+        value = momentum_at(t) if momentum_at is not None else None
         if value is None:
             return
         for group in self.optimizer.param_groups:
@@ -108,33 +110,18 @@ class LRDriver:
                 )
 
     def state_dict(self) -> dict[str, Any]:
-        """The update counters and the schedule's own state (a plateau watch's numbers), all plain values: the
-        schedule itself is a function of the update, rebuilt from the config, so it is not saved, and a checkpoint
-        loads with `torch.load(weights_only=True)`. A snapshot: later updates do not leak into a saved state."""
+        """The update counter and the schedule's own state, all plain values (a checkpoint loads with
+        `torch.load(weights_only=True)`). A snapshot: later updates do not leak into a saved state."""
         schedule_state = getattr(self.schedule, "state_dict", None)
-        return {
-            "updates": self.scheduler.last_epoch,
-            "step_count": self.scheduler._step_count,
-            "schedule": schedule_state() if schedule_state is not None else {},
-        }
-
-    def taken_up_from(self, saved: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
-        """This driver's own schedule and base lrs, moved to the update count of `saved` (another driver's state):
-        a forced resume under a changed config goes on with this schedule where that one stopped. Returns the state
-        to load and the lr of each parameter group at that update."""
-        state = {**self.state_dict(), "updates": saved["updates"], "step_count": saved["step_count"]}
-        return state, self.lrs_at(saved["updates"])
+        return {"updates": self.updates, "schedule": schedule_state() if schedule_state is not None else {}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from `state` (`state_dict`'s); this class alone knows LambdaLR's fields (`last_epoch`,
-        `_step_count`), and the lrs follow from the schedule at that update."""
-        self.scheduler.last_epoch = state["updates"]
-        self.scheduler._step_count = state["step_count"]
+        """Continue from `state` (`state_dict`'s): the lrs and momentum follow from the schedule at that update."""
+        self.updates = int(state["updates"])
         load_schedule_state = getattr(self.schedule, "load_state_dict", None)
         if load_schedule_state is not None:
             load_schedule_state(state["schedule"])
-        self._set_lrs(self.scheduler.last_epoch)
-        self._apply_momentum()
+        self._apply(self.updates)
 
 
 def build_schedule(scheduler_cfg: DictConfig, timeline: Timeline) -> Schedule:
@@ -177,7 +164,6 @@ def schedule_curves(cfg: DictConfig, steps_per_epoch: int) -> dict[str, list[flo
             curves["lr"].append(driver.lr)
             if driver.momentum is not None:
                 curves["momentum"].append(driver.momentum)
-            optimizer.step()  # no gradients: changes nothing, but keeps torch's step-order check content
             driver.after_step()
         driver.after_epoch(None)
     if not curves["momentum"]:

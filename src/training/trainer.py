@@ -146,11 +146,8 @@ class Trainer:
             "result": asdict(self.result),
         }
 
-    def load_state_dict(self, state: dict[str, Any], *, current_hyperparameters: bool = False) -> None:
-        """Continue from `state`; with `current_hyperparameters` (a forced resume under another config) the lr
-        schedule and the optimizer's settings are this trainer's own, taken up at the saved update count."""
-        if current_hyperparameters:
-            state = self._with_current_hyperparameters(state)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state` (`state_dict`'s): the run goes on exactly where it was saved."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_driver.load_state_dict(dict(state["lr_driver"]))
@@ -160,16 +157,6 @@ class Trainer:
         self.order.set_state(state["order"])
         self.step = state["step"]
         self.result = RunResult(**copy.deepcopy(state["result"]))  # a copy: the checkpoint's lists stay as saved
-
-    def _with_current_hyperparameters(self, state: dict[str, Any]) -> dict[str, Any]:
-        scheduler, lrs = self.lr_driver.taken_up_from(state["lr_driver"])
-        groups = [
-            {**current, "params": saved["params"], "lr": lr}
-            for current, saved, lr in zip(
-                self.optimizer.state_dict()["param_groups"], state["optimizer"]["param_groups"], lrs, strict=True
-            )
-        ]
-        return {**state, "optimizer": {**state["optimizer"], "param_groups": groups}, "lr_driver": scheduler}
 
     def fit(self) -> RunResult:
         """Train the epochs not done yet (all of them, unless restored from a checkpoint)."""

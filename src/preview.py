@@ -36,7 +36,7 @@ from src.config.validation import (
 from src.lr_range.lr_from import take_lr_from
 from src.runs import folder as run_folder
 from src.runs.errors import fail
-from src.schedules import build_lr_driver, schedule_curves
+from src.schedules import CyclesMomentum, build_lr_driver, schedule_curves
 from src.training.optimizers import build_optimizer
 
 register_resolvers()
@@ -61,12 +61,14 @@ def previewed_curves(
     group = optimizer.param_groups[0]
     own_momentum = group["betas"][0] if "betas" in group else group.get("momentum")
     driver = build_lr_driver(cfg, optimizer, steps_per_epoch)
-    momentum_at = getattr(driver.schedule, "momentum", lambda t: None)
+    cycles = isinstance(driver.schedule, CyclesMomentum)
     steps = sampled_updates(total, max_points)
     updates = [step // steps_per_epoch if driver.interval == "epoch" else step for step in steps]
     curves = {"lr": [driver.lrs_at(t)[0] for t in updates]}
     if own_momentum is not None:
-        curves["momentum"] = [value if (value := momentum_at(t)) is not None else own_momentum for t in updates]
+        curves["momentum"] = [
+            value if cycles and (value := driver.schedule.momentum(t)) is not None else own_momentum for t in updates
+        ]
     return steps, curves
 
 

@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from src.schedules.core import Schedule
+from src.schedules.core import CyclesMomentum, Schedule, WatchesMetrics
 from src.schedules.timeline import ScheduleConfigError, Timeline
 
 
@@ -22,7 +22,7 @@ class LRDriver:
 
     `updates` counts the updates done; `lr` is the lr the next optimizer step will use. The schedule is a pure
     function of the update (rebuilt from the config, never saved), so `state_dict()` is just that counter and a
-    stateful schedule's plain numbers (a plateau watch's). A schedule with a `momentum(t)` method (one_cycle,
+    stateful schedule's plain numbers (a plateau watch's). A schedule that `CyclesMomentum` (one_cycle,
     cyclic) also sets the optimizer's momentum (SGD's `momentum`, Adam's first beta) at every update.
     """
 
@@ -68,9 +68,8 @@ class LRDriver:
         In step mode the lr of the next step is read again after the observation, so a plateau cut applies
         from the first step of the next epoch.
         """
-        observe = getattr(self.schedule, "observe", None)
-        if observe is not None and metrics is not None:
-            observe(metrics, self.updates + (1 if self.interval == "epoch" else 0))
+        if isinstance(self.schedule, WatchesMetrics) and metrics is not None:
+            self.schedule.observe(metrics, self.updates + (1 if self.interval == "epoch" else 0))
             if self.interval == "step":
                 self._set_lrs(self.updates)
         if self.interval == "epoch":
@@ -94,8 +93,7 @@ class LRDriver:
 
     def _apply_momentum(self, t: int) -> None:
         """Momentum of update t for schedules that cycle it; other schedules leave it alone."""
-        momentum_at = getattr(self.schedule, "momentum", None)
-        value = momentum_at(t) if momentum_at is not None else None
+        value = self.schedule.momentum(t) if isinstance(self.schedule, CyclesMomentum) else None
         if value is None:
             return
         for group in self.optimizer.param_groups:
@@ -112,15 +110,14 @@ class LRDriver:
     def state_dict(self) -> dict[str, Any]:
         """The update counter and the schedule's own state, all plain values (a checkpoint loads with
         `torch.load(weights_only=True)`). A snapshot: later updates do not leak into a saved state."""
-        schedule_state = getattr(self.schedule, "state_dict", None)
-        return {"updates": self.updates, "schedule": schedule_state() if schedule_state is not None else {}}
+        watched = self.schedule.state_dict() if isinstance(self.schedule, WatchesMetrics) else {}
+        return {"updates": self.updates, "schedule": watched}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from `state` (`state_dict`'s): the lrs and momentum follow from the schedule at that update."""
         self.updates = int(state["updates"])
-        load_schedule_state = getattr(self.schedule, "load_state_dict", None)
-        if load_schedule_state is not None:
-            load_schedule_state(state["schedule"])
+        if isinstance(self.schedule, WatchesMetrics):
+            self.schedule.load_state_dict(state["schedule"])
         self._apply(self.updates)
 
 

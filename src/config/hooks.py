@@ -47,7 +47,7 @@ class SweepSummary(Callback):
         self.target_acc = target_acc  # None: the report's own default (src.compare.DEFAULT_TARGET_ACC)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from src.compare import DEFAULT_TARGET_ACC, NoRunsError, write_report  # reads event files, plots
+        from src.analysis.compare import DEFAULT_TARGET_ACC, NoRunsError, write_report  # reads event files, plots
 
         folder = Path(config.hydra.sweep.dir)
         try:

@@ -10,17 +10,14 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from src.analysis.runs import OUTCOMES, TAIL_METRIC, Run, Skipped, failure_text, scan_runs
 from src.analysis.stats import ALPHA, MAX_SEEDS, POWER, Comparison, compare, holm
-from src.compare import TAIL_METRIC, Run, Skipped, failures, scan_runs
+from src.analysis.study.plan import METRICS, Plan
 from src.runs.files import markdown_table, new_figure, save_figure, write_csv, written_together
 
-if TYPE_CHECKING:  # the study imports this module: the plan's type is needed for annotations only
-    from src.study import Plan
-
 FIGURES = ("lr_sensitivity.png", "forest.png", "test_acc_curves.png")
-METRIC_NAMES = {"test_acc": "final test accuracy", TAIL_METRIC: "mean test accuracy over the last 10% of epochs"}
 
 
 @dataclass
@@ -83,7 +80,7 @@ class Contestant:
         return sum(run.outcome == outcome for run in self.runs.values())
 
     def failures(self) -> str:
-        return failures(list(self.runs.values()))
+        return failure_text({outcome: self.count(outcome) for outcome in OUTCOMES}, len(self.runs))
 
 
 def paired(reference: Contestant, other: Contestant, alpha: float = ALPHA) -> Comparison | None:
@@ -225,7 +222,7 @@ class StudyReport:
 
     def summary_text(self) -> str:
         """The verdict in words: the set not significantly worse than the best, what was resolved, what was not."""
-        metric = METRIC_NAMES[self.plan.metric]
+        metric = METRICS[self.plan.metric]
         if self.best is None:
             return "No verdict: no schedule has a finished confirm run."
         best = self.best
@@ -279,7 +276,7 @@ class StudyReport:
 
     def markdown(self) -> str:
         plan, rows = self.plan, self.verdict_rows()
-        metric = METRIC_NAMES[plan.metric]
+        metric = METRICS[plan.metric]
         total_train = sum(r.run.metrics.get("wall_seconds") or 0 for r in self.runs)
         out = [
             f"# Study: {len(plan.schedules)} schedules, {len(self.runs)} runs",

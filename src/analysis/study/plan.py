@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import REPO_ROOT
 from src.analysis.runs import TAIL_METRIC
-from src.config.validation import INTEGER, NUMBER, STRING, Rule
+from src.config.validation import INTEGER, NUMBER, POSITIVE_NUMBER, STRING, Rule
 from src.lr_range.suggest import rounded_lr
 from src.runs.errors import error_reason
 from src.runs.resume import override_key
@@ -243,10 +243,6 @@ def lr_grid(centre: float, factor: float, points: int) -> list[str]:
     return [repr(rounded_lr(centre * factor ** (k - middle))) for k in range(points)]
 
 
-def _positive_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-
-
 def _check_spec(spec: DictConfig) -> None:
     tune, confirm = spec.tune, spec.confirm
     problems = []
@@ -263,7 +259,7 @@ def _check_spec(spec: DictConfig) -> None:
             problems.append(f"study.tune.centre={tune.centre!r}: allowed is null or a number > 0")
         if tune.centre is not None and tune.centre_from is not None:
             problems.append("study.tune.centre and study.tune.centre_from are both given: keep one")
-    elif not (len(tune.lrs) >= 1 and all(_positive_number(lr) for lr in tune.lrs)):
+    elif not (len(tune.lrs) >= 1 and all(map(POSITIVE_NUMBER.test, tune.lrs))):
         problems.append(f"study.tune.lrs={list(tune.lrs)!r}: allowed is null or a list of numbers > 0")
     seeds = list(tune.seeds) if tune.seeds is not None else None
     if not (seeds and all(isinstance(seed, int) and seed >= 0 for seed in seeds) and len(set(seeds)) == len(seeds)):

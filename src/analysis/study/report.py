@@ -26,6 +26,8 @@ FIGURES = ("lr_sensitivity.png", "forest.png", "test_acc_curves.png")
 
 @dataclass
 class StudyRun:
+    """A run of the study, with the stage, schedule, lr and seed it was launched for."""
+
     stage: str
     schedule: str
     lr: float

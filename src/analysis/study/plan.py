@@ -10,7 +10,7 @@ import fnmatch
 import json
 import re
 import reprlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -36,15 +36,8 @@ STAGES = ("tune", "confirm")
 METRICS = {"test_acc": "final test accuracy", TAIL_METRIC: "mean test accuracy over the last 10% of epochs"}
 PICK_RULES = ("metric", "best_test_acc")
 # Keys a study sets for each job itself; the command line may not set them.
-STUDY_OWNED = (
-    "optimizer.lr",
-    "lr_from",
-    "seed",
-    "labels.stage",
-    "labels.schedule",
-    "checkpoint.skip_finished",
-    "resume",
-)
+STUDY_OWNED = ("optimizer.lr", "lr_from", "seed", "labels.stage", "labels.schedule", "resume")
+STUDY_OWNED += ("checkpoint.skip_finished",)
 JOB_FOLDER = "lr=${optimizer.lr},seed=${seed}"
 # A schedule's label names its folders (<stage>/<label>/, logs/<stage>-<label>.log): a plain name, never a path.
 SCHEDULE_NAME = STRING.where(
@@ -57,36 +50,6 @@ MAX_SCHEDULES = 100
 MAX_LRS = 100  # per schedule: study.tune.points, or the length of study.tune.lrs
 MAX_SEEDS = 1000  # study.tune.seeds, and study.confirm.seeds
 MAX_JOBS = 10_000
-STRINGS = Rule(lambda value: isinstance(value, list) and all(map(STRING.test, value)), "a list of strings")
-INTEGERS = Rule(lambda value: isinstance(value, list) and all(map(INTEGER.test, value)), "a list of integers")
-# What study.json holds, with the kind of each key: a record that is not this is refused before it is used.
-PLAN_RECORD: dict[str, Rule] = {
-    "preset": STRING,
-    "options": STRINGS,
-    "run_overrides": STRINGS,
-    "schedules": Rule(
-        lambda value: (
-            isinstance(value, list)
-            and all(
-                isinstance(item, dict) and item.keys() == {"name", "overrides"} and STRINGS.test(item["overrides"])
-                for item in value
-            )
-        ),
-        "a list of {name: <label>, overrides: [<override>, ...]}",
-    ),
-    "lrs": Rule(
-        lambda value: isinstance(value, dict) and all(map(STRINGS.test, value.values())), "{<schedule>: [<lr>, ...]}"
-    ),
-    "tune_seeds": INTEGERS,
-    "tune_overrides": STRINGS,
-    "confirm_seeds": INTEGERS,
-    "pick": STRING,
-    "metric": STRING,
-    "baseline": STRING.optional(),
-    "target_acc": NUMBER,
-    "dir": STRING,
-    "jobs": Rule(lambda value: isinstance(value, dict) and all(map(INTEGER.test, value.values())), "{<stage>: <jobs>}"),
-}
 NEW_STUDY = "To run this study afresh, give a new folder: python -m src.study ... study.dir=<new folder>"
 
 
@@ -138,6 +101,34 @@ class Plan:
     def identity(self) -> dict[str, Any]:
         """What must not change when a study is continued."""
         return {key: value for key, value in asdict(self).items() if key not in ("options", "dir", "jobs")}
+
+
+def _list_of(rule: Rule, allowed: str) -> Rule:
+    return Rule(lambda value: isinstance(value, list) and all(map(rule.test, value)), allowed)
+
+
+def _dict_of(rule: Rule, allowed: str) -> Rule:
+    return Rule(lambda value: isinstance(value, dict) and all(map(rule.test, value.values())), allowed)
+
+
+STRINGS = _list_of(STRING, "a list of strings")
+SCHEDULE_RECORD = Rule(
+    lambda item: isinstance(item, dict) and item.keys() == {"name", "overrides"} and STRINGS.test(item["overrides"]),
+    "{name: <label>, overrides: [<override>, ...]}",
+)
+# What study.json holds: each key of Plan, with the rule of its type; a record that is not this is refused before it
+# is used.
+KINDS = {
+    "str": STRING,
+    "str | None": STRING.optional(),
+    "float": NUMBER,
+    "list[str]": STRINGS,
+    "list[int]": _list_of(INTEGER, "a list of integers"),
+    "list[Schedule]": _list_of(SCHEDULE_RECORD, f"a list of {SCHEDULE_RECORD.allowed}"),
+    "dict[str, list[str]]": _dict_of(STRINGS, "{<schedule>: [<lr>, ...]}"),
+    "dict[str, int]": _dict_of(INTEGER, "{<stage>: <jobs>}"),
+}
+PLAN_RECORD = {field.name: KINDS[field.type] for field in fields(Plan)}
 
 
 def parse_args(argv: list[str]) -> tuple[str | None, list[str], list[str]]:

@@ -401,8 +401,8 @@ def _failed_cell(row: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
-# verdict.csv and baseline.csv, one row per schedule: each column, and how the report fills it for a schedule and
-# its comparison with the table's reference (the best; the baseline).
+# verdict.csv and baseline.csv, one row per schedule: each column, and how the report fills it from the schedule's
+# Contestant `c` and its Versus the table's reference (the best; the baseline).
 Column = Callable[[StudyReport, Contestant, Versus], Any]
 NOT_COMPARED_WORDS = "not compared (fewer than 2 shared seeds)"
 
@@ -426,33 +426,31 @@ def _baseline_word(report: StudyReport, contestant: Contestant, versus: Versus) 
 
 
 VERDICT_COLUMNS: dict[str, Column] = {
-    "schedule": lambda report, contestant, versus: contestant.name,
-    "lr": lambda report, contestant, versus: contestant.lr,
-    "n": lambda report, contestant, versus: len(contestant.values),
-    "runs": lambda report, contestant, versus: len(contestant.runs),
-    "mean": lambda report, contestant, versus: contestant.mean,
-    "std": lambda report, contestant, versus: contestant.std,
+    "schedule": lambda report, c, versus: c.name,
+    "lr": lambda report, c, versus: c.lr,
+    "n": lambda report, c, versus: len(c.values),
+    "runs": lambda report, c, versus: len(c.runs),
+    "mean": lambda report, c, versus: c.mean,
+    "std": lambda report, c, versus: c.std,
     "diff_vs_best": _compared("diff"),
     "diff_ci_low": _compared("ci_low"),
     "diff_ci_high": _compared("ci_high"),
     "p_paired": _compared("p_paired"),
-    "p_holm": lambda report, contestant, versus: versus.p_holm,
+    "p_holm": lambda report, c, versus: versus.p_holm,
     "p_wilcoxon": _compared("p_wilcoxon"),
     "p_welch": _compared("p_welch"),
-    "p_welch_holm": lambda report, contestant, versus: versus.p_welch_holm,
+    "p_welch_holm": lambda report, c, versus: versus.p_welch_holm,
     "correlation": _compared("correlation"),
-    "verdict": lambda report, contestant, versus: report.word(contestant),
+    "verdict": lambda report, c, versus: report.word(c),
     "seeds_to_resolve_paired": _to_resolve("seeds_paired"),
     "seeds_to_resolve_welch": _to_resolve("seeds_welch"),
-    "collapsed": lambda report, contestant, versus: f"{contestant.count('collapsed')}/{len(contestant.runs)}",
-    "diverged": lambda report, contestant, versus: f"{contestant.count('diverged')}/{len(contestant.runs)}",
-    "reached_target": lambda report, contestant, versus: (
-        f"{sum(s is not None for s in contestant.steps_to(report.plan.target_acc))}/{len(contestant.runs)}"
+    "collapsed": lambda report, c, versus: f"{c.count('collapsed')}/{len(c.runs)}",
+    "diverged": lambda report, c, versus: f"{c.count('diverged')}/{len(c.runs)}",
+    "reached_target": lambda report, c, versus: (
+        f"{sum(s is not None for s in c.steps_to(report.plan.target_acc))}/{len(c.runs)}"
     ),
-    "median_steps_to_target": lambda report, contestant, versus: _median(contestant.steps_to(report.plan.target_acc)),
-    "median_seconds_to_target": lambda report, contestant, versus: _median(
-        contestant.seconds_to(report.plan.target_acc)
-    ),
+    "median_steps_to_target": lambda report, c, versus: _median(c.steps_to(report.plan.target_acc)),
+    "median_seconds_to_target": lambda report, c, versus: _median(c.seconds_to(report.plan.target_acc)),
 }
 BASELINE_COLUMNS: dict[str, Column] = {
     "schedule": VERDICT_COLUMNS["schedule"],

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from src.compare import FIGURES, Configuration, main, scan_runs, varying_keys
+from src.analysis.compare import FIGURES, Configuration, main, varying_keys
+from src.analysis.runs import scan_runs
 from tests.conftest import read_csv, run_metrics, run_module, run_sweep
 
 TARGET = 0.3

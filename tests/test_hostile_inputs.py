@@ -14,7 +14,8 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from src.compare import build_report, main, scan_runs
+from src.analysis.compare import build_report, main
+from src.analysis.runs import scan_runs
 from src.config.hooks import FailedJobs
 from src.config.validation import ConfigError, override_key_problem, validate
 from src.runs import checkpoints as checkpointing

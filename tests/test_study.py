@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import signal
@@ -14,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from src import REPO_ROOT
+from src.analysis.runs import Run
 from src.analysis.stats import compare, holm
-from src.analysis.study_report import FIGURES, RESULT_COLUMNS
-from src.compare import Run
-from src.study import StudyError, _merge, lr_grid, main, parse_args, pick_lr, presets
+from src.analysis.study.plan import StudyError, _merge, lr_grid, make_plan, parse_args, presets
+from src.analysis.study.report import FIGURES, RESULT_COLUMNS
+from src.analysis.study.run import main, pick_lr
 from tests.conftest import gate_env, read_csv, run_metrics, run_module, wait_at_gate
 
 PLUMBING = ("trainer.threads=1", "data.batch_size=64", "data.train_size=null")
@@ -104,13 +106,34 @@ def test_pick_takes_the_best_mean_among_lrs_where_nothing_collapsed():
     assert pick_lr(FakePlan(), [fake_run(0.1, 0.1, collapsed=True)], ["0.1"])["lr"] is None
 
 
-@pytest.mark.slow
-def test_the_report_module_does_not_import_the_study():
-    """src.study imports src.analysis.study_report; the report needs the plan's type for its annotations only:
-    no circle."""
-    code = "import sys, src.analysis.study_report; print('src.study' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == "False", done.stderr
+def imports(module: Path) -> set[str]:
+    """The src modules `module` imports, at any depth of its code (type-only and deferred imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.startswith("src.")}
+
+
+def test_the_analysis_layer_has_no_import_loop_and_only_the_commands_import_it():
+    """The plan knows nothing of its report (the report imports the plan); no two modules import each other; outside
+    src/analysis/ only the two commands and the sweep's summary hook import it."""
+    modules = {
+        ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in (REPO_ROOT / "src").rglob("*.py")
+    }
+    graph = {name: imports(path) for name, path in modules.items()}
+    assert "src.analysis.study.report" not in graph["src.analysis.study.plan"]
+    loops = [(a, b) for a in graph for b in graph[a] if a < b and a in graph.get(b, ())]
+    assert loops == []
+    users = {name for name, used in graph.items() if any(m.startswith("src.analysis") for m in used)}
+    assert {name for name in users if not name.startswith("src.analysis")} == {
+        "src.compare",
+        "src.study",
+        "src.config.hooks",
+    }
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -270,8 +293,6 @@ def test_a_killed_study_continues_without_running_finished_jobs_again(tmp_path, 
 
 
 def test_the_grid_can_centre_on_an_lr_range_test(tmp_path):
-    from src.study import make_plan
-
     (tmp_path / "suggestions.json").write_text(json.dumps({"lr": 0.2}))
     plan = make_plan("quick", ["schedules=[constant,cosine]", f"tune.centre_from={tmp_path}"], [])
     assert plan.lrs == {"constant": lr_grid(0.2, 3.0, 4), "cosine": lr_grid(0.2, 3.0, 4)}

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from src.analysis.study.plan import MAX_JOBS, StudyError, make_plan
+from src.analysis.study.run import main
 from src.runs.resume import hydra_quoted
-from src.study import MAX_JOBS, StudyError, main, make_plan
 from tests.conftest import run_metrics, run_module
 
 SMALL = (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from scipy import stats
@@ -32,6 +32,14 @@ class Comparison:
     correlation: float | None  # Pearson r of the two schedules' results across the shared seeds
     seeds_paired: int | None  # seeds that would resolve `diff` with the paired test (80% power at 0.05)
     seeds_welch: int | None  # seeds per schedule for Welch's test at the same power
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the values present; the std needs two of them."""
+    present = [float(value) for value in values if value is not None]
+    if not present:
+        return None, None
+    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else None
 
 
 def compare(reference: Sequence[float], other: Sequence[float], alpha: float = ALPHA) -> Comparison:

@@ -67,10 +67,10 @@ class SweepSummary(Callback):
     """
 
     def __init__(self, target_acc: float | None = None):
-        self.target_acc = target_acc  # None: the report's own default (src.compare.DEFAULT_TARGET_ACC)
+        self.target_acc = target_acc  # None: the report's own default (src.analysis.compare.DEFAULT_TARGET_ACC)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from src.compare import DEFAULT_TARGET_ACC, NoRunsError, write_report  # reads event files, plots
+        from src.analysis.compare import DEFAULT_TARGET_ACC, NoRunsError, write_report  # reads event files, plots
 
         folder = Path(config.hydra.sweep.dir)
         try:

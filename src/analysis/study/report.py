@@ -1,7 +1,11 @@
 """A study's report, from its finished runs to the verdict: results.csv (one row per run), verdict.csv (one row per
 schedule), baseline.csv, report.md and three figures, written together into the study folder. Runs are read with
-src.compare's reader; a run folder it cannot read is skipped and named, never counted. The numbers come from
+src.analysis.runs; a run folder it cannot read is skipped and named, never counted. The numbers come from
 src.analysis.stats. Collapsed and diverged runs are counted per schedule and left out of every mean and test.
+
+A column is one entry in a table: RESULT_COLUMNS (results.csv), VERDICT_COLUMNS and BASELINE_COLUMNS (verdict.csv,
+baseline.csv: its name and how a schedule fills it), and to show it in report.md, one in VERDICT_TABLE, BASELINE_TABLE
+or TIME_TABLE (its header and how the CSV row's values make its cell). tests/test_adding_a_report_column.py adds one.
 """
 
 from __future__ import annotations
@@ -10,21 +14,20 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from src.analysis.runs import OUTCOMES, TAIL_METRIC, Run, Skipped, failure_text, scan_runs
 from src.analysis.stats import ALPHA, MAX_SEEDS, POWER, Comparison, compare, holm
-from src.compare import TAIL_METRIC, Run, Skipped, failures, scan_runs
+from src.analysis.study.plan import METRICS, Plan
 from src.runs.files import markdown_table, new_figure, save_figure, write_csv, written_together
 
-if TYPE_CHECKING:  # the study imports this module: the plan's type is needed for annotations only
-    from src.study import Plan
-
 FIGURES = ("lr_sensitivity.png", "forest.png", "test_acc_curves.png")
-METRIC_NAMES = {"test_acc": "final test accuracy", TAIL_METRIC: "mean test accuracy over the last 10% of epochs"}
 
 
 @dataclass
 class StudyRun:
+    """A run of the study, with the stage, schedule, lr and seed it was launched for."""
+
     stage: str
     schedule: str
     lr: float
@@ -83,7 +86,34 @@ class Contestant:
         return sum(run.outcome == outcome for run in self.runs.values())
 
     def failures(self) -> str:
-        return failures(list(self.runs.values()))
+        return failure_text({outcome: self.count(outcome) for outcome in OUTCOMES}, len(self.runs))
+
+    def steps_to(self, target_acc: float) -> list[int | None]:
+        return [run.steps_to(target_acc) for run in self.runs.values()]
+
+    def seconds_to(self, target_acc: float) -> list[float | None]:
+        return [run.seconds_to(target_acc) for run in self.runs.values()]
+
+
+@dataclass(frozen=True)
+class Versus:
+    """One schedule against a reference (the best, or the baseline): the paired comparison (None with fewer than two
+    shared seeds), and its p-values Holm-adjusted across the reference's comparisons."""
+
+    comparison: Comparison | None = None
+    p_holm: float | None = None
+    p_welch_holm: float | None = None
+
+    @property
+    def resolved(self) -> bool:
+        return self.p_holm is not None and self.p_holm < ALPHA
+
+    def get(self, name: str) -> Any:
+        """A number of the comparison (a field of Comparison); None without one."""
+        return getattr(self.comparison, name) if self.comparison else None
+
+
+NOT_COMPARED = Versus()  # the reference itself, and a schedule without a result
 
 
 def paired(reference: Contestant, other: Contestant, alpha: float = ALPHA) -> Comparison | None:
@@ -122,100 +152,49 @@ class StudyReport:
         lr = self.picks.get(name, {}).get("lr")
         return Contestant(name, float(lr) if lr is not None else None, confirm, values)
 
-    def _comparisons(self, reference: Contestant | None) -> dict[str, dict[str, Any]]:
-        """Every other measured schedule against `reference`: the paired comparison, Holm-adjusted p-values of
-        the paired and of Welch's test across these comparisons, and whether the gap is resolved."""
+    def _comparisons(self, reference: Contestant | None) -> dict[str, Versus]:
+        """Every other measured schedule against `reference`, the p-values Holm-adjusted across these comparisons."""
         if reference is None:
             return {}
         others = [c for c in self.contestants.values() if c is not reference and c.values]
         # seed counts are sized for ALPHA / m (Bonferroni), which Holm's correction over m comparisons meets
-        alpha = ALPHA / max(1, len(others))
-        comparisons = {c.name: paired(reference, c, alpha) for c in others}
-        p_holm = holm([comparison.p_paired if comparison else None for comparison in comparisons.values()])
-        welch_holm = holm([comparison.p_welch if comparison else None for comparison in comparisons.values()])
-        rows = {}
-        for (name, comparison), p, p_welch in zip(comparisons.items(), p_holm, welch_holm, strict=True):
-            resolved = p is not None and p < ALPHA
-            rows[name] = {"comparison": comparison, "p_holm": p, "p_welch_holm": p_welch, "resolved": resolved}
-        return rows
+        comparisons = {c.name: paired(reference, c, ALPHA / max(1, len(others))) for c in others}
+        p_holm = holm([comparison and comparison.p_paired for comparison in comparisons.values()])
+        welch_holm = holm([comparison and comparison.p_welch for comparison in comparisons.values()])
+        return {
+            name: Versus(comparison, p, p_welch)
+            for (name, comparison), p, p_welch in zip(comparisons.items(), p_holm, welch_holm, strict=True)
+        }
 
-    # ------------------------------------------------------------------------------------------ the verdict
+    # ------------------------------------------------------------------------------------------ the tables
+
+    def _row(self, columns: Mapping[str, Column], contestant: Contestant, versus: Versus) -> dict[str, Any]:
+        return {name: column(self, contestant, versus) for name, column in columns.items()}
 
     def verdict_rows(self) -> list[dict[str, Any]]:
-        rows = []
+        """verdict.csv: every schedule, the best first, then by mean."""
         ranked = sorted(
             self.contestants.values(), key=lambda c: (c is not self.best, -(c.mean if c.mean is not None else -1))
         )
-        for contestant in ranked:
-            row = self.verdict.get(contestant.name, {})
-            comparison: Comparison | None = row.get("comparison")
-            unresolved = comparison is not None and not row["resolved"]
-            steps = [run.steps_to(self.plan.target_acc) for run in contestant.runs.values()]
-            seconds = [run.seconds_to(self.plan.target_acc) for run in contestant.runs.values()]
-            rows.append(
-                {
-                    "schedule": contestant.name,
-                    "lr": contestant.lr,
-                    "n": len(contestant.values),
-                    "runs": len(contestant.runs),
-                    "mean": contestant.mean,
-                    "std": contestant.std,
-                    "diff_vs_best": comparison.diff if comparison else None,
-                    "diff_ci_low": comparison.ci_low if comparison else None,
-                    "diff_ci_high": comparison.ci_high if comparison else None,
-                    "p_paired": comparison.p_paired if comparison else None,
-                    "p_holm": row.get("p_holm"),
-                    "p_wilcoxon": comparison.p_wilcoxon if comparison else None,
-                    "p_welch": comparison.p_welch if comparison else None,
-                    "p_welch_holm": row.get("p_welch_holm"),
-                    "correlation": comparison.correlation if comparison else None,
-                    "verdict": self._word(contestant),
-                    "seeds_to_resolve_paired": comparison.seeds_paired if unresolved else None,
-                    "seeds_to_resolve_welch": comparison.seeds_welch if unresolved else None,
-                    "collapsed": f"{contestant.count('collapsed')}/{len(contestant.runs)}",
-                    "diverged": f"{contestant.count('diverged')}/{len(contestant.runs)}",
-                    "reached_target": f"{sum(s is not None for s in steps)}/{len(steps)}",
-                    "median_steps_to_target": _median(steps),
-                    "median_seconds_to_target": _median(seconds),
-                }
-            )
-        return rows
+        return [self._row(VERDICT_COLUMNS, c, self.verdict.get(c.name, NOT_COMPARED)) for c in ranked]
 
-    def _word(self, contestant: Contestant) -> str:
+    def baseline_rows(self) -> list[dict[str, Any]]:
+        """baseline.csv: every other measured schedule against the baseline."""
+        return [
+            self._row(BASELINE_COLUMNS, self.contestants[name], versus)
+            for name, versus in self.against_baseline.items()
+        ]
+
+    def word(self, contestant: Contestant) -> str:
+        """The verdict on a schedule against the best."""
         if self.best is None or not contestant.values:
             return "no result" if contestant.lr is not None else "no stable lr"
         if contestant is self.best:
             return "best"
-        row = self.verdict[contestant.name]
-        if row["comparison"] is None:
-            return "not compared (fewer than 2 shared seeds)"
-        return "significantly worse" if row["resolved"] else "not significantly worse"
-
-    def baseline_rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for name, row in self.against_baseline.items():
-            comparison: Comparison | None = row["comparison"]
-            verdict = "not resolved"
-            if comparison is None:
-                verdict = "not compared (fewer than 2 shared seeds)"
-            elif row["resolved"]:
-                verdict = "better" if comparison.diff > 0 else "worse"
-            rows.append(
-                {
-                    "schedule": name,
-                    "baseline": self.baseline.name,
-                    "diff_vs_baseline": comparison.diff if comparison else None,
-                    "diff_ci_low": comparison.ci_low if comparison else None,
-                    "diff_ci_high": comparison.ci_high if comparison else None,
-                    "p_paired": comparison.p_paired if comparison else None,
-                    "p_holm": row["p_holm"],
-                    "p_welch": comparison.p_welch if comparison else None,
-                    "p_welch_holm": row["p_welch_holm"],
-                    "correlation": comparison.correlation if comparison else None,
-                    "verdict": verdict,
-                }
-            )
-        return rows
+        versus = self.verdict[contestant.name]
+        if versus.comparison is None:
+            return NOT_COMPARED_WORDS
+        return "significantly worse" if versus.resolved else "not significantly worse"
 
     def result_rows(self) -> list[dict[str, Any]]:
         ordered = sorted(self.runs, key=lambda r: (r.stage == "confirm", r.schedule, r.lr, r.seed))  # tune first
@@ -225,7 +204,7 @@ class StudyReport:
 
     def summary_text(self) -> str:
         """The verdict in words: the set not significantly worse than the best, what was resolved, what was not."""
-        metric = METRIC_NAMES[self.plan.metric]
+        metric = METRICS[self.plan.metric]
         if self.best is None:
             return "No verdict: no schedule has a finished confirm run."
         best = self.best
@@ -233,8 +212,8 @@ class StudyReport:
             f"Best: {best.name} at lr {best.lr:g}, {metric} {_num(best.mean, '.4f')} ± {_num(best.std, '.4f')} "
             f"over {len(best.values)} seeds."
         ]
-        tied = [name for name, row in self.verdict.items() if row["comparison"] and not row["resolved"]]
-        worse = [name for name, row in self.verdict.items() if row["resolved"]]
+        tied = [name for name, versus in self.verdict.items() if versus.comparison and not versus.resolved]
+        worse = [name for name, versus in self.verdict.items() if versus.resolved]
         if tied:
             lines.append(
                 f"Not significantly worse than {best.name} (paired t-test, Holm-adjusted, {ALPHA:g}): "
@@ -242,14 +221,14 @@ class StudyReport:
             )
         if worse:
             lines.append(f"Significantly worse than {best.name}: {', '.join(worse)}.")
-        for name, row in self.verdict.items():
-            comparison = row["comparison"]
+        for name, versus in self.verdict.items():
+            comparison = versus.comparison
             if comparison is None:
                 lines.append(f"- {name}: not compared (fewer than two seeds where both runs are ok).")
                 continue
             gap = f"{_pts(comparison.diff)} points (95% CI {_pts(comparison.ci_low)} to "
             gap += f"{_pts(comparison.ci_high)}; r = {_num(comparison.correlation, '.2f')})"
-            if row["resolved"]:
+            if versus.resolved:
                 lines.append(f"- {name}: {gap}: resolved, worse.")
             else:
                 unadjusted = comparison.ci_high is not None and comparison.ci_high < 0
@@ -279,7 +258,7 @@ class StudyReport:
 
     def markdown(self) -> str:
         plan, rows = self.plan, self.verdict_rows()
-        metric = METRIC_NAMES[plan.metric]
+        metric = METRICS[plan.metric]
         total_train = sum(r.run.metrics.get("wall_seconds") or 0 for r in self.runs)
         out = [
             f"# Study: {len(plan.schedules)} schedules, {len(self.runs)} runs",
@@ -422,6 +401,66 @@ def _failed_cell(row: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
+# verdict.csv and baseline.csv, one row per schedule: each column, and how the report fills it from the schedule's
+# Contestant `c` and its Versus the table's reference (the best; the baseline).
+Column = Callable[[StudyReport, Contestant, Versus], Any]
+NOT_COMPARED_WORDS = "not compared (fewer than 2 shared seeds)"
+
+
+def _compared(name: str) -> Column:
+    """The column of a number of the paired comparison (a field of Comparison)."""
+    return lambda report, contestant, versus: versus.get(name)
+
+
+def _to_resolve(name: str) -> Column:
+    """The seeds that would resolve a gap not resolved yet (Comparison.seeds_paired or seeds_welch)."""
+    return lambda report, contestant, versus: None if versus.resolved else versus.get(name)
+
+
+def _baseline_word(report: StudyReport, contestant: Contestant, versus: Versus) -> str:
+    if versus.comparison is None:
+        return NOT_COMPARED_WORDS
+    if not versus.resolved:
+        return "not resolved"
+    return "better" if versus.comparison.diff > 0 else "worse"
+
+
+VERDICT_COLUMNS: dict[str, Column] = {
+    "schedule": lambda report, c, versus: c.name,
+    "lr": lambda report, c, versus: c.lr,
+    "n": lambda report, c, versus: len(c.values),
+    "runs": lambda report, c, versus: len(c.runs),
+    "mean": lambda report, c, versus: c.mean,
+    "std": lambda report, c, versus: c.std,
+    "diff_vs_best": _compared("diff"),
+    "diff_ci_low": _compared("ci_low"),
+    "diff_ci_high": _compared("ci_high"),
+    "p_paired": _compared("p_paired"),
+    "p_holm": lambda report, c, versus: versus.p_holm,
+    "p_wilcoxon": _compared("p_wilcoxon"),
+    "p_welch": _compared("p_welch"),
+    "p_welch_holm": lambda report, c, versus: versus.p_welch_holm,
+    "correlation": _compared("correlation"),
+    "verdict": lambda report, c, versus: report.word(c),
+    "seeds_to_resolve_paired": _to_resolve("seeds_paired"),
+    "seeds_to_resolve_welch": _to_resolve("seeds_welch"),
+    "collapsed": lambda report, c, versus: f"{c.count('collapsed')}/{len(c.runs)}",
+    "diverged": lambda report, c, versus: f"{c.count('diverged')}/{len(c.runs)}",
+    "reached_target": lambda report, c, versus: (
+        f"{sum(s is not None for s in c.steps_to(report.plan.target_acc))}/{len(c.runs)}"
+    ),
+    "median_steps_to_target": lambda report, c, versus: _median(c.steps_to(report.plan.target_acc)),
+    "median_seconds_to_target": lambda report, c, versus: _median(c.seconds_to(report.plan.target_acc)),
+}
+BASELINE_COLUMNS: dict[str, Column] = {
+    "schedule": VERDICT_COLUMNS["schedule"],
+    "baseline": lambda report, contestant, versus: report.baseline.name,
+    "diff_vs_baseline": _compared("diff"),
+    **{name: VERDICT_COLUMNS[name] for name in ("diff_ci_low", "diff_ci_high", "p_paired", "p_holm", "p_welch")},
+    **{name: VERDICT_COLUMNS[name] for name in ("p_welch_holm", "correlation")},
+    "verdict": _baseline_word,
+}
+
 # The report's tables: each column's header, and how its cell is made from a row of verdict_rows() or baseline_rows().
 VERDICT_TABLE: dict[str, Callable[[dict[str, Any]], str]] = {
     "schedule": lambda row: row["schedule"],
@@ -498,7 +537,7 @@ def write_study_report(report: StudyReport) -> None:
     names = ("results.csv", "verdict.csv", "baseline.csv", *FIGURES, "report.md")
     with written_together(Path(report.plan.dir), names) as paths:
         write_csv(paths["results.csv"], report.result_rows(), RESULT_COLUMNS)
-        write_csv(paths["verdict.csv"], report.verdict_rows())
-        write_csv(paths["baseline.csv"], report.baseline_rows())
+        write_csv(paths["verdict.csv"], report.verdict_rows(), VERDICT_COLUMNS)
+        write_csv(paths["baseline.csv"], report.baseline_rows(), BASELINE_COLUMNS)
         report.plot(paths)
         paths["report.md"].write_text(report.markdown())

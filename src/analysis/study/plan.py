@@ -1,0 +1,501 @@
+"""A study's plan: its schedules, lr grids, seeds and job folders, resolved from a preset, the study options and
+the run overrides, and checked before anything trains (every job's config is validated as src.train would). A
+study continued from its folder is its record (study.json) read back and checked: against the plan its own command
+builds, and against the runs already in the folder.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import reprlib
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from src import REPO_ROOT
+from src.analysis.runs import TAIL_METRIC
+from src.config.hooks import register_resolvers
+from src.config.validation import INTEGER, NUMBER, POSITIVE_NUMBER, STRING, Rule
+from src.lr_range.suggest import rounded_lr
+from src.runs.errors import error_reason
+from src.runs.resume import override_key
+
+CONF_DIR = REPO_ROOT / "conf"
+STUDY_FILE = "study.json"
+STAGES = ("tune", "confirm")
+# What a study may judge the schedules on (study.metric), in the report's words.
+METRICS = {"test_acc": "final test accuracy", TAIL_METRIC: "mean test accuracy over the last 10% of epochs"}
+PICK_RULES = ("metric", "best_test_acc")
+# Keys a study sets for each job itself; the command line may not set them.
+STUDY_OWNED = ("optimizer.lr", "lr_from", "seed", "labels.stage", "labels.schedule", "resume")
+STUDY_OWNED += ("checkpoint.skip_finished",)
+JOB_FOLDER = "lr=${optimizer.lr},seed=${seed}"
+# A schedule's label names its folders (<stage>/<label>/, logs/<stage>-<label>.log): a plain name, never a path.
+SCHEDULE_NAME = STRING.where(
+    lambda name: re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", name) is not None and name.strip(".") != "",
+    "a plain name of 1 to 100 ASCII letters, digits, '_', '-' and '.', not only dots (it names the schedule's folders)",
+)
+# The most a study runs: far beyond any real comparison (10,000 LeNet jobs are days of GPU time), and small enough
+# that a stage's multirun command and the study's records stay ordinary sizes (docs/study.md).
+MAX_SCHEDULES = 100
+MAX_LRS = 100  # per schedule: study.tune.points, or the length of study.tune.lrs
+MAX_SEEDS = 1000  # study.tune.seeds, and study.confirm.seeds
+MAX_JOBS = 10_000
+NEW_STUDY = "To run this study afresh, give a new folder: python -m src.study ... study.dir=<new folder>"
+
+
+class StudyError(ValueError):
+    """Bad study input; the message names the key, the value and what is allowed."""
+
+
+@dataclass
+class Schedule:
+    """One contestant: its label in the study and the run overrides that set it up."""
+
+    name: str
+    overrides: list[str]
+
+
+@dataclass
+class Plan:
+    """Everything a study will run, resolved from the preset, the study options and the run overrides."""
+
+    preset: str
+    options: list[str]
+    run_overrides: list[str]
+    schedules: list[Schedule]
+    lrs: dict[str, list[str]]  # per schedule, as written into overrides and folder names
+    tune_seeds: list[int]
+    tune_overrides: list[str]
+    confirm_seeds: list[int]
+    pick: str
+    metric: str
+    baseline: str | None
+    target_acc: float
+    dir: str
+    jobs: dict[str, int]  # per stage, for the progress bar
+
+    def job_overrides(self, stage: str, schedule: Schedule) -> list[str]:
+        """The run overrides of a stage's jobs of one schedule, as validated and as launched (without a progress
+        bar of their own unless asked: the study shows its own)."""
+        overrides = _merge(self.run_overrides, self.tune_overrides if stage == "tune" else [], schedule.overrides)
+        if "trainer.progress" not in {override_key(override) for override in overrides}:
+            overrides.append("trainer.progress=false")
+        return overrides
+
+    def stage_dir(self, stage: str, schedule: str) -> Path:
+        return Path(self.dir) / stage / schedule
+
+    def job_dir(self, stage: str, schedule: str, lr: str, seed: int) -> Path:
+        return self.stage_dir(stage, schedule) / JOB_FOLDER.replace("${optimizer.lr}", lr).replace("${seed}", str(seed))
+
+    def identity(self) -> dict[str, Any]:
+        """What must not change when a study is continued."""
+        return {key: value for key, value in asdict(self).items() if key not in ("options", "dir", "jobs")}
+
+
+def _list_of(rule: Rule, allowed: str) -> Rule:
+    return Rule(lambda value: isinstance(value, list) and all(map(rule.test, value)), allowed)
+
+
+def _dict_of(rule: Rule, allowed: str) -> Rule:
+    return Rule(lambda value: isinstance(value, dict) and all(map(rule.test, value.values())), allowed)
+
+
+STRINGS = _list_of(STRING, "a list of strings")
+SCHEDULE_RECORD = Rule(
+    lambda item: isinstance(item, dict) and item.keys() == {"name", "overrides"} and STRINGS.test(item["overrides"]),
+    "{name: <label>, overrides: [<override>, ...]}",
+)
+# What study.json holds: each key of Plan, with the rule of its type; a record that is not this is refused before it
+# is used.
+KINDS = {
+    "str": STRING,
+    "str | None": STRING.optional(),
+    "float": NUMBER,
+    "list[str]": STRINGS,
+    "list[int]": _list_of(INTEGER, "a list of integers"),
+    "list[Schedule]": _list_of(SCHEDULE_RECORD, f"a list of {SCHEDULE_RECORD.allowed}"),
+    "dict[str, list[str]]": _dict_of(STRINGS, "{<schedule>: [<lr>, ...]}"),
+    "dict[str, int]": _dict_of(INTEGER, "{<stage>: <jobs>}"),
+}
+PLAN_RECORD = {field.name: KINDS[field.type] for field in fields(Plan)}
+
+
+def parse_args(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
+    """Split the command line into the preset (`study=quick`), study options (`study.key=value`, without the
+    `study.` prefix) and run overrides (everything else)."""
+    preset, options, run = None, [], []
+    for arg in argv:
+        if arg in ("-m", "--multirun"):
+            raise StudyError(f"{arg}: a study runs its multiruns itself; give the run overrides alone")
+        if arg.startswith("study="):
+            preset = arg.split("=", 1)[1]
+        elif arg.startswith("study."):
+            options.append(arg.removeprefix("study."))
+        else:
+            run.append(arg)
+    return preset, options, run
+
+
+def _merge(*override_lists: list[str]) -> list[str]:
+    """Overrides in order, a later value of a key replacing an earlier one in its place."""
+    merged: dict[str, str] = {}
+    for overrides in override_lists:
+        for override in overrides:
+            merged[override_key(override)] = override  # an existing key keeps its place
+    return list(merged.values())
+
+
+def presets() -> list[str]:
+    return sorted(path.stem for path in (CONF_DIR / "study").glob("*.yaml") if path.stem != "base")
+
+
+def load_spec(preset: str, options: list[str]) -> DictConfig:
+    """The study config: conf/study/<preset>.yaml with the study options applied."""
+    if preset not in presets():
+        raise StudyError(f"study={preset!r}: allowed are {', '.join(presets())}")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR / "study"), version_base="1.3"):
+            return compose(config_name=preset, overrides=options)
+    except Exception as error:  # Hydra's own message names the key
+        raise StudyError(f"study options {' '.join(options)}: {error}") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def compose_run(overrides: list[str]) -> DictConfig:
+    """The run config `python -m src.train OVERRIDES` would train, with Hydra's section (for validation)."""
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def _schedules(spec: DictConfig) -> list[Schedule]:
+    names = sorted(path.stem for path in (CONF_DIR / "scheduler").glob("*.yaml"))
+    schedules: list[Schedule] = []
+    for entry in spec.schedules:
+        if isinstance(entry, str):
+            matched = fnmatch.filter(names, entry)
+            if not matched:
+                raise StudyError(f"study.schedules: {entry!r} names no schedule; allowed are {', '.join(names)}")
+            schedules += [Schedule(name, [f"scheduler={name}"]) for name in matched]
+        elif isinstance(entry, DictConfig) and isinstance(entry.get("name"), str) and "overrides" in entry:
+            schedules.append(Schedule(entry.name, [str(item) for item in entry.overrides]))
+        else:
+            raise StudyError(
+                f"study.schedules: {OmegaConf.to_container(entry) if isinstance(entry, DictConfig) else entry!r}: "
+                "allowed is a schedule name, a pattern, or {name: <label>, overrides: [...]}"
+            )
+    if unsafe := [schedule.name for schedule in schedules if not SCHEDULE_NAME.test(schedule.name)]:
+        raise StudyError(
+            "\n".join(f"study.schedules: name {name!r}: allowed is {SCHEDULE_NAME.allowed}" for name in unsafe)
+        )
+    labels = [schedule.name for schedule in schedules]
+    if len(set(labels)) != len(labels):
+        raise StudyError(f"study.schedules: a label appears twice ({', '.join(labels)}); give each its own name")
+    if len(schedules) < 2:
+        raise StudyError(f"study.schedules={labels}: a study compares at least two schedules")
+    if spec.baseline is not None and spec.baseline not in labels:
+        raise StudyError(
+            f"study.baseline={spec.baseline!r}: allowed is null or one of the study's schedules: {', '.join(labels)}"
+        )
+    return schedules
+
+
+def _run_problem(overrides: tuple[str, ...]) -> Exception | None:
+    """What stops the run these overrides describe (a ConfigError listing its problems), or None."""
+    from src.config.validation import validate
+
+    try:
+        validate(compose_run(list(overrides)))
+    except Exception as error:
+        return error
+    return None
+
+
+def lr_grid(centre: float, factor: float, points: int) -> list[str]:
+    """`points` lrs log-spaced around `centre`, `factor` apart, to 3 significant digits (clean folder names)."""
+    middle = (points - 1) / 2
+    return [repr(rounded_lr(centre * factor ** (k - middle))) for k in range(points)]
+
+
+def _check_spec(spec: DictConfig) -> None:
+    tune, confirm = spec.tune, spec.confirm
+    problems = []
+    if spec.metric not in METRICS:
+        problems.append(f"study.metric={spec.metric!r}: allowed are {', '.join(METRICS)}")
+    if tune.pick not in PICK_RULES:
+        problems.append(f"study.tune.pick={tune.pick!r}: allowed are {', '.join(PICK_RULES)}")
+    if tune.lrs is None:
+        if not (isinstance(tune.points, int) and tune.points >= 2):
+            problems.append(f"study.tune.points={tune.points!r}: allowed is an integer >= 2")
+        if not (isinstance(tune.factor, int | float) and tune.factor > 1):
+            problems.append(f"study.tune.factor={tune.factor!r}: allowed is a number > 1")
+        if tune.centre is not None and not (isinstance(tune.centre, int | float) and tune.centre > 0):
+            problems.append(f"study.tune.centre={tune.centre!r}: allowed is null or a number > 0")
+        if tune.centre is not None and tune.centre_from is not None:
+            problems.append("study.tune.centre and study.tune.centre_from are both given: keep one")
+    elif not (len(tune.lrs) >= 1 and all(map(POSITIVE_NUMBER.test, tune.lrs))):
+        problems.append(f"study.tune.lrs={list(tune.lrs)!r}: allowed is null or a list of numbers > 0")
+    seeds = list(tune.seeds) if tune.seeds is not None else None
+    if not (seeds and all(isinstance(seed, int) and seed >= 0 for seed in seeds) and len(set(seeds)) == len(seeds)):
+        problems.append(f"study.tune.seeds={seeds!r}: allowed is a list of distinct integers >= 0")
+    if not (isinstance(confirm.seeds, int) and confirm.seeds >= 2):
+        problems.append(f"study.confirm.seeds={confirm.seeds!r}: allowed is an integer >= 2 (a verdict needs spread)")
+    if not (isinstance(confirm.first_seed, int) and confirm.first_seed >= 0):
+        problems.append(f"study.confirm.first_seed={confirm.first_seed!r}: allowed is an integer >= 0")
+    if not (isinstance(spec.target_acc, int | float) and 0 < spec.target_acc <= 1):
+        problems.append(f"study.target_acc={spec.target_acc!r}: allowed is a number with 0 < target <= 1")
+    if problems:
+        raise StudyError("\n".join(problems))
+
+
+def _check_size(spec: DictConfig, schedules: list[Schedule]) -> None:
+    """Refuse a study beyond the bounds before anything is composed or trained: a huge count would train all of
+    stage 1 and then fail to launch stage 2 (its seeds overflow the command line), or overflow the lr grid."""
+    lrs = spec.tune.points if spec.tune.lrs is None else len(spec.tune.lrs)
+    counts = {
+        "study.schedules": (len(schedules), MAX_SCHEDULES, "schedules"),
+        "study.tune.lrs" if spec.tune.lrs is not None else "study.tune.points": (lrs, MAX_LRS, "lrs"),
+        "study.tune.seeds": (len(spec.tune.seeds), MAX_SEEDS, "seeds"),
+        "study.confirm.seeds": (spec.confirm.seeds, MAX_SEEDS, "seeds"),
+    }
+    problems = [
+        f"{key}: {count} {what}; allowed are at most {bound}"
+        for key, (count, bound, what) in counts.items()
+        if count > bound
+    ]
+    tune, confirm = len(schedules) * lrs * len(spec.tune.seeds), len(schedules) * spec.confirm.seeds
+    if problems or tune + confirm > MAX_JOBS:
+        problems.append(
+            f"the study would run {tune + confirm} jobs ({tune} to tune, {confirm} to confirm); a study runs at most "
+            f"{MAX_JOBS} (docs/study.md): give fewer schedules, lrs or seeds"
+        )
+        raise StudyError("\n".join(problems))
+
+
+def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan:
+    """Resolve and check the whole study before anything runs: every job's config is validated as src.train
+    would validate it (at the smallest and largest lr of its grid, in both stages)."""
+    from src.config.validation import ConfigError
+
+    owned = [
+        override
+        for override in run_overrides
+        if override_key(override) in STUDY_OWNED
+        or override_key(override).startswith(("hydra.sweep", "hydra.run", "hydra.mode"))
+    ]
+    if owned:
+        raise StudyError(
+            f"{' '.join(owned)}: the study sets {', '.join(STUDY_OWNED)} and the sweep folders for each job; "
+            "choose lrs with study.tune.lrs, study.tune.centre or study.tune.centre_from=<lr_find folder>, seeds "
+            "with study.tune.seeds and study.confirm.seeds"
+        )
+    spec = load_spec(preset, options)
+    _check_spec(spec)
+    schedules = _schedules(spec)
+    _check_size(spec, schedules)
+    run_overrides = _merge([str(item) for item in spec.run], run_overrides)
+    tune_seeds = [int(seed) for seed in spec.tune.seeds]
+    centre = spec.tune.centre
+    if spec.tune.centre_from is not None and spec.tune.lrs is None:
+        from src.lr_range.suggest import SuggestionError, read_suggestion
+
+        try:
+            centre = read_suggestion(spec.tune.centre_from)
+        except SuggestionError as error:
+            raise StudyError(f"study.tune.centre_from={spec.tune.centre_from!r}: {error}") from None
+    lrs: dict[str, list[str]] = {}
+    for schedule in schedules:
+        base = _merge(run_overrides, schedule.overrides)
+        try:
+            cfg = compose_run(base)
+        except Exception as error:
+            raise StudyError(f"schedule {schedule.name} ({' '.join(base)}): {error}") from None
+        if OmegaConf.select(cfg, "hydra.sweeper.params"):
+            raise StudyError(
+                f"schedule {schedule.name} ({' '.join(base)}): a sweep preset (hydra.sweeper.params "
+                f"{OmegaConf.to_container(cfg.hydra.sweeper.params)}); a study runs its own sweeps, so give a "
+                "single-run preset"
+            )
+        if spec.tune.lrs is None:  # around the centre given, else around the schedule's own lr
+            try:
+                lrs[schedule.name] = lr_grid(centre or float(cfg.optimizer.lr), spec.tune.factor, spec.tune.points)
+            except OverflowError:
+                raise StudyError(
+                    f"study.tune.factor={spec.tune.factor!r} over study.tune.points={spec.tune.points}: the grid's "
+                    "outer lrs overflow; allowed is a grid of numbers (a smaller factor or fewer points)"
+                ) from None
+        else:
+            lrs[schedule.name] = [repr(float(lr)) for lr in spec.tune.lrs]
+    folder = spec.dir or str(Path(cfg.output_root) / "studies" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S"))
+    confirm_seeds = list(range(spec.confirm.first_seed, spec.confirm.first_seed + spec.confirm.seeds))
+    plan = Plan(
+        preset=preset,
+        options=options,
+        run_overrides=run_overrides,
+        schedules=schedules,
+        lrs=lrs,
+        tune_seeds=tune_seeds,
+        tune_overrides=[str(item) for item in spec.tune.overrides],
+        confirm_seeds=confirm_seeds,
+        pick=spec.tune.pick,
+        metric=spec.metric,
+        baseline=spec.baseline,
+        target_acc=float(spec.target_acc),
+        dir=str(Path(folder).expanduser().resolve()),
+        jobs={
+            "tune": sum(len(grid) for grid in lrs.values()) * len(tune_seeds),
+            "confirm": len(schedules) * len(confirm_seeds),
+        },
+    )
+    problems: list[str] = []
+    check = cache(_run_problem)  # without tune overrides, both stages of a schedule run the same configs
+    seed = max(*tune_seeds, *confirm_seeds)  # the one that may be beyond what a run allows
+    for schedule in schedules:
+        grid = sorted({float(lr) for lr in lrs[schedule.name]})
+        for stage in STAGES:
+            job = plan.job_overrides(stage, schedule)
+            for lr in {grid[0], grid[-1]}:
+                error = check((*job, f"optimizer.lr={lr}", f"seed={seed}"))
+                if isinstance(error, ConfigError):
+                    problems.append(f"schedule {schedule.name}, {stage} stage, optimizer.lr={lr}:\n{error}")
+                elif error is not None:
+                    problems.append(f"schedule {schedule.name}, {stage} stage: {error}")
+    GlobalHydra.instance().clear()
+    if problems:
+        raise StudyError("\n".join(dict.fromkeys(problems)))
+    return plan
+
+
+def read_plan(path: Path) -> Plan:
+    """The plan saved in study.json, its keys and their kinds checked first: a damaged or foreign record is refused
+    (with its path and the reason), never half used."""
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8, not JSON
+        raise StudyError(f"{path} cannot be read: {error_reason(error)}. {NEW_STUDY}") from None
+    if not isinstance(payload, dict):
+        problems = [f"it holds {reprlib.repr(payload)}; allowed is an object with the keys {', '.join(PLAN_RECORD)}"]
+    else:
+        problems = [f"{key}: missing" for key in PLAN_RECORD if key not in payload]
+        problems += [f"{key}: not a key of a study's plan" for key in payload if key not in PLAN_RECORD]
+        problems += [
+            f"{key}={reprlib.repr(payload[key])}: allowed is {rule.allowed}"
+            for key, rule in PLAN_RECORD.items()
+            if key in payload and not rule.test(payload[key])
+        ]
+    if problems:
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        raise StudyError(f"{path} is not a study's plan (damaged or edited):\n{listed}\n{NEW_STUDY}")
+    schedules = [Schedule(**schedule) for schedule in payload.pop("schedules")]
+    return Plan(schedules=schedules, **payload)
+
+
+def _meaning(parser: OverridesParser, overrides: list[str]) -> dict[tuple[Any, ...], Any]:
+    """What overrides set, as Hydra parses them (it records `false` as `False`), but the keys the study sets per
+    job: {(kind, key, package): the override}."""
+    return {
+        (override.type, override.key_or_group, override.package): override
+        for override in parser.parse_overrides(overrides)
+        if override.key_or_group not in STUDY_OWNED
+    }
+
+
+def _changes(parser: OverridesParser, record: Path, planned: dict[tuple[Any, ...], Any]) -> str:
+    """How the job of `record` (its .hydra/overrides.yaml) was trained otherwise than planned, in words; '' when
+    it was not, or when the record cannot be read (the report names a run folder it cannot read)."""
+    try:
+        recorded = _meaning(parser, OmegaConf.to_container(OmegaConf.load(record)))
+    except Exception:  # a damaged YAML file, or not a list of overrides, raises many kinds
+        return ""
+    absent = object()
+    changed = [
+        key
+        for key in {**recorded, **planned}
+        if (recorded[key].value() if key in recorded else absent)
+        != (planned[key].value() if key in planned else absent)
+    ]
+
+    def shown(side: dict[tuple[Any, ...], Any], key: tuple[Any, ...]) -> str:
+        return side[key].input_line if key in side else f"no {key[1]}"
+
+    return "; ".join(f"trained with {shown(recorded, key)}, the plan has {shown(planned, key)}" for key in changed)
+
+
+def runs_problems(plan: Plan) -> list[str]:
+    """Each stage and schedule whose jobs in the folder were trained with other overrides than the plan launches:
+    continuing would compare runs trained on other settings (a plan edited after its first jobs ran)."""
+    parser = OverridesParser.create()
+    problems = []
+    for stage in STAGES:
+        for schedule in plan.schedules:
+            planned = _meaning(parser, plan.job_overrides(stage, schedule))
+            records = sorted(plan.stage_dir(stage, schedule.name).glob("*/.hydra/overrides.yaml"))
+            if differing := [changed for record in records if (changed := _changes(parser, record, planned))]:
+                problems.append(f"{stage}/{schedule.name} ({len(differing)} of {len(records)} jobs): {differing[0]}")
+    return problems
+
+
+def resolve(argv: list[str]) -> Plan:
+    """The plan of this command: a new study, or the one in `study.dir` continued (its saved command when the
+    command line gives nothing else; a different study in that folder is refused). A continued study is checked as
+    a new one: its saved command must build its saved plan, and the runs in the folder must have been trained as
+    that plan launches them. Its folder is where it is now, whatever folder the record names."""
+    preset, options, run_overrides = parse_args(argv)
+    folder_option = next((option for option in options if option.startswith("dir=")), None)
+    saved_path = Path(folder_option.split("=", 1)[1]).expanduser() / STUDY_FILE if folder_option else None
+    if saved_path is not None and saved_path.is_file():
+        folder = saved_path.parent.resolve()
+        saved = read_plan(saved_path)
+        alone = preset is None and not run_overrides and options == [folder_option]
+        try:
+            current = make_plan(
+                *(
+                    (saved.preset, saved.options, saved.run_overrides)
+                    if alone
+                    else (preset or saved.preset, options, run_overrides)
+                )
+            )
+        except StudyError as error:
+            if not alone:
+                raise
+            raise StudyError(
+                f"{saved_path}: its saved command is refused, as a new study's would be:\n{error}\n{NEW_STUDY}"
+            ) from None
+        if changed := [key for key, value in current.identity().items() if saved.identity()[key] != value]:
+            if alone:
+                raise StudyError(
+                    f"{saved_path}: the saved plan is not the one its own command builds (it differs in: "
+                    f"{', '.join(changed)}): the file was edited, or written by another version. {NEW_STUDY}"
+                )
+            raise StudyError(
+                f"study.dir={folder} holds another study (it differs in: {', '.join(changed)}). Continue it "
+                f"with: python -m src.study study.dir={folder}"
+            )
+        plan = replace(saved, jobs=current.jobs, dir=str(folder))
+        if problems := runs_problems(plan):
+            listed = "\n".join(f"  - {problem}" for problem in problems)
+            raise StudyError(
+                f"{saved_path}: the runs in {folder} were not trained as its plan launches them, so its stages "
+                f"would not be comparable:\n{listed}\n{NEW_STUDY}"
+            )
+        return plan
+    if saved_path is not None and saved_path.parent.exists() and any(saved_path.parent.iterdir()):
+        raise StudyError(f"study.dir={saved_path.parent}: the folder holds files but no {STUDY_FILE}; pick a new one")
+    return make_plan(preset or "quick", options, run_overrides)

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from src import REPO_ROOT
 from src.analysis.runs import TAIL_METRIC
 from src.config.hooks import register_resolvers
-from src.config.validation import INTEGER, NUMBER, POSITIVE_NUMBER, STRING, Rule
+from src.config.rules import INTEGER, NUMBER, POSITIVE_NUMBER, STRING, Rule
 from src.lr_range.suggest import rounded_lr
 from src.runs.errors import error_reason
 from src.runs.resume import override_key
@@ -292,7 +292,7 @@ def _check_size(spec: DictConfig, schedules: list[Schedule]) -> None:
 def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan:
     """Resolve and check the whole study before anything runs: every job's config is validated as src.train
     would validate it (at the smallest and largest lr of its grid, in both stages)."""
-    from src.config.validation import ConfigError
+    from src.config.rules import ConfigError
 
     owned = [
         override

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from src.runs.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError, Stopped, 
 from src.runs.files import write_json
 from src.runs.folder import glob_settled
 from src.runs.parent_watch import PARENT_ENV
+from src.runs.signals import StopOnSignal
 
 log = logging.getLogger("src.study")
 PICKS_FILE = "picks.json"
@@ -46,20 +46,22 @@ class Launcher:
         self.plan = plan
         self.bar = bar
         self.child: subprocess.Popen | None = None
-        self.received: int | None = None
+        self.signals = StopOnSignal(on_first=self._forward)  # a second signal ends the study (its jobs follow)
 
     def __enter__(self) -> Launcher:
-        self._previous = {signum: signal.signal(signum, self._forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+        self.signals.__enter__()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+        self.signals.__exit__(*exc_info)
 
-    def _forward(self, signum: int, frame: object) -> None:
-        if self.received is None and self.child is not None and self.child.poll() is None:
+    @property
+    def received(self) -> int | None:
+        return self.signals.received
+
+    def _forward(self, signum: int) -> None:
+        if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signum)
-        self.received = self.received or signum
 
     def command(self, stage: str, schedule: Schedule, lrs: list[str], seeds: list[int]) -> list[str]:
         return [

@@ -130,10 +130,8 @@ def load(*, device: torch.device, _target_: str = FASHION_MNIST, **keys: Any) ->
 
 def __getattr__(name: str) -> Any:
     """Fashion-MNIST's own names (PROJECT_DATA_DIR, read_checked, ...) for callers that still take them from here,
-    as before the dataset had a module of its own; imported on such a use only."""
-    from src.training.datasets import fashion_mnist
-
+    as before the dataset had a module of its own: looked up by name, as `load` finds a dataset, on such a use."""
     try:
-        return getattr(fashion_mnist, name)
+        return getattr(importlib.import_module(FASHION_MNIST.rpartition(".")[0]), name)
     except AttributeError:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

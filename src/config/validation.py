@@ -285,7 +285,8 @@ def _added_key_problems(cfg: DictConfig) -> list[Problem]:
     for key in added:
         group = key.rpartition(".")[0]
         node = _get(cfg, group) if group else None
-        where = f"; {group} has: {_own_keys(node, group, added)}" if isinstance(node, DictConfig) else ""
+        own = _own_keys(node, group, added) if isinstance(node, DictConfig) else None
+        where = "" if own is None else f"; {group} has: {own}" if own else f"; {group} has no keys of its own"
         problems.append(Problem(key, f"{key}: unknown key (added with +{key}=...){where}"))
     return problems
 

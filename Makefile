@@ -26,8 +26,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[dev,optuna,slurm]'
 	touch $(STAMP)
 
-# The Debian package where apt is at hand (as root, or through password-less sudo); otherwise src.training.data looks for
-# the files itself and says how to get them.
+# The Debian package where apt is at hand (as root, or through password-less sudo); otherwise
+# src.training.datasets.fashion_mnist looks for the files itself and says how to get them.
 $(DATA_STAMP): | $(STAMP)
 	@if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] && command -v apt-get >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=skip; fi; \
@@ -36,7 +36,7 @@ $(DATA_STAMP): | $(STAMP)
 	    { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; } || true; \
 	  fi; \
 	fi
-	$(PYTHON) -m src.training.data
+	$(PYTHON) -m src.training.datasets.fashion_mnist
 
 train: setup
 	$(PYTHON) -m src.train $(ARGS)

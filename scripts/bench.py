@@ -48,7 +48,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from textbook_loop import loaders, one_epoch
 
@@ -57,7 +56,9 @@ from src.config.validation import ConfigError, validate
 from src.schedules import build_lr_driver
 from src.train import run
 from src.training import data
+from src.training.datasets import fashion_mnist
 from src.training.device import autocast, configure_threads, maybe_compile, select_device
+from src.training.models import build_model
 from src.training.optimizers import build_optimizer
 
 REFERENCE_WORKERS = (4, 0)
@@ -140,7 +141,7 @@ class PeakMemory:
 def reference_epoch(cfg: DictConfig, dataset: data.DeviceData, workers: int) -> float:
     """Seconds for one epoch of the textbook loop: PIL images through ToTensor in a DataLoader, `.item()` per step."""
     device = dataset.train_x.device
-    root = str(data.locate(cfg.data.root, cfg.data.system_dir, cfg.data.download))
+    root = str(fashion_mnist.locate(cfg.data.root, cfg.data.system_dir, cfg.data.download))
     train_loader, test_loader = loaders(
         root,
         batch_size=cfg.data.batch_size,
@@ -151,7 +152,7 @@ def reference_epoch(cfg: DictConfig, dataset: data.DeviceData, workers: int) -> 
         std=dataset.std,
     )
     torch.manual_seed(cfg.seed)
-    model = instantiate(cfg.model).to(device)
+    model = build_model(cfg.model, dataset).to(device)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     lr_driver = build_lr_driver(cfg, optimizer, len(train_loader))
     started = time.perf_counter()
@@ -172,11 +173,11 @@ def in_memory_batches(cfg: DictConfig, dataset: data.DeviceData) -> list[tuple[t
     return list(dataset.train_batches(order))
 
 
-def floor_epoch(cfg: DictConfig, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Seconds for the forward/backward/optimizer steps alone, on `batches` already in memory."""
+def floor_epoch(cfg: DictConfig, dataset: data.DeviceData, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Seconds for the forward/backward/optimizer steps alone, on `batches` (of `dataset`) already in memory."""
     device = batches[0][0].device
     torch.manual_seed(cfg.seed)
-    model = instantiate(cfg.model).to(device)
+    model = build_model(cfg.model, dataset).to(device)
     maybe_compile(model, cfg.trainer.compile)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     model.train()
@@ -280,7 +281,7 @@ def textbook_process(cfg: DictConfig, workers: int) -> dict:
     command = [
         sys.executable,
         str(SCRIPTS / "textbook_loop.py"),
-        f"--root={data.locate(cfg.data.root, cfg.data.system_dir, cfg.data.download)}",
+        f"--root={fashion_mnist.locate(cfg.data.root, cfg.data.system_dir, cfg.data.download)}",
         f"--epochs={PROCESS_EPOCHS}",
         f"--workers={workers}",
         f"--device={select_device(cfg.trainer.device)}",
@@ -361,13 +362,13 @@ def measure_epochs(cfg: DictConfig, repeats: int) -> tuple[list[dict], int]:
     configure_threads(cfg.trainer.threads)
     dataset = data.load(device=device, **OmegaConf.to_container(cfg.data))
     batches = in_memory_batches(cfg, dataset)
-    floor_epoch(cfg, batches[:10] + batches[-1:])  # warm-up: the kernels of both batch shapes are picked once
+    floor_epoch(cfg, dataset, batches[:10] + batches[-1:])  # warm-up: the kernels of both batch shapes are picked once
     variants = {
         f"reference, {workers} workers": (lambda w=workers: reference_epoch(cfg, dataset, w))
         for workers in REFERENCE_WORKERS
     }
     variants["runner (src.train)"] = lambda: runner_epoch(cfg)
-    variants["floor"] = lambda: floor_epoch(cfg, batches)
+    variants["floor"] = lambda: floor_epoch(cfg, dataset, batches)
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     peaks: dict[str, float] = dict.fromkeys(variants, 0.0)
     for repeat in range(repeats):

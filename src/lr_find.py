@@ -3,8 +3,8 @@
 The same model, optimizer, data, batch size, seed, precision and device as `python -m src.train [run overrides]`,
 but from the run's initial weights the lr ramps from `lr_find.min_lr` to `lr_find.max_lr` over `lr_find.num_steps`
 steps, one batch per step in the run's batch order, until the smoothed loss exceeds `lr_find.stop_factor` times its
-best. Settings: conf/lr_find.yaml; the ramp, the smoothing and the rules: src/lr_range/suggest.py. Nothing leaks into a
-run started afterwards, even in this process (see `find_lr`).
+best. Settings: conf/lr_find.yaml; the test itself: src/lr_range/find.py; the ramp, the smoothing and the rules:
+src/lr_range/suggest.py. Nothing leaks into a run started afterwards, even in this process (see `find_lr`).
 
 Written into `${output_root}/lr_find/<date>/<time>/`: lr_find.csv (step, lr, raw and smoothed loss), lr_find.png
 (loss against lr on a log axis, the suggestions marked), the curve in TensorBoard (scalars against the step, and the
@@ -15,264 +15,44 @@ after a handful of steps), with a message and no traceback.
 
 from __future__ import annotations
 
-import csv
-import itertools
 import logging
-import math
-import shlex
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import hydra
-import torch
-import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src.config.hooks import register_resolvers
 from src.config.session import group_choices, task_overrides
-from src.config.validation import NUMBER, ConfigError, override_key_problem, validate
-from src.lr_range.suggest import (
-    SUGGESTIONS_FILE,
-    WHAT_RULES_DO,
-    Smoother,
-    Suggestion,
-    SuggestionError,
-    ramp,
-    read_suggestion,
-    should_stop,
-    suggest,
-    suggestions_record,
-    window,
+from src.config.validation import ConfigError, override_key_problem, validate
+from src.lr_range.find import (
+    CSV_FILE,
+    PNG_FILE,
+    Curve,
+    RangeTestError,
+    draw,
+    find_lr,
+    ramp_problems,
+    range_test,
+    report_lines,
+    title,
+    train_command,
+    write_curve,
+    write_tensorboard,
 )
+from src.lr_range.suggest import SUGGESTIONS_FILE, SuggestionError, read_suggestion, suggest, suggestions_record
 from src.runs.errors import fail
 from src.runs.files import write_json
 from src.training import data
-from src.training.device import autocast, configure_threads, select_device
-from src.training.optimizers import build_optimizer
+from src.training.device import configure_threads, select_device
 
 register_resolvers()
 
 __all__ = ["Curve", "RangeTestError", "find_lr", "ramp_problems", "range_test", "read_suggestion"]
 
 log = logging.getLogger("src.lr_find")
-CSV_FILE, PNG_FILE = "lr_find.csv", "lr_find.png"
-
-
-class RangeTestError(RuntimeError):
-    """The test yields no curve to read; the message says why and what to change."""
-
-
-@dataclass
-class Curve:
-    """One range test: the lr, raw loss and smoothed loss of each step taken, and why it ended early (if it did)."""
-
-    planned: list[float]
-    lrs: list[float] = field(default_factory=list)
-    losses: list[float] = field(default_factory=list)
-    smoothed: list[float] = field(default_factory=list)
-    stop: str | None = None
-
-    @property
-    def stopped_early(self) -> bool:
-        return self.stop is not None
-
-
-def ramp_problems(settings: Mapping[str, Any]) -> list[str]:
-    """The ramp must rise: min_lr below max_lr (each key's own kind and range is src.config.validation's)."""
-    min_lr, max_lr = settings.get("min_lr"), settings.get("max_lr")
-    if NUMBER.test(min_lr) and NUMBER.test(max_lr) and 0 < max_lr <= min_lr:
-        return [f"lr_find.min_lr={min_lr!r}, lr_find.max_lr={max_lr!r}: allowed is min_lr < max_lr (the ramp rises)"]
-    return []
-
-
-def range_test(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
-    lrs: Sequence[float],
-    *,
-    beta: float = 0.98,
-    stop_factor: float | None = 4.0,
-    precision: str = "fp32",
-    progress: bool = True,
-) -> Curve:
-    """Train `model` one batch per lr of `lrs`, recording each batch's loss (before its update) and the smoothed loss.
-
-    Stops when the smoothed loss exceeds `stop_factor` times its best or the loss is not finite; raises
-    RangeTestError when the very first loss is not finite (nothing to learn from: the data or the model is broken).
-    """
-    curve = Curve(planned=list(lrs))
-    smoother = Smoother(beta)
-    best = math.inf
-    model.train()
-    with tqdm(total=len(lrs), desc="lr range test", disable=not progress, leave=False) as bar:
-        for step, (lr, (inputs, labels)) in enumerate(zip(lrs, batches, strict=False)):  # batches never end
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast(inputs.device, precision):
-                loss = F.cross_entropy(model(inputs), labels)
-            value = loss.item()
-            if not math.isfinite(value):
-                if step == 0:
-                    raise RangeTestError(
-                        f"the loss is {value} at the first step, before any update (lr {lr:.3g}): the model or the "
-                        "data give a non-finite loss whatever the lr. Check data.normalize and trainer.precision."
-                    )
-                curve.stop = f"the loss was {value} at step {step} (lr {lr:.3g})"
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            smoothed = smoother(value)
-            best = min(best, smoothed)
-            curve.lrs.append(lr)
-            curve.losses.append(value)
-            curve.smoothed.append(smoothed)
-            bar.update()
-            bar.set_postfix(lr=f"{lr:.3g}", loss=f"{smoothed:.4f}")
-            if should_stop(smoothed, best, stop_factor):
-                curve.stop = (
-                    f"the smoothed loss {smoothed:.4g} exceeded {stop_factor:g}x its best ({best:.4g}) at step {step} "
-                    f"(lr {lr:.3g})"
-                )
-                break
-    return curve
-
-
-def find_lr(cfg: DictConfig, dataset: data.DeviceData, *, progress: bool | None = None) -> Curve:
-    """The range test of the run `cfg` describes, on `dataset` (already on its device), with `cfg.lr_find`'s ramp.
-
-    The model starts from the run's initial weights (`torch.manual_seed(seed)`, as `src.train` does) and the batches
-    come in the run's order (a generator seeded with `seed`), all inside `fork_rng`: the global CPU and CUDA RNG
-    states are restored on the way out, and the model and optimizer are the test's own.
-    """
-    settings = cfg.lr_find
-    lrs = ramp(settings.min_lr, settings.max_lr, settings.num_steps, settings.mode)
-    device = dataset.train_x.device
-    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []  # manual_seed seeds them all
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(cfg.seed)
-        model = instantiate(cfg.model).to(device)
-        optimizer = build_optimizer(cfg.optimizer, model.parameters())
-        order = torch.Generator(device=device).manual_seed(cfg.seed)
-        # Epochs back to back: a ramp longer than an epoch goes on into the next.
-        batches = itertools.chain.from_iterable(dataset.train_batches(order) for _ in itertools.count())
-        return range_test(
-            model,
-            optimizer,
-            batches,
-            lrs,
-            beta=settings.smooth,
-            stop_factor=settings.stop_factor,
-            precision=cfg.trainer.precision,
-            progress=cfg.trainer.progress if progress is None else progress,
-        )
-
-
-def write_csv(path: Path, curve: Curve) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["step", "lr", "loss", "smoothed_loss"])
-        for step, row in enumerate(zip(curve.lrs, curve.losses, curve.smoothed, strict=True)):
-            writer.writerow([step, *(repr(value) for value in row)])
-
-
-def draw(curve: Curve, suggestions: Mapping[str, Suggestion], chosen: str, title: str):
-    """The loss against lr on a log axis, raw (faint) and smoothed, the suggestions as vertical lines."""
-    from matplotlib.figure import Figure  # only this path plots; the object API needs no display
-
-    figure = Figure(figsize=(7, 4.2), layout="constrained")
-    axes = figure.subplots()
-    axes.plot(curve.lrs, curve.losses, color="0.7", linewidth=0.8, label="loss (each batch)")
-    axes.plot(curve.lrs, curve.smoothed, color="tab:blue", linewidth=1.8, label="smoothed loss")
-    colours = {"valley": "tab:green", "steepest": "tab:orange", "min_div10": "tab:purple"}
-    for name, suggestion in suggestions.items():
-        line = {"linestyle": "-", "linewidth": 2.0} if name == chosen else {"linestyle": "--", "linewidth": 1.2}
-        mark = " (suggestion)" if name == chosen else ""
-        axes.axvline(suggestion.lr, color=colours[name], label=f"{name} {suggestion.lr:g}{mark}", **line)
-    # The y range of the curve the suggestions read (and its start): neither a raw spike nor the blow-up flattens it.
-    kept = [curve.smoothed[i] for i in window(len(curve.smoothed), curve.stopped_early)] or curve.smoothed
-    top, bottom = max(curve.smoothed[0], *kept), min(min(kept), min(curve.losses))
-    margin = max(top - bottom, 0.05)
-    axes.set(xscale="log", xlabel="learning rate (log scale)", ylabel="training loss")
-    axes.set_ylim(bottom - 0.1 * margin, top + 0.3 * margin)
-    axes.set_title(title, fontsize=9)
-    axes.grid(alpha=0.3, which="both")
-    axes.legend(fontsize=8)
-    return figure
-
-
-def write_tensorboard(folder: Path, curve: Curve, figure, report: str) -> None:
-    """The curve as scalars against the step (on an exp ramp the step axis is the log-lr axis; `lr_find/lr` maps
-    it), both losses on one chart, the figure as an image and the report as text."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    with SummaryWriter(log_dir=str(folder)) as writer:
-        writer.add_custom_scalars(
-            {"lr range test": {"loss against step": ["Multiline", ["^lr_find/(loss|smoothed_loss)$"]]}}
-        )
-        for step, (lr, loss, smoothed) in enumerate(zip(curve.lrs, curve.losses, curve.smoothed, strict=True)):
-            writer.add_scalar("lr_find/lr", lr, step)
-            writer.add_scalar("lr_find/loss", loss, step)
-            writer.add_scalar("lr_find/smoothed_loss", smoothed, step)
-        if figure is not None:
-            canvas = FigureCanvasAgg(figure)
-            canvas.draw()
-            writer.add_image("lr_find/curve", np.asarray(canvas.buffer_rgba())[..., :3], 0, dataformats="HWC")
-        writer.add_text("lr_find/suggestions", "    " + report.replace("\n", "\n    "), 0)
-
-
-def train_command(overrides: Sequence[str], extra: str) -> str:
-    """`python -m src.train` with the run overrides this test was given (not its own, nor an lr), plus `extra`."""
-    kept = [
-        item
-        for item in overrides
-        if not item.lstrip("+~").startswith(("lr_find.", "lr_find=", "optimizer.lr=", "lr_from="))
-    ]
-    return shlex.join(["python", "-m", "src.train", *kept, extra])
-
-
-def report_lines(
-    curve: Curve,
-    suggestions: Mapping[str, Suggestion],
-    record: Mapping[str, Any],
-    folder: Path,
-    overrides: Sequence[str],
-) -> list[str]:
-    """What the range test found, for the log and TensorBoard; `record` is the suggestion's (suggestions_record)."""
-    chosen = record["suggestion"]
-    ended = f"stopped at step {len(curve.lrs) - 1}: {curve.stop}" if curve.stop else "ran the whole ramp"
-    lines = [
-        f"LR range test: {len(curve.lrs)} of {len(curve.planned)} steps, lr {curve.planned[0]:.3g} -> "
-        f"{curve.planned[-1]:.3g}; {ended}",
-    ]
-    for name, suggestion in suggestions.items():
-        mark = "  <- suggestion" if name == chosen else ""
-        lines.append(f"  {name:<10} {suggestion.lr:<10g} {WHAT_RULES_DO[name]} ({suggestion.detail}){mark}")
-    lines += [
-        f"suggestion: {chosen} (lr_find.suggestion), because {record['why']}",
-        f"use it:  {train_command(overrides, record['override'])}",
-        f"     or: {train_command(overrides, f'lr_from={folder}')}",
-        f"files:   {folder}",
-    ]
-    return lines
-
-
-def title(cfg: DictConfig) -> str:
-    choices = group_choices()
-    return (
-        f"LR range test: {choices.get('model', 'model')}, {choices.get('optimizer', 'optimizer')}, "
-        f"batch {cfg.data.batch_size}, seed {cfg.seed}, {cfg.lr_find.mode} ramp over {cfg.lr_find.num_steps} steps"
-    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="lr_find")
@@ -298,7 +78,7 @@ def main(cfg: DictConfig) -> float:
             curve = find_lr(cfg, dataset)
     except RangeTestError as error:
         fail(f"lr range test: {error}")
-    write_csv(folder / CSV_FILE, curve)
+    write_curve(folder / CSV_FILE, curve)
     try:
         suggestions = suggest(curve.lrs, curve.smoothed, stopped_early=curve.stopped_early)
     except SuggestionError as error:
@@ -312,9 +92,8 @@ def main(cfg: DictConfig) -> float:
     overrides = task_overrides()
     record = suggestions_record(suggestions, chosen)
     lines = report_lines(curve, suggestions, record, folder, overrides)
-    figure = draw(curve, suggestions, chosen, title(cfg))
-    figure.savefig(folder / PNG_FILE, dpi=120)
-    write_tensorboard(folder, curve, figure, "\n".join(lines))
+    draw(folder / PNG_FILE, curve, suggestions, chosen, title(cfg))
+    write_tensorboard(folder, curve, folder / PNG_FILE, "\n".join(lines))
     write_json(
         folder / SUGGESTIONS_FILE,
         {

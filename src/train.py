@@ -27,7 +27,6 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -45,9 +44,10 @@ from src.runs.signals import StopOnSignal
 from src.schedules import build_lr_driver
 from src.training import data
 from src.training.device import available_cores, configure_threads, maybe_compile, select_device
+from src.training.models import build_model
 from src.training.optimizers import build_optimizer
 from src.training.tracking import Tracker, run_hparams
-from src.training.trainer import Interrupted, RunResult, Trainer
+from src.training.trainer import Interrupted, RunResult, Trainer, TrainerSettings
 
 __all__ = ["WORST_OBJECTIVE", "StopOnSignal", "main", "objective", "run", "train"]
 
@@ -128,7 +128,7 @@ def _fit(
 ) -> RunResult:
     """Build the model, optimizer, schedule, tracker and trainer, restore the checkpoint if any, and train."""
     torch.manual_seed(cfg.seed)  # same seed, same initial weights, whatever the schedule or optimizer
-    model = instantiate(cfg.model).to(device)
+    model = build_model(cfg.model, dataset).to(device)
     maybe_compile(model, cfg.trainer.compile)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
     lr_driver = build_lr_driver(cfg, optimizer, dataset.steps_per_epoch)
@@ -150,20 +150,14 @@ def _fit(
         flush_curves=tracker.writer.flush,
         dataset=dataset.fingerprint,
     )
+    settings = TrainerSettings.from_config(cfg)
     trainer = Trainer(
         model,
         optimizer,
         lr_driver,
         dataset,
         tracker,
-        epochs=cfg.trainer.epochs,
-        data_seed=cfg.seed,
-        log_every_steps=cfg.trainer.log_every_steps,
-        eval_batch_size=cfg.trainer.eval_batch_size,
-        precision=cfg.trainer.precision,
-        progress=cfg.trainer.progress,
-        stop_on_collapse=cfg.trainer.stop_on_collapse,
-        warmup_updates=lr_driver.warmup_updates(),
+        settings,
         on_epoch_end=checkpointer,
         should_stop=stop or (lambda: False),
     )

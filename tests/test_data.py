@@ -1,4 +1,5 @@
-"""Finding, reading, loading and batching Fashion-MNIST (synthetic files in torchvision's raw format)."""
+"""Finding, reading, loading and batching Fashion-MNIST (synthetic files in torchvision's raw format), and the
+device-resident data any dataset returns."""
 
 import gzip
 import os
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from src.training import data
+from src.training.datasets import fashion_mnist
 from tests.conftest import RAW_NAMES, run_metrics, run_train, write_fashion_mnist
 
 CPU = torch.device("cpu")
@@ -15,7 +17,7 @@ QUICK = ("data.batch_size=256", "trainer.epochs=1", "trainer.threads=1", "traine
 
 
 def test_explicit_root_is_loaded_as_uint8_tensors(synthetic_root):
-    loaded = data.load(device=CPU, batch_size=100, root=str(synthetic_root))
+    loaded = fashion_mnist.load(device=CPU, batch_size=100, root=str(synthetic_root))
     assert loaded.train_x.shape == (512, 28, 28) and loaded.train_x.dtype == torch.uint8
     assert loaded.test_x.shape == (256, 28, 28)
     assert loaded.train_y.dtype == torch.int64 and int(loaded.train_y.max()) <= 9
@@ -24,8 +26,8 @@ def test_explicit_root_is_loaded_as_uint8_tensors(synthetic_root):
 
 
 def test_train_size_keeps_the_first_images(synthetic_root):
-    full = data.load(device=CPU, batch_size=64, root=str(synthetic_root))
-    subset = data.load(device=CPU, batch_size=64, root=str(synthetic_root), train_size=100)
+    full = fashion_mnist.load(device=CPU, batch_size=64, root=str(synthetic_root))
+    subset = fashion_mnist.load(device=CPU, batch_size=64, root=str(synthetic_root), train_size=100)
     assert torch.equal(subset.train_x, full.train_x[:100])
     assert subset.steps_per_epoch == 2 and subset.test_x.shape[0] == 256
 
@@ -38,22 +40,22 @@ def test_debian_gz_files_are_decompressed_once_into_the_project_folder(tmp_path,
         with gzip.open(debian / f"{name}.gz", "wb") as handle:
             handle.write((source / name).read_bytes())
     project = tmp_path / "project-data"
-    monkeypatch.setattr(data, "PROJECT_DATA_DIR", project)
+    monkeypatch.setattr(fashion_mnist, "PROJECT_DATA_DIR", project)
 
-    found = data.locate(system_dir=str(debian), download=False)
+    found = fashion_mnist.locate(system_dir=str(debian), download=False)
 
     assert found == project
     for name in RAW_NAMES.values():
         assert (project / "FashionMNIST" / "raw" / name).read_bytes() == (source / name).read_bytes()
     assert not list((project / "FashionMNIST" / "raw").glob("*.partial"))
     # Second call: found in the project folder, the Debian folder is not needed any more.
-    assert data.locate(system_dir=str(tmp_path / "gone"), download=False) == project
+    assert fashion_mnist.locate(system_dir=str(tmp_path / "gone"), download=False) == project
 
 
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "PROJECT_DATA_DIR", tmp_path / "empty")
-    with pytest.raises(data.DatasetNotFoundError) as error:
-        data.locate(system_dir=str(tmp_path / "no-debian"), download=False)
+    monkeypatch.setattr(fashion_mnist, "PROJECT_DATA_DIR", tmp_path / "empty")
+    with pytest.raises(fashion_mnist.DatasetNotFoundError) as error:
+        fashion_mnist.locate(system_dir=str(tmp_path / "no-debian"), download=False)
     assert "apt-get install dataset-fashion-mnist" in str(error.value)
     assert "data.root" in str(error.value)
 
@@ -63,14 +65,14 @@ def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
         raise OSError("network unreachable")
 
     monkeypatch.setattr("torchvision.datasets.FashionMNIST", no_network)  # the download stays torchvision's
-    with pytest.raises(data.DatasetNotFoundError) as error:
-        data.locate(root=str(tmp_path / "fresh"), download=True)
+    with pytest.raises(fashion_mnist.DatasetNotFoundError) as error:
+        fashion_mnist.locate(root=str(tmp_path / "fresh"), download=True)
     assert "download failed (network unreachable)" in str(error.value)
     assert "apt-get install dataset-fashion-mnist" in str(error.value)
 
 
 def test_an_epoch_visits_every_image_once_in_a_seeded_order(synthetic_root):
-    loaded = data.load(device=CPU, batch_size=100, root=str(synthetic_root), normalize=False)
+    loaded = fashion_mnist.load(device=CPU, batch_size=100, root=str(synthetic_root), normalize=False)
 
     def epoch_labels(seed):
         generator = torch.Generator().manual_seed(seed)
@@ -101,7 +103,7 @@ def torchvision_tensors(root) -> dict[str, torch.Tensor]:
 
 
 def assert_same_as_torchvision(root) -> None:
-    loaded = data.load(device=CPU, batch_size=256, root=str(root), download=False)
+    loaded = fashion_mnist.load(device=CPU, batch_size=256, root=str(root), download=False)
     for name, expected in torchvision_tensors(root).items():
         got = getattr(loaded, name)
         assert got.dtype == expected.dtype and got.shape == expected.shape, name
@@ -113,62 +115,62 @@ def test_the_direct_reader_returns_what_torchvision_reads(tmp_path):
 
 
 def test_the_direct_reader_returns_what_torchvision_reads_from_the_real_files():
-    if not (data.PROJECT_DATA_DIR / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+    if not (fashion_mnist.PROJECT_DATA_DIR / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file():
         pytest.skip("the real Fashion-MNIST is not prepared in data/")
-    assert_same_as_torchvision(data.PROJECT_DATA_DIR)
+    assert_same_as_torchvision(fashion_mnist.PROJECT_DATA_DIR)
 
 
 @pytest.fixture
 def counted_reads(monkeypatch):
     """The names of the files read from disk, in order, from a process that has read nothing yet."""
     reads: list[str] = []
-    read_file = data._read_file
+    read_file = fashion_mnist._read_file
 
     def counting(path):
         reads.append(path.name)
         return read_file(path)
 
-    data.forget_loaded()
-    monkeypatch.setattr(data, "_read_file", counting)
+    fashion_mnist.forget_loaded()
+    monkeypatch.setattr(fashion_mnist, "_read_file", counting)
     yield reads
-    data.forget_loaded()
+    fashion_mnist.forget_loaded()
 
 
 def test_a_process_reads_the_files_once_and_serves_later_loads_from_memory(tmp_path, counted_reads):
     root = str(write_fashion_mnist(tmp_path, train_size=64, test_size=32))
-    first = data.load(device=CPU, batch_size=16, root=root)
+    first = fashion_mnist.load(device=CPU, batch_size=16, root=root)
     assert counted_reads == list(RAW_NAMES.values())
-    again = data.load(device=CPU, batch_size=32, root=root, train_size=40, normalize=False)
+    again = fashion_mnist.load(device=CPU, batch_size=32, root=root, train_size=40, normalize=False)
     assert len(counted_reads) == 4
     assert again.train_x.data_ptr() == first.train_x.data_ptr()  # the same memory, the subset a view of it
     assert again.train_size == 40 and again.steps_per_epoch == 2 and again.mean == 0.0
     assert torch.equal(again.train_y, first.train_y[:40]) and torch.equal(again.test_x, first.test_x)
 
     other = write_fashion_mnist(tmp_path / "other", train_size=48, test_size=32)
-    assert data.load(device=CPU, batch_size=16, root=str(other)).train_size == 48
+    assert fashion_mnist.load(device=CPU, batch_size=16, root=str(other)).train_size == 48
     assert len(counted_reads) == 8  # another folder is other data
-    data.forget_loaded()
-    data.load(device=CPU, batch_size=16, root=root)
+    fashion_mnist.forget_loaded()
+    fashion_mnist.load(device=CPU, batch_size=16, root=root)
     assert len(counted_reads) == 12
 
 
 def test_a_file_changed_after_it_was_read_is_read_and_checked_again(tmp_path, counted_reads):
     root = write_fashion_mnist(tmp_path, train_size=64, test_size=32)
-    data.load(device=CPU, batch_size=16, root=str(root))
+    fashion_mnist.load(device=CPU, batch_size=16, root=str(root))
     labels = root / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte"
     labels.write_bytes(labels.read_bytes()[:-3])
-    with pytest.raises(data.DatasetCorruptError) as refused:
-        data.load(device=CPU, batch_size=16, root=str(root))
+    with pytest.raises(fashion_mnist.DatasetCorruptError) as refused:
+        fashion_mnist.load(device=CPU, batch_size=16, root=str(root))
     assert "train-labels-idx1-ubyte: 69 bytes where its header promises 72 (truncated)" in str(refused.value)
 
     write_fashion_mnist(root, train_size=48, test_size=32)  # whole again, and other data
-    assert data.load(device=CPU, batch_size=16, root=str(root)).train_size == 48
+    assert fashion_mnist.load(device=CPU, batch_size=16, root=str(root)).train_size == 48
 
 
 def test_an_unreadable_file_is_named(tmp_path, monkeypatch):
     root = write_fashion_mnist(tmp_path, train_size=64, test_size=32)
     images = root / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
-    data.forget_loaded()
+    fashion_mnist.forget_loaded()
     real_open = open
 
     def refusing_open(path, *args, **kwargs):
@@ -176,9 +178,9 @@ def test_an_unreadable_file_is_named(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied")
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(data, "open", refusing_open, raising=False)
-    with pytest.raises(data.DatasetNotFoundError) as refused:
-        data.load(device=CPU, batch_size=16, root=str(root))
+    monkeypatch.setattr(fashion_mnist, "open", refusing_open, raising=False)
+    with pytest.raises(fashion_mnist.DatasetNotFoundError) as refused:
+        fashion_mnist.load(device=CPU, batch_size=16, root=str(root))
     assert f"{images} could not be read (Permission denied)" in str(refused.value)
 
 
@@ -201,9 +203,9 @@ def test_gz_files_in_a_folder_that_cannot_be_written_are_read_compressed(tmp_pat
     raw.mkdir(parents=True)
     (raw / "train-images-idx3-ubyte.partial").symlink_to("/dev/full")  # the decompressed copy finds a full disk
     before = files_below(root)
-    loaded = data.load(device=CPU, batch_size=64, root=str(root), download=False)
+    loaded = fashion_mnist.load(device=CPU, batch_size=64, root=str(root), download=False)
     assert files_below(root) == before - {"FashionMNIST/raw/train-images-idx3-ubyte.partial"}  # no copy, no half
-    plain = data.load(device=CPU, batch_size=64, root=str(synthetic_root))
+    plain = fashion_mnist.load(device=CPU, batch_size=64, root=str(synthetic_root))
     for name in ("train_x", "train_y", "test_x", "test_y"):
         assert torch.equal(getattr(loaded, name), getattr(plain, name)), name
 
@@ -213,9 +215,9 @@ def test_debian_gz_files_are_read_compressed_when_the_project_folder_cannot_be_w
 ):
     debian = gz_root(tmp_path / "debian", synthetic_root)
     (tmp_path / "a_file").write_text("")
-    monkeypatch.setattr(data, "PROJECT_DATA_DIR", tmp_path / "a_file" / "data")  # no folder can be made there
-    assert data.locate(system_dir=str(debian), download=False) == debian
-    assert data.load(device=CPU, batch_size=64, system_dir=str(debian), download=False).train_size == 512
+    monkeypatch.setattr(fashion_mnist, "PROJECT_DATA_DIR", tmp_path / "a_file" / "data")  # no folder can be made there
+    assert fashion_mnist.locate(system_dir=str(debian), download=False) == debian
+    assert fashion_mnist.load(device=CPU, batch_size=64, system_dir=str(debian), download=False).train_size == 512
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -223,7 +225,7 @@ def test_gz_files_in_a_read_only_folder_are_read_compressed(tmp_path, synthetic_
     root = gz_root(tmp_path / "gz", synthetic_root)
     root.chmod(0o555)
     try:
-        assert data.load(device=CPU, batch_size=64, root=str(root), download=False).train_size == 512
+        assert fashion_mnist.load(device=CPU, batch_size=64, root=str(root), download=False).train_size == 512
         assert not (root / "FashionMNIST").exists()
     finally:
         root.chmod(0o755)
@@ -259,8 +261,8 @@ def test_a_dataset_file_that_cannot_be_read_is_named_with_the_cause(tmp_path, sy
     else:
         root = write_fashion_mnist(tmp_path / "root", train_size=64, test_size=32)
     path = damage(root, how)
-    with pytest.raises(data.DatasetNotFoundError) as refused:
-        data.load(device=CPU, batch_size=16, root=str(root), download=False)
+    with pytest.raises(fashion_mnist.DatasetNotFoundError) as refused:
+        fashion_mnist.load(device=CPU, batch_size=16, root=str(root), download=False)
     assert f"Fashion-MNIST file {path} {UNREADABLE[how]}" in str(refused.value)
 
 

@@ -195,9 +195,9 @@ def test_cli_bad_input_exits_2_naming_the_problem_without_a_traceback(tmp_path, 
     assert "lr_find.num_steps=5: allowed is an integer 20..1000000" in bad.stderr
     assert "Traceback" not in bad.stderr
 
-    nan_model = (
+    nan_model = (  # NaN logits that still depend on the weights, as a real model's do (the step backpropagates)
         "import torch, src.training.models; "
-        "src.training.models.LeNet.forward = lambda _, x: torch.full((len(x), 10), torch.nan)"
+        "src.training.models.LeNet.forward = lambda m, x: torch.full((len(x), 10), torch.nan) * m.classifier[-1].bias"
     )
     broken = lr_find_cli(*common, code=nan_model)
     assert broken.returncode == 2

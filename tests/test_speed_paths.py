@@ -22,7 +22,7 @@ from src.training import data
 from src.training.device import autocast, available_cores, configure_threads, maybe_compile
 from src.training.models import LeNet
 from src.training.tracking import Tracker
-from src.training.trainer import Trainer
+from src.training.trainer import Trainer, TrainerSettings
 from tests.conftest import run_train
 
 
@@ -178,10 +178,9 @@ def test_the_step_loop_waits_for_the_device_once_per_logging_window(compose_cfg,
     model = LeNet().cuda()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     tracker = Tracker(tmp_path)
-    trainer = Trainer(
-        model, optimizer, build_lr_driver(cfg, optimizer, dataset.steps_per_epoch), dataset, tracker,
-        epochs=1, data_seed=0, log_every_steps=4, progress=False,
-    )  # fmt: skip
+    driver = build_lr_driver(cfg, optimizer, dataset.steps_per_epoch)
+    settings = TrainerSettings(epochs=1, log_every_steps=4, progress=False)
+    trainer = Trainer(model, optimizer, driver, dataset, tracker, settings)
     trainer.train_epoch(0)  # warm-up: cuDNN's benchmark and the allocator's first calls may synchronise
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("warn")

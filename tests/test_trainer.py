@@ -14,7 +14,7 @@ from src.training.data import load
 from src.training.device import available_cores
 from src.training.models import LeNet
 from src.training.tracking import Tracker
-from src.training.trainer import Trainer
+from src.training.trainer import Trainer, TrainerSettings
 from tests.conftest import run_metrics
 
 
@@ -154,17 +154,8 @@ def test_a_run_continued_on_another_thread_count_says_its_digits_may_differ(comp
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         driver = build_lr_driver(cfg, optimizer, dataset.steps_per_epoch)
         tracker = Tracker(folder)
-        return Trainer(
-            model,
-            optimizer,
-            driver,
-            dataset,
-            tracker,
-            epochs=epochs,
-            data_seed=0,
-            progress=False,
-            stop_on_collapse=False,
-        )
+        settings = TrainerSettings(epochs=epochs, progress=False, stop_on_collapse=False)
+        return Trainer(model, optimizer, driver, dataset, tracker, settings)
 
     before = torch.get_num_threads()
     try:

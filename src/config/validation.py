@@ -2,10 +2,13 @@
 with the key, the value and what is allowed.
 
 Each key has one rule (src.config.rules), declared beside the code that reads it: each owner's KEY_RULES (the
-optimizer's in src.training.optimizers, the data's in src.training.data, ...), gathered into SCHEMA here.
+trainer's in src.training.trainer, the range test's in src.lr_range.suggest, ...). A group that names its code
+with `_target_` takes its rules from that code's module: a dataset's keys from the dataset's module (and its size
+from its INFO), a model's from the model's, an optimizer factory's from its module (torch's optimizers from
+src.training.optimizers), so a new dataset or optimizer needs no edit here (`key_rules`).
 
-Each `_target_` (the model's, the optimizer's, the schedule's) must name one of the project's own (TARGETS) before
-anything is imported from it or built: any importable callable would otherwise run as a model.
+Each `_target_` (the model's, the optimizer's, the data's, the schedule's) must name one of the project's own
+(TARGETS) before anything is imported from it or built: any importable callable would otherwise run as a model.
 
 The scheduler's keys take their kinds from its factory's annotations; their ranges are the factory's own, checked
 when the schedule is built here, on the run's timeline, once none of its inputs has a problem. Numbers must also
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import math
 import re
 import typing
@@ -57,19 +61,19 @@ from src.runs import resume
 from src.runs.checkpoints import LAST
 from src.runs.resume import RUN_FOLDER, hydra_quoted
 from src.schedules import Schedule, ScheduleConfigError, Timeline, build_schedule, run_timeline, timeline
-from src.training import data, models, optimizers, trainer
-from src.training.optimizers import build_optimizer
+from src.training import data, optimizers, trainer
+from src.training.optimizers import stand_in_optimizer
 
 CONF_DIR = REPO_ROOT / "conf"
 # The schedule is built from these keys (and the scheduler group's); it is checked once none has a problem.
-SCHEDULE_INPUTS = ("trainer.epochs", "data.batch_size", "data.train_size", "optimizer.lr")
+SCHEDULE_INPUTS = ("trainer.epochs", "data.batch_size", "data.train_size", "data._target_", "optimizer.lr")
 # The schedule is evaluated at every update up to this many, and at evenly spread ones beyond.
 MAX_SCHEDULE_POINTS = 200_000
 
 
-# The run's own keys; every other group's rules sit with the code that reads them (KEY_RULES). SCHEMA holds every
-# key of the run config but the scheduler's own (tests/test_validation.py checks that each key of each config file
-# has one); its order is that of the message.
+# The run's own keys; every other group's rules sit with the code that reads them (KEY_RULES). SCHEMA holds the
+# keys whatever the groups' choices; `key_rules` adds those of the chosen scheduler, model, optimizer and dataset
+# (tests/test_validation.py checks that each key of each config file has one), in the message's order.
 RUN_KEYS: dict[str, Rule] = {
     "seed": INTEGER.where(lambda v: 0 <= v < 2**63, "an integer >= 0 and < 2**63"),
     "output_root": FOLDER,
@@ -77,15 +81,7 @@ RUN_KEYS: dict[str, Rule] = {
     "labels.schedule": NAME.optional(),
 }
 SCHEMA: dict[str, Rule] = (
-    RUN_KEYS
-    | resume.KEY_RULES
-    | lr_from.KEY_RULES
-    | models.KEY_RULES
-    | optimizers.KEY_RULES
-    | data.KEY_RULES
-    | trainer.KEY_RULES
-    | timeline.KEY_RULES
-    | suggest.KEY_RULES
+    RUN_KEYS | resume.KEY_RULES | lr_from.KEY_RULES | trainer.KEY_RULES | timeline.KEY_RULES | suggest.KEY_RULES
 )
 
 
@@ -138,6 +134,12 @@ TARGETS: dict[str, Target] = {
         "a torch.optim.Optimizer subclass (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, ...), or a "
         "function of this project's src/ returning one",
     ),
+    "data": Target(
+        _in_project,
+        _returns(data.DeviceData),
+        "a dataset of this project's src/: a function returning a DeviceData "
+        "(src.training.datasets.fashion_mnist.load, one per conf/data/<name>.yaml)",
+    ),
     "scheduler": Target(
         _in_project,
         _returns(Schedule),
@@ -174,9 +176,24 @@ def _scheduler_rules(target: str) -> dict[str, Rule]:
     return {f"scheduler.{key}": rule for key, hint in hints.items() if (rule := _kind(hint))}
 
 
-def key_rules(cfg: DictConfig) -> dict[str, Rule]:
-    """Every key a run config may have, with its rule: SCHEMA's, and its scheduler factory's kinds."""
-    return _scheduler_rules(str(cfg.scheduler._target_)) | SCHEMA
+def _owner_rules(cfg: DictConfig, group: str, refused: Collection[str]) -> dict[str, Rule]:
+    """The KEY_RULES of the module the group's `_target_` names, when it is this project's and accepted (a
+    dataset's, a model's, an optimizer factory's); for a torch.optim class (or a target refused), torch's table."""
+    fallback = optimizers.KEY_RULES if group == "optimizer" else {}
+    module = str(_get(cfg, f"{group}._target_", data.FASHION_MNIST if group == "data" else "")).rpartition(".")[0]
+    if group in refused or not module or not _in_project(module):
+        return fallback
+    return getattr(importlib.import_module(module), "KEY_RULES", fallback)
+
+
+def key_rules(cfg: DictConfig, refused: Collection[str] = ()) -> dict[str, Rule]:
+    """Every key a run config may have, with its rule: SCHEMA's, its scheduler factory's kinds, and the KEY_RULES
+    of its model's, optimizer's and dataset's modules; a group in `refused` (its `_target_` is not accepted) has
+    none of its own."""
+    scheduler = {} if "scheduler" in refused else _scheduler_rules(str(cfg.scheduler._target_))
+    owned = {group: _owner_rules(cfg, group, refused) for group in ("model", "optimizer", "data")}
+    run = RUN_KEYS | resume.KEY_RULES | lr_from.KEY_RULES
+    return scheduler | run | owned["model"] | owned["optimizer"] | owned["data"] | SCHEMA
 
 
 def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
@@ -190,7 +207,7 @@ def _shown(value: Any) -> str:
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError listing every problem of `cfg`; return quietly when it can run."""
     problems = _target_problems(cfg)
-    problems += _key_problems(cfg, schedule_known="scheduler._target_" not in {p.key for p in problems})
+    problems += _key_problems(cfg, {problem.key.removesuffix("._target_") for problem in problems})
     problems += _added_key_problems(cfg) + _machine_problems(cfg)
     if not any(problem.key.startswith("optimizer") for problem in problems):
         problems += _optimizer_problems(cfg)
@@ -236,12 +253,11 @@ def _located(target: str) -> Any:
         return None
 
 
-def _key_problems(cfg: DictConfig, *, schedule_known: bool = True) -> list[Problem]:
-    """Each key whose value its rule refuses (the scheduler's own keys once its factory is accepted); then each
-    optimizer, scheduler or ramp number beyond float32."""
+def _key_problems(cfg: DictConfig, refused: Collection[str] = ()) -> list[Problem]:
+    """Each key whose value its rule refuses (a group's own keys once its `_target_` is accepted, not `refused`);
+    then each optimizer, scheduler or ramp number beyond float32."""
     problems, missing = [], object()
-    declared = key_rules(cfg) if schedule_known else SCHEMA
-    for key, rule in declared.items():
+    for key, rule in key_rules(cfg, refused).items():
         value = _get(cfg, key, missing)
         if value is missing:  # another option's key (SGD's momentum under Adam)
             continue
@@ -265,7 +281,8 @@ def _added_key_problems(cfg: DictConfig) -> list[Problem]:
     for key in added:
         group = key.rpartition(".")[0]
         node = _get(cfg, group) if group else None
-        where = f"; {group} has: {_own_keys(node, group, added)}" if isinstance(node, DictConfig) else ""
+        own = _own_keys(node, group, added) if isinstance(node, DictConfig) else None
+        where = "" if own is None else f"; {group} has: {own}" if own else f"; {group} has no keys of its own"
         problems.append(Problem(key, f"{key}: unknown key (added with +{key}=...){where}"))
     return problems
 
@@ -301,7 +318,7 @@ def _machine_problems(cfg: DictConfig) -> list[Problem]:
 def _optimizer_problems(cfg: DictConfig) -> list[Problem]:
     """torch's own checks of keys that are each fine (e.g. nesterov needs momentum)."""
     try:
-        build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
+        stand_in_optimizer(cfg.optimizer)
     except (TypeError, ValueError) as error:
         return [Problem("optimizer", f"optimizer: {error}")]
     return []
@@ -309,7 +326,7 @@ def _optimizer_problems(cfg: DictConfig) -> list[Problem]:
 
 def planned_steps_per_epoch(cfg: DictConfig) -> int:
     """Optimizer steps per epoch of the run `cfg` describes, from its sizes alone (the last batch may be short)."""
-    return math.ceil((cfg.data.train_size or data.TRAIN_SIZE) / cfg.data.batch_size)
+    return math.ceil((cfg.data.train_size or data.info(cfg.data).train_size) / cfg.data.batch_size)
 
 
 def _schedule_problems(cfg: DictConfig) -> tuple[str | None, float]:
@@ -347,9 +364,7 @@ def sampled_updates(total: int, max_points: int = MAX_SCHEDULE_POINTS) -> list[i
 def _first_step_problems(cfg: DictConfig, lr: float) -> list[Problem]:
     """One step of the run's optimizer at `lr` on a stand-in weight: numbers that are each within float32 can
     still combine beyond it (Adam's first step divides the lr by 1 - beta1), which torch refuses mid-run."""
-    weight = torch.nn.Parameter(torch.ones(1))
-    weight.grad = torch.ones(1)
-    optimizer = build_optimizer(cfg.optimizer, [weight])  # builds: _optimizer_problems found nothing
+    optimizer = stand_in_optimizer(cfg.optimizer, with_gradient=True)  # builds: _optimizer_problems found nothing
     for group in optimizer.param_groups:
         group["lr"] = lr
     try:

@@ -1,4 +1,5 @@
-"""The epoch loop: train on device-resident batches, evaluate after every epoch, report to the tracker.
+"""The epoch loop: train on device-resident batches, evaluate after every epoch, report to the tracker; and the
+one training step (`train_step`) that the loop and the LR range test share.
 
 Inside an epoch nothing waits for the device except one read per `log_every_steps` window: per-step losses and
 correct counts are written into device buffers, and a window of them is copied to the host in one go.
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from src.config.rules import BOOLEAN, INTEGER, POSITIVE, Rule, one_of
@@ -44,6 +46,54 @@ KEY_RULES: dict[str, Rule] = {
     "trainer.precision": one_of(PRECISIONS),
     "trainer.compile": BOOLEAN,
 }
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """The trainer group of a run config (conf/trainer/, KEY_RULES above), and the run's seed, which orders the
+    batches. `threads`, `device` and `compile` are read where the run is set up, the rest by the Trainer."""
+
+    epochs: int
+    seed: int = 0
+    threads: int | None = None
+    device: str = "auto"
+    log_every_steps: int = 10
+    eval_batch_size: int = 500
+    stop_on_collapse: bool = True
+    progress: bool = True
+    precision: str = "fp32"
+    compile: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> TrainerSettings:
+        return cls(seed=cfg.seed, **OmegaConf.to_container(cfg.trainer))
+
+
+def set_mode(optimizer: torch.optim.Optimizer, mode: str) -> None:
+    """Tell an optimizer that has train and eval modes (a schedule-free one, whose weights differ between the two)
+    which one follows: `train` before training steps, `eval` before evaluating or saving. Others have none."""
+    switch = getattr(optimizer, mode, None)
+    if callable(switch):
+        switch()
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    precision: str = "fp32",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on one batch: the forward pass under the run's precision, the loss, backward, the update.
+    Returns the batch's mean loss (of the weights before the update) and its number of correct predictions, both
+    still on the device: nothing here waits for it."""
+    with autocast(inputs.device, precision):
+        logits = model(inputs)
+        loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), (logits.argmax(dim=1) == labels).sum()
 
 
 @dataclass
@@ -101,13 +151,13 @@ class Interrupted(Exception):
 
 @dataclass(eq=False)
 class Trainer:
-    """Runs the epochs; `on_epoch_end(trainer)` is called after each (the checkpoint), `should_stop()` polled
-    after every optimizer step (a signal). `state_dict`/`load_state_dict` carry everything the next epoch
-    depends on, so a restored trainer continues bit for bit.
+    """Runs the epochs `settings` asks for; `on_epoch_end(trainer)` is called after each (the checkpoint),
+    `should_stop()` polled after every optimizer step (a signal). `state_dict`/`load_state_dict` carry everything
+    the next epoch depends on, so a restored trainer continues bit for bit.
 
-    Collapse: a whole epoch that starts at or after update `warmup_updates` (the schedule's rise to its peak is
-    over) and ends at chance (`at_chance`) marks the run collapsed at that epoch; with `stop_on_collapse` the run
-    ends there, a result like any other. Without it, an epoch off chance again clears the mark.
+    Collapse: a whole epoch that starts once the lr driver's warmup is over (the schedule's rise to its peak) and
+    ends at chance (`at_chance`) marks the run collapsed at that epoch; with `stop_on_collapse` the run ends there,
+    a result like any other. Without it, an epoch off chance again clears the mark.
     """
 
     model: torch.nn.Module
@@ -115,22 +165,16 @@ class Trainer:
     lr_driver: LRDriver
     data: DeviceData
     tracker: Tracker
+    settings: TrainerSettings
     _: KW_ONLY
-    epochs: int
-    data_seed: int
-    log_every_steps: int = 10
-    eval_batch_size: int = 500
-    precision: str = "fp32"
-    progress: bool = True
-    stop_on_collapse: bool = True
-    warmup_updates: int = 0
     on_epoch_end: Callable[[Trainer], None] | None = None
     should_stop: Callable[[], bool] = lambda: False
 
     def __post_init__(self) -> None:
-        self.num_classes = int(self.data.test_y.max()) + 1 if self.data.test_y.numel() else 10
+        self.epochs = self.settings.epochs
+        self.warmup_updates = self.lr_driver.warmup_updates()
         # The batch order has its own generator: same seed, same order, whatever the model or optimizer draw.
-        self.order = torch.Generator(device=self.data.train_x.device).manual_seed(self.data_seed)
+        self.order = torch.Generator(device=self.data.train_x.device).manual_seed(self.settings.seed)
         self.step = 0
         self.result = RunResult()
 
@@ -161,7 +205,7 @@ class Trainer:
     def fit(self) -> RunResult:
         """Train the epochs not done yet (all of them, unless restored from a checkpoint)."""
         result = self.result
-        if result.diverged or (result.collapsed and self.stop_on_collapse):
+        if result.diverged or (result.collapsed and self.settings.stop_on_collapse):
             return result  # it ended early, as a result; a resume has nothing left to do
         earlier_seconds = result.wall_seconds
         threads = torch.get_num_threads()
@@ -217,7 +261,8 @@ class Trainer:
     def _note_collapse(self, epoch: int, first_update: int, metrics: dict[str, float]) -> bool:
         """Mark (or clear) a collapse after `epoch`; true when the run should stop here."""
         result = self.result
-        if first_update >= self.warmup_updates and at_chance(metrics, self.num_classes):
+        stop_on_collapse = self.settings.stop_on_collapse
+        if first_update >= self.warmup_updates and at_chance(metrics, self.data.num_classes):
             if not result.collapsed:
                 result.collapsed, result.collapsed_epoch = True, epoch
                 log.warning(
@@ -225,9 +270,9 @@ class Trainer:
                     epoch,
                     metrics["train_loss"],
                     metrics["test_acc"],
-                    "; stopping (trainer.stop_on_collapse=true)" if self.stop_on_collapse else "",
+                    "; stopping (trainer.stop_on_collapse=true)" if stop_on_collapse else "",
                 )
-            return self.stop_on_collapse
+            return stop_on_collapse
         if result.collapsed:
             log.info("run left chance again at epoch %d; no longer marked collapsed", epoch)
             result.collapsed, result.collapsed_epoch = False, None
@@ -236,6 +281,8 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the shuffled training set; returns the epoch's mean loss and accuracy."""
         self.model.train()
+        set_mode(self.optimizer, "train")
+        settings = self.settings
         sizes = self.data.batch_sizes()
         device = self.data.train_x.device
         step_loss = torch.zeros(len(sizes), device=device)
@@ -245,20 +292,17 @@ class Trainer:
         first_step = self.step
         totals = {"loss": 0.0, "correct": 0.0}
         window_start = 0
-        bar = tqdm(total=len(sizes), desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress, leave=False)
+        bar = tqdm(
+            total=len(sizes), desc=f"epoch {epoch + 1}/{self.epochs}", disable=not settings.progress, leave=False
+        )
         try:
             for i, (inputs, labels) in enumerate(self.data.train_batches(self.order)):
                 step_lr.append(self.lr_driver.lr)
-                with autocast(device, self.precision):
-                    logits = self.model(inputs)
-                    loss = F.cross_entropy(logits, labels)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+                step_loss[i], step_correct[i] = train_step(
+                    self.model, self.optimizer, inputs, labels, settings.precision
+                )
                 self.lr_driver.after_step()
-                step_loss[i] = loss.detach()
-                step_correct[i] = (logits.argmax(dim=1) == labels).sum()
-                if (i + 1) % self.log_every_steps == 0 or i + 1 == len(sizes):
+                if (i + 1) % settings.log_every_steps == 0 or i + 1 == len(sizes):
                     window = slice(window_start, i + 1)
                     # one device-to-host copy: the window's summed per-image losses and correct predictions
                     loss_sum, correct = torch.stack(
@@ -289,13 +333,15 @@ class Trainer:
 
     @torch.inference_mode()
     def evaluate(self) -> dict[str, float]:
-        """Loss and accuracy on the whole test set, summed on the device and read once."""
+        """Loss and accuracy on the whole test set, summed on the device and read once. The optimizer is left in
+        its eval mode (where it has one), as the checkpoint after the epoch saves it."""
         self.model.eval()
+        set_mode(self.optimizer, "eval")
         device = self.data.test_x.device
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
-        for inputs, labels in self.data.test_batches(self.eval_batch_size):
-            with autocast(device, self.precision):
+        for inputs, labels in self.data.test_batches(self.settings.eval_batch_size):
+            with autocast(device, self.settings.precision):
                 logits = self.model(inputs)
                 loss_sum += F.cross_entropy(logits, labels, reduction="sum")
             correct += (logits.argmax(dim=1) == labels).sum()

@@ -13,13 +13,11 @@ Exit status 2 for a bad config, with the same message as a training run.
 
 from __future__ import annotations
 
-import csv
 import logging
 import sys
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from matplotlib.figure import Figure  # the object API renders to files (Agg) with no display and no pyplot state
 from omegaconf import DictConfig
@@ -34,10 +32,11 @@ from src.config.validation import (
     validate,
 )
 from src.lr_range.lr_from import take_lr_from
+from src.runs import files
 from src.runs import folder as run_folder
 from src.runs.errors import fail
 from src.schedules import CyclesMomentum, build_lr_driver, schedule_curves
-from src.training.optimizers import build_optimizer
+from src.training.optimizers import stand_in_optimizer
 
 register_resolvers()
 
@@ -57,7 +56,7 @@ def previewed_curves(
     total = int(cfg.trainer.epochs) * steps_per_epoch
     if total <= max_points:
         return list(range(total)), schedule_curves(cfg, steps_per_epoch)
-    optimizer = build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
+    optimizer = stand_in_optimizer(cfg.optimizer)
     group = optimizer.param_groups[0]
     own_momentum = group["betas"][0] if "betas" in group else group.get("momentum")
     driver = build_lr_driver(cfg, optimizer, steps_per_epoch)
@@ -74,11 +73,15 @@ def previewed_curves(
 
 def write_csv(path: Path, curves: dict[str, list[float]], steps_per_epoch: int, steps: list[int]) -> None:
     """One row per optimizer step in `steps`: step (0-based), epoch (fractional), lr, and momentum when present."""
-    with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["step", "epoch", *curves])
-        for step, *values in zip(steps, *curves.values(), strict=True):
-            writer.writerow([step, f"{step / steps_per_epoch:.6g}", *(repr(value) for value in values)])
+    rows = [
+        {
+            "step": step,
+            "epoch": f"{step / steps_per_epoch:.6g}",
+            **{name: repr(curve[i]) for name, curve in curves.items()},
+        }
+        for i, step in enumerate(steps)
+    ]
+    files.write_csv(path, rows, ["step", "epoch", *curves])
 
 
 def _edges(steps: list[int], steps_per_epoch: int) -> list[float]:

@@ -99,7 +99,7 @@ def run(
     except data.DatasetNotFoundError as error:
         raise BadInput(str(error)) from None
     if resume_point is not None:
-        resume.check_data(resume_point, dataset.fingerprint, cfg.data.root)
+        resume.check_data(resume_point, dataset.fingerprint)
     overrides = resume_point.overrides if resume_point is not None else task_overrides()
     try:
         if resume_point is None and HydraConfig.initialized():

@@ -16,6 +16,7 @@ from src.config.hooks import OutputFolderCheck, output_folder_problem
 from src.config.validation import ConfigError, validate
 from src.runs import checkpoints as checkpointing
 from src.training import data
+from src.training.datasets import fashion_mnist
 from src.training.device import select_device
 from tests.conftest import run_metrics, run_train, write_fashion_mnist, write_idx
 
@@ -61,10 +62,10 @@ def test_a_foreign_file_and_mismatched_counts_are_named(dataset_copy, tmp_path):
 
 
 def test_the_real_dataset_passes_its_checks():
-    if not (data.PROJECT_DATA_DIR / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+    if not (fashion_mnist.PROJECT_DATA_DIR / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file():
         pytest.skip("the real Fashion-MNIST is not prepared in data/")
-    files, _ = data.read_checked(data.PROJECT_DATA_DIR)
-    assert [tuple(files[name].shape) for name in data.RAW_FILES] == [
+    files, _ = fashion_mnist.read_checked(fashion_mnist.PROJECT_DATA_DIR)
+    assert [tuple(files[name].shape) for name in fashion_mnist.RAW_FILES] == [
         (60_000, 28, 28),
         (60_000,),
         (10_000, 28, 28),

@@ -144,7 +144,7 @@ SCHEDULE = "a schedule factory of this project: a function of src/ taking the Ti
         ("scheduler._target_=builtins.print", SCHEDULE),
         ("scheduler._target_=antigravity.fly", SCHEDULE),  # refused by its name: never imported
         ("scheduler._target_=src.schedules.core.Constant", SCHEDULE),  # a piece, not a factory
-        ("++trainer._target_=os.system", "no _target_ here (only model, optimizer, scheduler name one)"),
+        ("++trainer._target_=os.system", "no _target_ here (only model, optimizer, data, scheduler name one)"),
     ],
 )
 def test_a_target_must_name_one_of_the_groups_own_kind(compose_cfg, override, allowed):
@@ -165,8 +165,8 @@ def test_unknown_keys_added_beside_a_bad_target_name_the_groups_real_keys(compos
     with pytest.raises(ConfigError) as refused:
         validate(compose_cfg(["model._target_=builtins.open", "+model.file=x", "+model.mode=w"]))
     assert refused.value.problems[1:] == [
-        "model.file: unknown key (added with +model.file=...); model has: num_classes",
-        "model.mode: unknown key (added with +model.mode=...); model has: num_classes",
+        "model.file: unknown key (added with +model.file=...); model has no keys of its own",
+        "model.mode: unknown key (added with +model.mode=...); model has no keys of its own",
     ]
 
 

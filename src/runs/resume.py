@@ -86,14 +86,14 @@ def find(cfg: DictConfig, folder: Path) -> ResumePoint | None:
     return ResumePoint(folder, checkpoint)
 
 
-def check_data(point: ResumePoint, dataset_sha256: str, data_root: Any) -> None:
+def check_data(point: ResumePoint, dataset_sha256: str) -> None:
     """Raise BadInput when the data a resume trains on is not the data its checkpoint was trained on."""
     saved = point.checkpoint["dataset_sha256"]
     if saved != dataset_sha256:
         raise BadInput(
             f"cannot resume {point.folder}: the dataset differs from the one its checkpoint was trained on "
-            f"(SHA-256 of its images and labels: checkpoint {saved[:16]}..., now {dataset_sha256[:16]}...; "
-            f"data.root={data_root}). Resume with the same files."
+            f"(SHA-256 of its images and labels: checkpoint {saved[:16]}..., now {dataset_sha256[:16]}...). "
+            "Resume with the same files."
         )
 
 

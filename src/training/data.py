@@ -126,12 +126,3 @@ def load(*, device: torch.device, _target_: str = FASHION_MNIST, **keys: Any) ->
     """The dataset `_target_` names (the data config's; Fashion-MNIST without one) on `device`, given the data
     config's other keys: `data.load(device=device, **OmegaConf.to_container(cfg.data))`."""
     return get_method(_target_)(device=device, **keys)
-
-
-def __getattr__(name: str) -> Any:
-    """Fashion-MNIST's own names (PROJECT_DATA_DIR, read_checked, ...) for callers that still take them from here,
-    as before the dataset had a module of its own: looked up by name, as `load` finds a dataset, on such a use."""
-    try:
-        return getattr(importlib.import_module(FASHION_MNIST.rpartition(".")[0]), name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

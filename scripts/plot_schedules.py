@@ -5,7 +5,7 @@
     python scripts/plot_schedules.py --set trainer.epochs=30 --set scheduler.interval=epoch
     python scripts/plot_schedules.py --experiments textbook_constant textbook_sqrt --overlay  # presets
 
-Each curve is the preview's (`src.preview.previewed_curves`: every step, sampled beyond 200,000 steps) of the
+Each curve is the preview's (`src.schedules.driver.previewed_curves`: every step, sampled beyond 200,000 steps) of the
 composed run config (`scheduler=NAME` plus the `--set` overrides), the same objects a training run drives;
 nothing of a real run is touched.
 """
@@ -23,9 +23,10 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from src import REPO_ROOT
+from src.analysis.lr_plots import draw
 from src.config.hooks import register_resolvers
 from src.config.validation import ConfigError, planned_steps_per_epoch, validate
-from src.preview import draw, previewed_curves
+from src.schedules.driver import previewed_curves
 
 register_resolvers()
 

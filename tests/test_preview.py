@@ -10,9 +10,8 @@ from omegaconf import OmegaConf
 
 from scripts.plot_schedules import main as plot_main
 from src import REPO_ROOT
-from src.config.validation import MAX_SCHEDULE_POINTS
-from src.preview import previewed_curves
 from src.schedules import lr_curve, schedule_curves
+from src.schedules.driver import MAX_SCHEDULE_POINTS, previewed_curves
 from tests.conftest import read_csv, run_preview
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

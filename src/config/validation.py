@@ -61,14 +61,13 @@ from src.runs import resume
 from src.runs.checkpoints import LAST
 from src.runs.resume import RUN_FOLDER, hydra_quoted
 from src.schedules import Schedule, ScheduleConfigError, Timeline, build_schedule, run_timeline, timeline
+from src.schedules.driver import sampled_updates
 from src.training import data, optimizers, trainer
 from src.training.optimizers import stand_in_optimizer
 
 CONF_DIR = REPO_ROOT / "conf"
 # The schedule is built from these keys (and the scheduler group's); it is checked once none has a problem.
 SCHEDULE_INPUTS = ("trainer.epochs", "data.batch_size", "data.train_size", "data._target_", "optimizer.lr")
-# The schedule is evaluated at every update up to this many, and at evenly spread ones beyond.
-MAX_SCHEDULE_POINTS = 200_000
 
 
 # The run's own keys; every other group's rules sit with the code that reads them (KEY_RULES). SCHEMA holds the
@@ -354,11 +353,6 @@ def _schedule_problems(cfg: DictConfig) -> tuple[str | None, float]:
             f"at update {t}; allowed is an lr of {FLOAT32_BOUND}{about}"
         ), base_lr
     return None, base_lr * max(multiplier for _, multiplier in multipliers)
-
-
-def sampled_updates(total: int, max_points: int = MAX_SCHEDULE_POINTS) -> list[int]:
-    """Every update of a run of `total` (>= 1) updates, or about `max_points` evenly spread ones and the last."""
-    return sorted({*range(0, total, max(1, total // max_points)), total - 1})
 
 
 def _first_step_problems(cfg: DictConfig, lr: float) -> list[Problem]:

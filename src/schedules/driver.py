@@ -16,6 +16,9 @@ from omegaconf import DictConfig
 from src.schedules.core import CyclesMomentum, Schedule, WatchesMetrics
 from src.schedules.timeline import ScheduleConfigError, Timeline
 
+# A curve is evaluated at every update up to this many, and at evenly spread ones beyond (validation, preview).
+MAX_SCHEDULE_POINTS = 200_000
+
 
 class LRDriver:
     """Applies `schedule` to the optimizer once per update: after every optimizer step, or after every epoch.
@@ -143,6 +146,11 @@ def build_lr_driver(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per
     return LRDriver(optimizer, build_schedule(cfg.scheduler, timeline), timeline)
 
 
+def _stand_in_optimizer(cfg: DictConfig) -> torch.optim.Optimizer:
+    """The run's optimizer over one throw-away parameter: its settings and lrs, nothing trained."""
+    return instantiate(cfg.optimizer, _partial_=True)([torch.nn.Parameter(torch.zeros(1))])
+
+
 def schedule_curves(cfg: DictConfig, steps_per_epoch: int) -> dict[str, list[float]]:
     """The lr (and, where the optimizer has one, the momentum) of every optimizer step of the run `cfg` describes.
 
@@ -151,10 +159,7 @@ def schedule_curves(cfg: DictConfig, steps_per_epoch: int) -> dict[str, list[flo
     for optimizer step t (0-based); each list has `trainer.epochs * steps_per_epoch` entries. No metrics are
     observed, so a plateau schedule shows its curve without cuts.
     """
-    from src.training.optimizers import build_optimizer
-
-    optimizer = build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))])
-    driver = build_lr_driver(cfg, optimizer, steps_per_epoch)
+    driver = build_lr_driver(cfg, _stand_in_optimizer(cfg), steps_per_epoch)
     curves: dict[str, list[float]] = {"lr": [], "momentum": []}
     for _ in range(int(cfg.trainer.epochs)):
         for _ in range(steps_per_epoch):
@@ -175,3 +180,36 @@ def lr_curve(cfg: DictConfig, steps_per_epoch: int) -> list[float]:
     the lr of optimizer step t (0-based); the list has `trainer.epochs * steps_per_epoch` entries.
     """
     return schedule_curves(cfg, steps_per_epoch)["lr"]
+
+
+def sampled_updates(total: int, max_points: int = MAX_SCHEDULE_POINTS) -> list[int]:
+    """Every update of a run of `total` (>= 1) updates, or about `max_points` evenly spread ones and the last."""
+    return sorted({*range(0, total, max(1, total // max_points)), total - 1})
+
+
+def previewed_curves(
+    cfg: DictConfig, steps_per_epoch: int, max_points: int = MAX_SCHEDULE_POINTS
+) -> tuple[list[int], dict[str, list[float]]]:
+    """The optimizer steps shown and their lr (and momentum): every step of a run of up to `max_points` steps,
+    through `schedule_curves`; beyond, the steps of `sampled_updates`.
+
+    A sampled step's values come from the driver the trainer would build, without stepping through the rest:
+    the driver sets the lr of update t to base_lr * schedule(t), and a schedule that moves the momentum gives it as
+    `schedule.momentum(t)` (None: the optimizer's own).
+    """
+    total = int(cfg.trainer.epochs) * steps_per_epoch
+    if total <= max_points:
+        return list(range(total)), schedule_curves(cfg, steps_per_epoch)
+    optimizer = _stand_in_optimizer(cfg)
+    group = optimizer.param_groups[0]
+    own_momentum = group["betas"][0] if "betas" in group else group.get("momentum")
+    driver = build_lr_driver(cfg, optimizer, steps_per_epoch)
+    cycles = isinstance(driver.schedule, CyclesMomentum)
+    steps = sampled_updates(total, max_points)
+    updates = [step // steps_per_epoch if driver.interval == "epoch" else step for step in steps]
+    curves = {"lr": [driver.lrs_at(t)[0] for t in updates]}
+    if own_momentum is not None:
+        curves["momentum"] = [
+            value if cycles and (value := driver.schedule.momentum(t)) is not None else own_momentum for t in updates
+        ]
+    return steps, curves

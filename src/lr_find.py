@@ -25,7 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src.config.hooks import register_resolvers
-from src.config.session import group_choices, task_overrides
 from src.config.validation import ConfigError, override_key_problem, validate
 from src.lr_range.find import (
     CSV_FILE,
@@ -45,6 +44,7 @@ from src.lr_range.find import (
 from src.lr_range.suggest import SUGGESTIONS_FILE, SuggestionError, read_suggestion, suggest, suggestions_record
 from src.runs.errors import fail
 from src.runs.files import write_json
+from src.runs.session import group_choices, task_overrides
 from src.training import data
 from src.training.device import configure_threads, select_device
 

@@ -52,7 +52,7 @@ def test_presets_are_multiruns_over_their_axes(compose_cfg):
 
 
 def test_negative_joblib_n_jobs_counts_back_from_the_cores(compose_cfg):
-    from src.train import _parallel_jobs
+    from src.training.run import parallel_jobs as _parallel_jobs
 
     compose_cfg(["hydra/launcher=joblib"])  # n_jobs: -1, one job per core
     assert _parallel_jobs() == available_cores()
@@ -128,11 +128,11 @@ def test_a_diverged_job_is_recorded_and_the_sweep_goes_on(two_sweeps):
 
 def _record_start(monkeypatch) -> list[dict]:
     """Make src.train's Trainer note the initial weights and every training batch's labels of each run."""
-    import src.train
+    import src.training.run
 
     records: list[dict] = []
 
-    class RecordingTrainer(src.train.Trainer):
+    class RecordingTrainer(src.training.run.Trainer):
         def fit(self):
             record = {"weights": {k: v.clone() for k, v in self.model.state_dict().items()}, "batches": []}
             records.append(record)
@@ -146,7 +146,7 @@ def _record_start(monkeypatch) -> list[dict]:
             self.data.train_batches = recorded_batches
             return super().fit()
 
-    monkeypatch.setattr(src.train, "Trainer", RecordingTrainer)
+    monkeypatch.setattr(src.training.run, "Trainer", RecordingTrainer)
     return records
 
 

@@ -4,5 +4,5 @@
 - `validation`: checks a composed config before anything runs, gathering each owner's `KEY_RULES`.
 - `hooks`: the resolvers (`register_resolvers`) and the Hydra callbacks each command chooses in
   conf/hydra/callbacks/ (output folder check, sweep summary, failed jobs); imports src.runs.
-- `session`: what Hydra says of the running session (task overrides, group choices).
+- `plugins`: the Hydra plugins that come as extras, named when a command needs a missing one.
 """

@@ -19,9 +19,9 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from src.config.rules import NUMBER
-from src.config.session import group_choices
 from src.lr_range.suggest import WHAT_RULES_DO, Smoother, Suggestion, ramp, should_stop, window
 from src.runs.files import new_figure, save_figure, write_csv
+from src.runs.session import group_choices
 from src.training.data import DeviceData
 from src.training.models import build_model
 from src.training.optimizers import build_optimizer

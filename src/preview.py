@@ -23,9 +23,9 @@ from omegaconf import DictConfig
 
 from src.analysis import lr_plots
 from src.config.hooks import register_resolvers
+from src.config.overrides import override_key_problem
 from src.config.validation import (
     ConfigError,
-    override_key_problem,
     planned_steps_per_epoch,
     validate,
 )

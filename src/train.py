@@ -115,8 +115,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from src.config.overrides import override_key_problem
     from src.config.plugins import missing_extra_problem
-    from src.config.validation import override_key_problem
 
     if problem := missing_extra_problem(sys.argv[1:]) or override_key_problem(sys.argv[1:]):
         fail(problem)  # a plugin not installed, or a mistyped group (before Hydra suggests a `+`)

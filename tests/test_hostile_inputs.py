@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 from src.analysis.compare import build_report, main
 from src.analysis.runs import scan_runs
 from src.config.hooks import FailedJobs
-from src.config.validation import ConfigError, override_key_problem, validate
+from src.config.overrides import override_key_problem
+from src.config.validation import ConfigError, validate
 from src.runs import checkpoints as checkpointing
 from src.runs import folder as run_folder
 from src.runs.files import write_json

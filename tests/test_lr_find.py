@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from src.analysis.events import read_events
 from src.analysis.runs import read_run_folder
 from src.config.validation import ConfigError, validate
-from src.lr_find import RangeTestError, find_lr, ramp_problems, range_test
+from src.lr_range.find import RangeTestError, find_lr, ramp_problems, range_test
 from src.lr_range.lr_from import take_lr_from
 from src.lr_range.suggest import suggest
 from src.training import data

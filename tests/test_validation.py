@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src import REPO_ROOT
-from src.config.validation import SCHEMA, ConfigError, key_rules, override_key_problem, validate
+from src.config.overrides import override_key_problem
+from src.config.validation import SCHEMA, ConfigError, key_rules, validate
 from tests.conftest import CONF_DIR, run_train
 
 

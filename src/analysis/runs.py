@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src.analysis.events import Events, read_events
+from src.config.rules import NUMBER, Rule
 from src.runs.errors import error_reason
 from src.runs.folder import failed_record_problem, glob_settled
 from src.training.tracking import run_hparams
@@ -33,11 +34,11 @@ OUTCOMES = ("collapsed", "diverged")
 RUN_FILES = ("metrics.json", "last.pt", "failed.json")
 # What each number a run writes may be (its words, its test); metrics.json holds null for a loss that was not
 # finite (a diverged run, src.runs.files.write_json), so NaN, 1e300 or an accuracy of 7.5 is a damaged file.
-ACCURACY = ("a fraction 0..1", lambda value: 0 <= value <= 1)
-LOSS = ("a finite number", math.isfinite)
-COUNT = ("a whole number >= 0", lambda value: math.isfinite(value) and value >= 0 and value == int(value))
-SECONDS = ("a finite number >= 0", lambda value: math.isfinite(value) and value >= 0)
-LR = ("a finite number > 0", lambda value: math.isfinite(value) and value > 0)
+ACCURACY = NUMBER.where(lambda value: 0 <= value <= 1, "a fraction 0..1")
+LOSS = NUMBER.where(math.isfinite, "a finite number")
+COUNT = NUMBER.where(lambda value: value >= 0 and value == int(value), "a whole number >= 0")
+SECONDS = NUMBER.where(lambda value: value >= 0, "a finite number >= 0")
+LR = NUMBER.where(lambda value: value > 0, "a finite number > 0")
 EPOCH_RANGES = {"epoch": COUNT, "step": COUNT, "train_loss": LOSS, "test_loss": LOSS}
 EPOCH_RANGES |= {"train_acc": ACCURACY, "test_acc": ACCURACY}
 METRIC_RANGES = {**EPOCH_RANGES, "best_test_acc": ACCURACY, "wall_seconds": SECONDS, "peak_lr": LR}
@@ -163,12 +164,11 @@ def _read_json(path: Path) -> Any:
         raise DamagedRunError(f"{path.name} is not valid JSON ({error})") from error
 
 
-def _range_problem(where: str, value: Any, allowed: tuple[str, Any]) -> str | None:
-    """Why the number `where` of metrics.json is not one a run writes (`allowed`: its words and test), or None."""
-    words, test = allowed
+def _range_problem(where: str, value: Any, rule: Rule) -> str | None:
+    """Why the number `where` of metrics.json is not one a run writes (`rule`: its range and words), or None."""
     if not _is_number(value):
         return f"metrics.json: {where} is {_json_kind(value)}, not a number"
-    return None if test(value) else f"metrics.json: {where} is {value!r}, not {words}"
+    return None if rule.test(value) else f"metrics.json: {where} is {value!r}, not {rule.allowed}"
 
 
 def read_metrics(path: Path) -> dict[str, Any]:

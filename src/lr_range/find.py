@@ -6,6 +6,7 @@ TensorBoard, the report). `python -m src.lr_find` runs it; the rules that read t
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
@@ -14,18 +15,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src.config.rules import NUMBER
-from src.lr_range.suggest import WHAT_RULES_DO, Smoother, Suggestion, ramp, should_stop, window
-from src.runs.files import new_figure, save_figure, write_csv
-from src.runs.session import group_choices
+from src.config.validation import ConfigError, validate
+from src.lr_range.suggest import (
+    SUGGESTIONS_FILE,
+    WHAT_RULES_DO,
+    Smoother,
+    Suggestion,
+    SuggestionError,
+    ramp,
+    should_stop,
+    suggest,
+    suggestions_record,
+    window,
+)
+from src.runs.errors import BadInput
+from src.runs.files import new_figure, save_figure, write_csv, write_json
+from src.runs.session import group_choices, task_overrides
+from src.training import data
 from src.training.data import DeviceData
+from src.training.device import configure_threads, select_device
 from src.training.models import build_model
 from src.training.optimizers import build_optimizer
 from src.training.trainer import set_mode, train_step
+
+log = logging.getLogger("src.lr_find")
 
 CSV_FILE, PNG_FILE = "lr_find.csv", "lr_find.png"
 
@@ -227,3 +246,59 @@ def title(cfg: DictConfig) -> str:
         f"LR range test: {choices.get('model', 'model')}, {choices.get('optimizer', 'optimizer')}, "
         f"batch {cfg.data.batch_size}, seed {cfg.seed}, {cfg.lr_find.mode} ramp over {cfg.lr_find.num_steps} steps"
     )
+
+
+def run_range_test(cfg: DictConfig, folder: Path) -> float:
+    """`python -m src.lr_find`'s work, into `folder`: check the config, load the data, ramp, suggest, write the
+    curve, the figure, TensorBoard and suggestions.json; returns the chosen lr. Raises BadInput with the message
+    for a bad config or a test that yields no curve or no suggestion."""
+    problems = []
+    try:
+        validate(cfg)
+    except ConfigError as error:
+        problems = error.problems
+    problems += ramp_problems(cfg.lr_find)
+    if problems:
+        raise BadInput(f"invalid configuration:\n{ConfigError(problems)}")
+    configure_threads(cfg.trainer.threads)
+    device = select_device(cfg.trainer.device)
+    try:
+        dataset = data.load(device=device, **OmegaConf.to_container(cfg.data))
+    except data.DatasetNotFoundError as error:
+        raise BadInput(str(error)) from None
+    log.info("lr range test folder: %s (%d training images, device %s)", folder, dataset.train_size, device)
+    try:
+        with logging_redirect_tqdm():
+            curve = find_lr(cfg, dataset)
+    except RangeTestError as error:
+        raise BadInput(f"lr range test: {error}") from None
+    write_curve(folder / CSV_FILE, curve)
+    try:
+        suggestions = suggest(curve.lrs, curve.smoothed, stopped_early=curve.stopped_early)
+    except SuggestionError as error:
+        write_tensorboard(folder, curve, None, curve.stop or "")
+        raise BadInput(
+            f"lr range test: no suggestion, {error}; the test {curve.stop or 'ended'}. lr_find.min_lr="
+            f"{cfg.lr_find.min_lr:g} is already too large for this run, or the ramp too steep: lower lr_find.min_lr "
+            f"or raise lr_find.num_steps. The curve is in {folder / CSV_FILE}."
+        ) from None
+    chosen = cfg.lr_find.suggestion
+    overrides = task_overrides()
+    record = suggestions_record(suggestions, chosen)
+    lines = report_lines(curve, suggestions, record, folder, overrides)
+    draw(folder / PNG_FILE, curve, suggestions, chosen, title(cfg))
+    write_tensorboard(folder, curve, folder / PNG_FILE, "\n".join(lines))
+    write_json(
+        folder / SUGGESTIONS_FILE,
+        {
+            **record,
+            "command": train_command(overrides, record["override"]),
+            "settings": OmegaConf.to_container(cfg.lr_find),
+            "steps_run": len(curve.lrs),
+            "stop": curve.stop,
+            "optimizer": group_choices().get("optimizer"),
+            "overrides": overrides,
+        },
+    )
+    log.info("\n".join(lines))
+    return suggestions[chosen].lr

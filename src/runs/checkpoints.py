@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from src.config.rules import BOOLEAN, INTEGER, NUMBER, NUMBERS, STRING, Rule
 from src.runs.errors import BadInput
 from src.runs.files import write_aside
 
@@ -135,28 +136,15 @@ def _refused_by_the_unpickler(error: Exception) -> str | None:
     return found.group(1) if found else "it holds what a checkpoint does not"
 
 
-@dataclass(frozen=True)
-class Kind:
-    words: str
-    test: Callable[[Any], bool]
+def _list_of(test: Callable[[Any], bool], words: str) -> Rule:
+    return Rule(lambda value: isinstance(value, list) and all(map(test, value)), words)
 
 
-def _of(*types: type) -> Callable[[Any], bool]:
-    return lambda value: isinstance(value, types)
-
-
-def _list_of(*types: type) -> Callable[[Any], bool]:
-    return lambda value: isinstance(value, list) and all(isinstance(item, types) for item in value)
-
-
-DICT = Kind("a dict", _of(dict))
-STRING = Kind("a string", _of(str))
-INTEGER = Kind("an integer", _of(int))
-OPTIONAL_INTEGER = Kind("an integer or None", _of(int, type(None)))
-NUMBER = Kind("a number", _of(int, float))
-BOOLEAN = Kind("true or false", _of(bool))
-TENSOR = Kind("a tensor", _of(torch.Tensor))
-LIST_OF_DICTS = Kind("a list of dicts", _list_of(dict))
+# The kinds of a checkpoint's entries, as config keys have theirs (src.config.rules): a test and its words.
+DICT = Rule(lambda value: isinstance(value, dict), "a dict")
+TENSOR = Rule(lambda value: isinstance(value, torch.Tensor), "a tensor")
+OPTIONAL_INTEGER = Rule(lambda value: value is None or INTEGER.test(value), "an integer or None")
+LIST_OF_DICTS = _list_of(DICT.test, "a list of dicts")
 # Every entry of a checkpoint that resume (src/runs/resume.py) and the trainer (`Trainer.load_state_dict`, `LRDriver`,
 # `RunResult`) read, and its kind, parents before their entries: `problems` names each one missing or of another
 # kind, so a foreign file is refused before anything is written instead of failing half way.
@@ -164,7 +152,7 @@ ENTRIES = {
     "config": DICT,
     "config.optimizer": DICT,
     "config.optimizer._target_": STRING,
-    "overrides": Kind("a list of strings", _list_of(str)),
+    "overrides": _list_of(STRING.test, "a list of strings"),
     "dataset_sha256": STRING,
     "trainer": DICT,
     "trainer.model": DICT,
@@ -175,7 +163,7 @@ ENTRIES = {
     "trainer.lr_driver.updates": INTEGER,
     "trainer.lr_driver.schedule": DICT,
     "trainer.torch_rng": TENSOR,
-    "trainer.cuda_rng": Kind("a list of tensors", _list_of(torch.Tensor)),
+    "trainer.cuda_rng": _list_of(TENSOR.test, "a list of tensors"),
     "trainer.order": TENSOR,
     "trainer.step": INTEGER,
     "trainer.result": DICT,
@@ -189,7 +177,7 @@ ENTRIES = {
     "trainer.result.collapsed_epoch": OPTIONAL_INTEGER,
     "trainer.result.threads": OPTIONAL_INTEGER,
     "trainer.result.history": LIST_OF_DICTS,
-    "trainer.result.epoch_seconds": Kind("a list of numbers", _list_of(int, float)),
+    "trainer.result.epoch_seconds": NUMBERS,
 }
 # Dicts whose entries are all listed: anything else there is not of this program (RunResult takes no other field).
 CLOSED = ("trainer.result",)
@@ -210,7 +198,7 @@ def problems(payload: Mapping[str, Any]) -> list[str]:
             found.append(f"{key}: missing")
         elif not kind.test(holder[name]):
             shown = _SHOWN_KINDS.get(type(holder[name]), f"a {type(holder[name]).__name__}")
-            found.append(f"{key}: {shown}, allowed is {kind.words}")
+            found.append(f"{key}: {shown}, allowed is {kind.allowed}")
         elif key in CLOSED and (unknown := sorted(set(holder[name]) - _entries_of(key))):
             found.append(f"{key}: holds {', '.join(map(str, unknown))}, which a run's result has not")
     return found

@@ -72,9 +72,9 @@ RUN_KEYS: dict[str, Rule] = {
     "labels.stage": NAME.optional(),
     "labels.schedule": NAME.optional(),
 }
-SCHEMA: dict[str, Rule] = (
-    RUN_KEYS | resume.KEY_RULES | lr_from.KEY_RULES | trainer.KEY_RULES | timeline.KEY_RULES | suggest.KEY_RULES
-)
+# The keys every run has, named first in the message; the chosen groups' own follow, then the rest of SCHEMA.
+LEADING_KEYS: dict[str, Rule] = RUN_KEYS | resume.KEY_RULES | lr_from.KEY_RULES
+SCHEMA: dict[str, Rule] = LEADING_KEYS | trainer.KEY_RULES | timeline.KEY_RULES | suggest.KEY_RULES
 
 
 def _in_project(module: str) -> bool:
@@ -184,8 +184,7 @@ def key_rules(cfg: DictConfig, refused: Collection[str] = ()) -> dict[str, Rule]
     none of its own."""
     scheduler = {} if "scheduler" in refused else _scheduler_rules(str(cfg.scheduler._target_))
     owned = {group: _owner_rules(cfg, group, refused) for group in ("model", "optimizer", "data")}
-    run = RUN_KEYS | resume.KEY_RULES | lr_from.KEY_RULES
-    return scheduler | run | owned["model"] | owned["optimizer"] | owned["data"] | SCHEMA
+    return scheduler | LEADING_KEYS | owned["model"] | owned["optimizer"] | owned["data"] | SCHEMA
 
 
 def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -64,6 +65,14 @@ def write_splits(root: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[n
 
 def write_fashion_mnist(root: Path, train_size: int = 512, test_size: int = 256) -> Path:
     return write_splits(root, make_images(train_size, 1), make_images(test_size, 2))
+
+
+def conf_with(folder: Path, name: str, text: str) -> Path:
+    """A copy of conf/ in `folder` with one more config file `name` (`scheduler/x.yaml`): a recipe's sample."""
+    conf = folder / "conf"
+    shutil.copytree(REPO_ROOT / "conf", conf)
+    (conf / name).write_text(text)
+    return conf
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -4,18 +4,15 @@ up with no other edit."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
-from src import REPO_ROOT
 from src.config.rules import Rule, integer_in
 from src.config.validation import ConfigError, planned_steps_per_epoch, validate
 from src.train import run
 from src.training.data import DatasetInfo, DeviceData
 from src.training.models import build_model
-from tests.conftest import run_metrics
+from tests.conftest import conf_with, run_metrics
 
 SAMPLE_YAML = """\
 # Squares: 3x32x32 images of 4 classes, a bright square whose colour and place is the class, over noise.
@@ -50,10 +47,7 @@ def squares(*, device: torch.device, batch_size: int, train_size: int | None = N
 
 @pytest.fixture
 def conf_with_sample(tmp_path):
-    conf = tmp_path / "conf"
-    shutil.copytree(REPO_ROOT / "conf", conf)
-    (conf / "data" / "squares.yaml").write_text(SAMPLE_YAML)
-    return conf
+    return conf_with(tmp_path, "data/squares.yaml", SAMPLE_YAML)
 
 
 def test_a_new_dataset_is_one_module_and_one_yaml(conf_with_sample, compose_cfg, tmp_path):

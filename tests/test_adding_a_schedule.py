@@ -4,7 +4,6 @@ from conf/scheduler/shared/, and the run, the checks, the catalogue's table and 
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ from scripts import schedule_table
 from src import REPO_ROOT
 from src.config.validation import ConfigError, validate
 from src.schedules import Constant, Decay, Join, Schedule, ScheduleConfigError, Timeline, lr_curve
+from tests.conftest import conf_with
 
 SAMPLE_YAML = """\
 # Hold the lr for the first hold_ratio of the decay, then a half cosine down to 0.
@@ -43,10 +43,7 @@ def hold_then_cosine(timeline: Timeline, *, hold_ratio: float, **common) -> Sche
 
 @pytest.fixture
 def conf_with_sample(tmp_path):
-    conf = tmp_path / "conf"
-    shutil.copytree(REPO_ROOT / "conf", conf)
-    (conf / "scheduler" / "hold_then_cosine.yaml").write_text(SAMPLE_YAML)
-    return conf
+    return conf_with(tmp_path, "scheduler/hold_then_cosine.yaml", SAMPLE_YAML)
 
 
 def test_a_new_schedule_is_one_factory_and_one_yaml(conf_with_sample, compose_cfg):

@@ -4,19 +4,16 @@ modes as schedule-free optimizers need (train before the training steps, eval be
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src import REPO_ROOT
 from src.config.rules import NUMBER, Rule
 from src.config.validation import ConfigError, validate
 from src.lr_range.find import find_lr
 from src.train import run
 from src.training import data, optimizers
-from tests.conftest import run_metrics
+from tests.conftest import conf_with, run_metrics
 
 SAMPLE_YAML = """\
 # SGD with every gradient scaled by `damping` before its step.
@@ -64,10 +61,7 @@ class DampedSGD(torch.optim.SGD):
 
 @pytest.fixture
 def conf_with_sample(tmp_path):
-    conf = tmp_path / "conf"
-    shutil.copytree(REPO_ROOT / "conf", conf)
-    (conf / "optimizer" / "damped_sgd.yaml").write_text(SAMPLE_YAML)
-    return conf
+    return conf_with(tmp_path, "optimizer/damped_sgd.yaml", SAMPLE_YAML)
 
 
 def test_a_new_optimizer_is_one_module_and_one_yaml(conf_with_sample, compose_cfg, synthetic_root, tmp_path):

@@ -37,7 +37,7 @@ from src.runs.errors import BadInput, RunError, Stopped, fail, log_to_files
 from src.runs.parent_watch import stop_with_parent
 from src.runs.session import task_overrides
 from src.runs.signals import StopOnSignal
-from src.training.run import run
+from src.training.run import paused, run
 
 __all__ = ["WORST_OBJECTIVE", "StopOnSignal", "main", "objective", "run", "train"]
 
@@ -86,7 +86,8 @@ def train(cfg: DictConfig, session_dir: Path) -> dict[str, Any]:
         with logging_redirect_tqdm(), StopOnSignal() as stop:
             result = run(cfg, run_dir, resume_point, stop=stop, record=lr_record(cfg))
     summary = result.summary()
-    log.info("done: test_acc %s after %d epochs in %.1f s", summary["test_acc"], result.epochs, result.wall_seconds)
+    word = f"paused after epoch {result.epochs}/{cfg.trainer.epochs}:" if paused(result, cfg) else "done:"
+    log.info("%s test_acc %s after %d epochs in %.1f s", word, summary["test_acc"], result.epochs, result.wall_seconds)
     return summary
 
 

@@ -21,6 +21,7 @@ from src.runs import resume
 from src.runs.errors import BadInput
 from src.schedules import Warmup
 from src.train import StopOnSignal, run
+from src.training.run import paused
 from tests.conftest import gate_env, run_metrics, run_train, wait_at_gate
 
 SMALL = ("trainer.threads=1", "trainer.progress=false", "data.batch_size=32", "trainer.log_every_steps=5")
@@ -145,6 +146,35 @@ def test_the_same_config_resumes_with_the_checkpoints_lr_and_counters(in_process
     assert point.epochs == 2 and point.step == 2 * 16
     _, _, again = in_process_run("trainer.epochs=2", "scheduler=cosine", resume_point=point)
     assert again.history == first.history  # a finished run resumed has nothing left to do
+
+
+def test_a_run_paused_at_rungs_and_continued_equals_one_never_paused(in_process_run, compose_cfg, tmp_path):
+    """What successive halving relies on: a run paused after epochs 1 and 2 (its schedule keeps its length) and
+    continued ends bit for bit like the run never paused; a command asking for a reached pause does nothing."""
+    overrides = ("trainer.epochs=3", "scheduler=cosine_warmup", "optimizer.lr=0.05")
+    point = None
+    for until in (1, 2):
+        cfg, run_dir, result = in_process_run(*overrides, f"checkpoint.pause_after_epoch={until}", resume_point=point)
+        point = resume.find(cfg, run_dir)
+        assert result.epochs == until and point.epochs == until
+        assert paused(result, cfg) and resume.finished(run_dir, cfg)["epochs"] == until
+        assert resume.finished(run_dir, compose_cfg([f"data.root={run_dir}", *SMALL, *overrides])) is None
+    paused_history = result.history
+    _, _, continued = in_process_run(*overrides, resume_point=point)
+    resumed_state = checkpointing.load(run_dir / checkpointing.LAST)["trainer"]
+    (run_dir / checkpointing.LAST).rename(tmp_path / "paused.pt")
+    for name in (*run_dir.glob("events.out.tfevents.*"), run_dir / "metrics.json"):
+        name.unlink()
+    _, _, whole = in_process_run(*overrides)
+    assert continued.history == whole.history and continued.history[:2] == paused_history
+    assert_same_state(
+        {key: value for key, value in resumed_state.items() if key != "result"},
+        {
+            key: value
+            for key, value in checkpointing.load(run_dir / checkpointing.LAST)["trainer"].items()
+            if key != "result"
+        },
+    )
 
 
 # ------------------------------------------------------------------------- real processes killed mid-epoch

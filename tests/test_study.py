@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from src import REPO_ROOT
-from src.analysis.runs import Run
 from src.analysis.stats import compare, holm
 from src.analysis.study.plan import StudyError, _merge, lr_grid, make_plan, parse_args, presets
 from src.analysis.study.report import FIGURES, RESULT_COLUMNS
-from src.analysis.study.run import main, pick_lr
+from src.analysis.study.run import main
 from tests.conftest import gate_env, read_csv, run_metrics, run_module, wait_at_gate
 
 PLUMBING = ("trainer.threads=1", "data.batch_size=64", "data.train_size=null")
@@ -73,37 +72,6 @@ def test_bad_input_is_refused_before_any_training(args, message, tmp_path, capsy
     assert message in err, err
     assert "Traceback" not in err
     assert not (tmp_path / "studies").exists()
-
-
-def fake_run(lr: float, test_acc: float, best: float | None = None, collapsed: bool = False) -> Run:
-    history = [{"epoch": 1, "step": 10, "test_acc": best or test_acc}, {"epoch": 2, "step": 20, "test_acc": test_acc}]
-    metrics = {"test_acc": test_acc, "best_test_acc": best or test_acc, "collapsed": collapsed, "history": history}
-    return Run(folder=Path("."), hparams={"optimizer.lr": lr}, metrics=metrics)
-
-
-class FakePlan:
-    metric = "test_acc"
-    pick = "metric"
-
-
-def test_pick_takes_the_best_mean_among_lrs_where_nothing_collapsed():
-    runs = [
-        fake_run(0.01, 0.80),
-        fake_run(0.01, 0.82),
-        fake_run(0.1, 0.86),
-        fake_run(0.1, 0.84),
-        fake_run(1.0, 0.90),  # the best single run, but its lr also collapsed once: not eligible
-        fake_run(1.0, 0.10, collapsed=True),
-    ]
-    picked = pick_lr(FakePlan(), runs, ["0.01", "0.1", "1.0"])
-    assert picked["lr"] == "0.1" and picked["score"] == pytest.approx(0.85) and not picked["edge"]
-    assert [row["failed"] for row in picked["grid"]] == [0, 0, 1]
-    by_best = FakePlan()
-    by_best.pick = "best_test_acc"
-    runs = [fake_run(0.01, 0.80, best=0.88), fake_run(0.1, 0.85, best=0.86)]
-    assert pick_lr(by_best, runs, ["0.01", "0.1"])["lr"] == "0.01"  # and at the grid's edge
-    assert pick_lr(by_best, runs, ["0.01", "0.1"])["edge"]
-    assert pick_lr(FakePlan(), [fake_run(0.1, 0.1, collapsed=True)], ["0.1"])["lr"] is None
 
 
 def imports(module: Path) -> set[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from scipy import stats
@@ -135,3 +135,91 @@ def seeds_needed(diff: float, sd: float | None, *, paired: bool, alpha: float = 
         middle = (low + high) // 2
         low, high = (low, middle) if enough(middle) else (middle, high)
     return high
+
+
+# ------------------------------------------------------------------------------------- seeds added in rounds
+
+# Lan-DeMets alpha-spending functions: the share of ALPHA spent once a fraction t of the seeds is in (t = n / n_max).
+# pocock spends early (large gaps are decided at the first looks); obrien_fleming keeps most for the last look.
+SPENDING = {
+    "pocock": lambda t, alpha: alpha * math.log(1 + (math.e - 1) * t),
+    "obrien_fleming": lambda t, alpha: 2 - 2 * stats.norm.cdf(stats.norm.ppf(1 - alpha / 2) / math.sqrt(t)),
+}
+
+
+def look_levels(rounds: Sequence[int], spending: str = "pocock", alpha: float = ALPHA) -> list[float]:
+    """The level each look tests at: what the spending function spends between the previous look and this one
+    (looks after rounds[k] seeds, the last at rounds[-1]). The levels sum to `alpha`, so by the union bound the
+    chance of any false "worse" over all looks stays at most `alpha`, however the looks are correlated."""
+    spend = SPENDING[spending]
+    spent = [float(spend(n / rounds[-1], alpha)) for n in rounds]
+    spent[-1] = alpha  # the full fraction spends exactly alpha (no rounding left over)
+    return [later - earlier for earlier, later in zip([0.0, *spent[:-1]], spent, strict=True)]
+
+
+@dataclass(frozen=True)
+class Look:
+    """One look of the sequential rule: after `seeds` paired seeds, the best and each open schedule's paired
+    p-value against it, Holm-adjusted across the open ones and tested at `level`."""
+
+    seeds: int
+    level: float
+    best: str
+    p_holm: dict[str, float | None]
+    decided: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """Where the sequential rule stands: its looks so far, each schedule's state (`best`, `worse`, `open`, or
+    `failed`: a collapsed or diverged seed), the seeds each used and, while a look is still to come, the schedules
+    that need seeds for it (`needed`: {schedule: seed count}); `needed` is empty once the rule has ended."""
+
+    looks: tuple[Look, ...]
+    state: dict[str, str]
+    seeds: dict[str, int]
+    needed: dict[str, int]
+
+
+def sequential_verdict(
+    values: Mapping[str, Mapping[int, float | None]],
+    seeds: Sequence[int],
+    rounds: Sequence[int],
+    spending: str = "pocock",
+    alpha: float = ALPHA,
+) -> Sequential:
+    """Replay the sequential rule on the results in: `values[schedule][seed]` is a run's metric, None for a failed
+    run, missing for a run not made yet; `seeds` the shared sequence (every schedule's seeds are its first ones),
+    `rounds` the seed counts at the looks. At each look the schedules still open and the best (the highest mean
+    among them) are compared on their first `rounds[k]` seeds; a comparison whose Holm-adjusted paired p-value is
+    at most the look's level (`look_levels`) is decided (worse) and takes no more seeds. The rule ends when nothing
+    is open or at the last look. A pure function of what is on disk, so a continued study replays it exactly."""
+    levels = look_levels(rounds, spending, alpha)
+    state = dict.fromkeys(values, "open")
+    used = dict.fromkeys(values, 0)
+    looks: list[Look] = []
+    for count, level in zip(rounds, levels, strict=True):
+        active = [name for name, now in state.items() if now in ("open", "best")]
+        wanted = seeds[:count]
+        if missing := {name: count for name in active if any(seed not in values[name] for seed in wanted)}:
+            return Sequential(tuple(looks), state, used, missing)
+        for name in active:
+            used[name] = count
+            if any(values[name][seed] is None for seed in wanted):
+                state[name] = "failed"
+        active = [name for name in active if state[name] != "failed"]
+        if not active:
+            break
+        best = max(active, key=lambda name: statistics.fmean(values[name][seed] for seed in wanted))
+        others = [name for name in active if name != best]
+        p_values = [
+            compare([values[best][s] for s in wanted], [values[name][s] for s in wanted]).p_paired for name in others
+        ]
+        adjusted = dict(zip(others, holm(p_values), strict=True))
+        decided = tuple(name for name in others if adjusted[name] is not None and adjusted[name] <= level)
+        for name in active:
+            state[name] = "worse" if name in decided else "best" if name == best else "open"
+        looks.append(Look(count, level, best, adjusted, decided))
+        if not [name for name in others if name not in decided]:
+            break
+    return Sequential(tuple(looks), state, used, {})

@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from src.config.rules import BOOLEAN, FOLDER, Rule
+from src.config.rules import BOOLEAN, FOLDER, INTEGER, Rule
 from src.runs import checkpoints as checkpointing
 from src.runs.errors import BadInput, Unwritable, error_reason
 
@@ -39,6 +39,7 @@ KEY_RULES: dict[str, Rule] = {
     "resume": RUN_FOLDER.optional(),
     "checkpoint.keep_best": BOOLEAN,
     "checkpoint.skip_finished": BOOLEAN,
+    "checkpoint.pause_after_epoch": INTEGER.where(lambda v: v >= 1, "an integer >= 1").optional(" (run every epoch)"),
 }
 
 
@@ -99,8 +100,8 @@ def check_data(point: ResumePoint, dataset_sha256: str) -> None:
 
 def finished(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     """The metrics.json of the run in `run_dir` when that run has ended (every epoch done, or stopped as diverged
-    or collapsed), else None: also when that file cannot be read, so the run goes on from its last.pt and writes
-    it again."""
+    or collapsed) or reached the epoch `checkpoint.pause_after_epoch` asks it to pause after, else None: also
+    when that file cannot be read, so the run goes on from its last.pt and writes it again."""
     path = run_dir / "metrics.json"
     if not path.is_file():
         return None
@@ -113,7 +114,8 @@ def finished(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
         log.warning("%s holds no record of a run: the run goes on from its last.pt", path)
         return None
     ended_early = recorded.get("diverged") or (recorded.get("collapsed") and cfg.trainer.stop_on_collapse)
-    return recorded if ended_early or recorded.get("epochs", 0) >= cfg.trainer.epochs else None
+    until = min(cfg.trainer.epochs, cfg.checkpoint.pause_after_epoch or cfg.trainer.epochs)
+    return recorded if ended_early or recorded.get("epochs", 0) >= until else None
 
 
 # ------------------------------------------------------------------------------------------- one process per run

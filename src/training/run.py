@@ -45,6 +45,12 @@ def parallel_jobs() -> int:
     return n_jobs if n_jobs > 0 else max(1, available_cores() + 1 + n_jobs)
 
 
+def paused(result: RunResult, cfg: DictConfig) -> bool:
+    """Whether the run stopped at `checkpoint.pause_after_epoch`, before its last epoch, to be continued."""
+    ended_early = result.diverged or (result.collapsed and cfg.trainer.stop_on_collapse)
+    return not ended_early and result.epochs < cfg.trainer.epochs
+
+
 def run(
     cfg: DictConfig,
     run_dir: Path,
@@ -134,8 +140,9 @@ def _fit(
             log.info("resumed after epoch %d/%d at step %d", trainer.result.epochs, cfg.trainer.epochs, trainer.step)
         if resume_point is None:  # the state before the first epoch: even an interrupted first epoch resumes
             checkpointer(trainer)
-        result = trainer.fit()
-        tracker.finish(result.summary())
+        result = trainer.fit(until_epoch=cfg.checkpoint.pause_after_epoch)
+        if not paused(result, cfg):  # a paused run's final points come when it ends
+            tracker.finish(result.summary())
     except Interrupted:
         signum, done = stop.received, trainer.result  # Interrupted is raised only once a signal came
         raise Stopped(

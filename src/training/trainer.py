@@ -202,8 +202,10 @@ class Trainer:
         self.step = state["step"]
         self.result = RunResult(**copy.deepcopy(state["result"]))  # a copy: the checkpoint's lists stay as saved
 
-    def fit(self) -> RunResult:
-        """Train the epochs not done yet (all of them, unless restored from a checkpoint)."""
+    def fit(self, until_epoch: int | None = None) -> RunResult:
+        """Train the epochs not done yet (all of them, unless restored from a checkpoint), or only up to
+        `until_epoch`: the schedule keeps its full length, so the run paused there continues later as if it never
+        stopped (a study's successive halving judges an lr at such a rung)."""
         result = self.result
         if result.diverged or (result.collapsed and self.settings.stop_on_collapse):
             return result  # it ended early, as a result; a resume has nothing left to do
@@ -219,7 +221,7 @@ class Trainer:
         result.threads = threads
         started = time.perf_counter()
         try:
-            for epoch in range(result.epochs, self.epochs):
+            for epoch in range(result.epochs, min(self.epochs, until_epoch or self.epochs)):
                 if self.should_stop():
                     raise Interrupted
                 first_update = self.step if self.lr_driver.interval == "step" else epoch

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import REPO_ROOT
 from src.analysis.runs import TAIL_METRIC
+from src.analysis.stats import SPENDING
 from src.config.hooks import register_resolvers
 from src.config.rules import INTEGER, NUMBER, POSITIVE_NUMBER, STRING, Rule
 from src.lr_range.suggest import rounded_lr
@@ -38,8 +39,9 @@ METRICS = {"test_acc": "final test accuracy", TAIL_METRIC: "mean test accuracy o
 PICK_RULES = ("metric", "best_test_acc")
 # Keys a study sets for each job itself; the command line may not set them.
 STUDY_OWNED = ("optimizer.lr", "lr_from", "seed", "labels.stage", "labels.schedule", "resume")
-STUDY_OWNED += ("checkpoint.skip_finished",)
+STUDY_OWNED += ("checkpoint.skip_finished", "checkpoint.pause_after_epoch")
 JOB_FOLDER = "lr=${optimizer.lr},seed=${seed}"
+JOB_PATH = "${labels.stage}/${labels.schedule}/" + JOB_FOLDER  # below the study folder
 # A schedule's label names its folders (<stage>/<label>/, logs/<stage>-<label>.log): a plain name, never a path.
 SCHEDULE_NAME = STRING.where(
     lambda name: re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", name) is not None and name.strip(".") != "",
@@ -77,21 +79,33 @@ class Plan:
     lrs: dict[str, list[str]]  # per schedule, as written into overrides and folder names
     tune_seeds: list[int]
     tune_overrides: list[str]
-    confirm_seeds: list[int]
+    rungs: dict[str, list[int]]  # per schedule, the epochs where successive halving judges its lrs; the last = all
+    halving: float | None  # keep the best 1/halving of a schedule's lrs at each rung; None = no halving
+    confirm_seeds: list[int]  # the shared sequence, up to the most seeds a schedule may take
+    confirm_rounds: list[int]  # the seed counts at which the sequential rule looks
+    spending: str  # its alpha-spending function (src.analysis.stats.SPENDING)
+    confirm_epochs: dict[str, int]  # per schedule, for the progress bar
     pick: str
     metric: str
     baseline: str | None
     target_acc: float
     dir: str
-    jobs: dict[str, int]  # per stage, for the progress bar
+    jobs: dict[str, int]  # per stage, the most jobs it runs
 
     def job_overrides(self, stage: str, schedule: Schedule) -> list[str]:
         """The run overrides of a stage's jobs of one schedule, as validated and as launched (without a progress
-        bar of their own unless asked: the study shows its own)."""
+        bar of their own unless asked: the study shows its own). Hydra's own (`hydra/launcher=...`,
+        `hydra.launcher.*`) are the launch's, not a job's: `hydra_overrides`."""
         overrides = _merge(self.run_overrides, self.tune_overrides if stage == "tune" else [], schedule.overrides)
+        overrides = [override for override in overrides if not is_hydra_override(override)]
         if "trainer.progress" not in {override_key(override) for override in overrides}:
             overrides.append("trainer.progress=false")
         return overrides
+
+    def hydra_overrides(self) -> list[str]:
+        """The run overrides that configure Hydra itself (the launcher and its settings), given to the one launch
+        that runs every stage."""
+        return [override for override in self.run_overrides if is_hydra_override(override)]
 
     def stage_dir(self, stage: str, schedule: str) -> Path:
         return Path(self.dir) / stage / schedule
@@ -102,6 +116,29 @@ class Plan:
     def identity(self) -> dict[str, Any]:
         """What must not change when a study is continued."""
         return {key: value for key, value in asdict(self).items() if key not in ("options", "dir", "jobs")}
+
+
+def is_hydra_override(override: str) -> bool:
+    return override_key(override).startswith(("hydra.", "hydra/"))
+
+
+def rungs_of(epochs: int, halving: float | None, first_rung: float) -> list[int]:
+    """The epochs at which successive halving judges a schedule's lrs: the budget, and each 1/halving of the one
+    above while it is at least `first_rung` of the budget (at least one epoch apart): 4 epochs, halving 2, first
+    rung 0.25 give [1, 2, 4]; 30 epochs, 3, 0.1 give [3, 10, 30]. Without halving: the budget alone."""
+    rungs = [epochs]
+    if halving is None:
+        return rungs
+    fraction = 1 / halving
+    while fraction >= first_rung - 1e-9 and (rung := max(1, round(epochs * fraction))) < rungs[0]:
+        rungs.insert(0, rung)
+        fraction /= halving
+    return rungs
+
+
+def rounds_of(first: int, most: int, add: int) -> list[int]:
+    """The seed counts at which the sequential rule looks: `first`, then `add` more each round, up to `most`."""
+    return [*range(first, most, add), most]
 
 
 def _list_of(rule: Rule, allowed: str) -> Rule:
@@ -126,8 +163,10 @@ KINDS = {
     "list[str]": STRINGS,
     "list[int]": _list_of(INTEGER, "a list of integers"),
     "list[Schedule]": _list_of(SCHEDULE_RECORD, f"a list of {SCHEDULE_RECORD.allowed}"),
+    "float | None": NUMBER.optional(),
     "dict[str, list[str]]": _dict_of(STRINGS, "{<schedule>: [<lr>, ...]}"),
-    "dict[str, int]": _dict_of(INTEGER, "{<stage>: <jobs>}"),
+    "dict[str, list[int]]": _dict_of(_list_of(INTEGER, "a list of integers"), "{<schedule>: [<epoch>, ...]}"),
+    "dict[str, int]": _dict_of(INTEGER, "{<name>: <count>}"),
 }
 PLAN_RECORD = {field.name: KINDS[field.type] for field in fields(Plan)}
 
@@ -257,6 +296,20 @@ def _check_spec(spec: DictConfig) -> None:
         problems.append(f"study.tune.seeds={seeds!r}: allowed is a list of distinct integers >= 0")
     if not (isinstance(confirm.seeds, int) and confirm.seeds >= 2):
         problems.append(f"study.confirm.seeds={confirm.seeds!r}: allowed is an integer >= 2 (a verdict needs spread)")
+    if tune.halving is not None and not (isinstance(tune.halving, int | float) and tune.halving > 1):
+        problems.append(f"study.tune.halving={tune.halving!r}: allowed is null (no halving) or a number > 1")
+    if not (isinstance(tune.first_rung, int | float) and 0 < tune.first_rung < 1):
+        problems.append(f"study.tune.first_rung={tune.first_rung!r}: allowed is a fraction of the budget, 0 < f < 1")
+    most = confirm.max_seeds
+    if most is not None and not (isinstance(most, int) and isinstance(confirm.seeds, int) and most >= confirm.seeds):
+        problems.append(
+            f"study.confirm.max_seeds={most!r}: allowed is null (study.confirm.seeds, one look) or an integer >= "
+            f"study.confirm.seeds ({confirm.seeds!r})"
+        )
+    if not (isinstance(confirm.add, int) and confirm.add >= 1):
+        problems.append(f"study.confirm.add={confirm.add!r}: allowed is an integer >= 1 (seeds per round)")
+    if confirm.spending not in SPENDING:
+        problems.append(f"study.confirm.spending={confirm.spending!r}: allowed are {', '.join(SPENDING)}")
     if not (isinstance(confirm.first_seed, int) and confirm.first_seed >= 0):
         problems.append(f"study.confirm.first_seed={confirm.first_seed!r}: allowed is an integer >= 0")
     if not (isinstance(spec.target_acc, int | float) and 0 < spec.target_acc <= 1):
@@ -273,20 +326,28 @@ def _check_size(spec: DictConfig, schedules: list[Schedule]) -> None:
         "study.schedules": (len(schedules), MAX_SCHEDULES, "schedules"),
         "study.tune.lrs" if spec.tune.lrs is not None else "study.tune.points": (lrs, MAX_LRS, "lrs"),
         "study.tune.seeds": (len(spec.tune.seeds), MAX_SEEDS, "seeds"),
-        "study.confirm.seeds": (spec.confirm.seeds, MAX_SEEDS, "seeds"),
+        "study.confirm.seeds" if spec.confirm.max_seeds is None else "study.confirm.max_seeds": (
+            _most_seeds(spec),
+            MAX_SEEDS,
+            "seeds",
+        ),
     }
     problems = [
         f"{key}: {count} {what}; allowed are at most {bound}"
         for key, (count, bound, what) in counts.items()
         if count > bound
     ]
-    tune, confirm = len(schedules) * lrs * len(spec.tune.seeds), len(schedules) * spec.confirm.seeds
+    tune, confirm = len(schedules) * lrs * len(spec.tune.seeds), len(schedules) * _most_seeds(spec)
     if problems or tune + confirm > MAX_JOBS:
         problems.append(
             f"the study would run {tune + confirm} jobs ({tune} to tune, {confirm} to confirm); a study runs at most "
             f"{MAX_JOBS} (docs/study.md): give fewer schedules, lrs or seeds"
         )
         raise StudyError("\n".join(problems))
+
+
+def _most_seeds(spec: DictConfig) -> int:
+    return spec.confirm.seeds if spec.confirm.max_seeds is None else spec.confirm.max_seeds
 
 
 def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan:
@@ -321,12 +382,18 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
         except SuggestionError as error:
             raise StudyError(f"study.tune.centre_from={spec.tune.centre_from!r}: {error}") from None
     lrs: dict[str, list[str]] = {}
+    rungs: dict[str, list[int]] = {}
+    confirm_epochs: dict[str, int] = {}
+    tune_overrides = [str(item) for item in spec.tune.overrides]
     for schedule in schedules:
         base = _merge(run_overrides, schedule.overrides)
         try:
             cfg = compose_run(base)
+            tune_cfg = compose_run(_merge(run_overrides, tune_overrides, schedule.overrides)) if tune_overrides else cfg
         except Exception as error:
             raise StudyError(f"schedule {schedule.name} ({' '.join(base)}): {error}") from None
+        confirm_epochs[schedule.name] = int(cfg.trainer.epochs)
+        rungs[schedule.name] = rungs_of(int(tune_cfg.trainer.epochs), spec.tune.halving, spec.tune.first_rung)
         if OmegaConf.select(cfg, "hydra.sweeper.params"):
             raise StudyError(
                 f"schedule {schedule.name} ({' '.join(base)}): a sweep preset (hydra.sweeper.params "
@@ -344,7 +411,7 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
         else:
             lrs[schedule.name] = [repr(float(lr)) for lr in spec.tune.lrs]
     folder = spec.dir or str(Path(cfg.output_root) / "studies" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S"))
-    confirm_seeds = list(range(spec.confirm.first_seed, spec.confirm.first_seed + spec.confirm.seeds))
+    confirm_seeds = list(range(spec.confirm.first_seed, spec.confirm.first_seed + _most_seeds(spec)))
     plan = Plan(
         preset=preset,
         options=options,
@@ -352,14 +419,19 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
         schedules=schedules,
         lrs=lrs,
         tune_seeds=tune_seeds,
-        tune_overrides=[str(item) for item in spec.tune.overrides],
+        tune_overrides=tune_overrides,
+        rungs=rungs,
+        halving=None if spec.tune.halving is None else float(spec.tune.halving),
         confirm_seeds=confirm_seeds,
+        confirm_rounds=rounds_of(spec.confirm.seeds, _most_seeds(spec), spec.confirm.add),
+        spending=spec.confirm.spending,
+        confirm_epochs=confirm_epochs,
         pick=spec.tune.pick,
         metric=spec.metric,
         baseline=spec.baseline,
         target_acc=float(spec.target_acc),
         dir=str(Path(folder).expanduser().resolve()),
-        jobs={
+        jobs={  # the most: without halving's drops and the sequential rule's stops
             "tune": sum(len(grid) for grid in lrs.values()) * len(tune_seeds),
             "confirm": len(schedules) * len(confirm_seeds),
         },

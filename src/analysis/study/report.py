@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from src.analysis.runs import OUTCOMES, TAIL_METRIC, Run, Skipped, failure_text, scan_runs
-from src.analysis.stats import ALPHA, MAX_SEEDS, POWER, Comparison, compare, holm
+from src.analysis.stats import ALPHA, MAX_SEEDS, POWER, Comparison, compare, holm, sequential_verdict
 from src.analysis.study.plan import METRICS, Plan
 from src.runs.files import markdown_table, new_figure, save_figure, write_csv, written_together
 
@@ -103,9 +103,12 @@ class Versus:
     comparison: Comparison | None = None
     p_holm: float | None = None
     p_welch_holm: float | None = None
+    decided: bool | None = None  # against the best: what the sequential rule decided; None: p_holm < ALPHA decides
 
     @property
     def resolved(self) -> bool:
+        if self.decided is not None:
+            return self.decided
         return self.p_holm is not None and self.p_holm < ALPHA
 
     def get(self, name: str) -> Any:
@@ -139,9 +142,16 @@ class StudyReport:
         self.plan, self.picks, self.runs, self.wall_seconds, self.skipped = plan, picks, runs, wall_seconds, skipped
         self.contestants = {schedule.name: self._contestant(schedule.name) for schedule in plan.schedules}
         measured = [c for c in self.contestants.values() if c.values]
+        self.sequential = sequential_verdict(
+            {c.name: {seed: c.values.get(seed) for seed in c.runs} for c in self.contestants.values() if c.lr},
+            plan.confirm_seeds,
+            plan.confirm_rounds,
+            plan.spending,
+        )
         reliable = [c for c in measured if not c.failures() and len(c.values) >= 2]
-        self.best = max(reliable or measured, key=lambda c: c.mean) if measured else None
-        self.verdict = self._comparisons(self.best)
+        looked = self.sequential.looks and self.contestants[self.sequential.looks[-1].best]
+        self.best = looked or (max(reliable or measured, key=lambda c: c.mean) if measured else None)
+        self.verdict = self._comparisons(self.best, sequential=True)
         baseline = self.contestants.get(plan.baseline)
         self.baseline = baseline if baseline is not None and baseline.values else None
         self.against_baseline = self._comparisons(self.baseline) if self.baseline else {}
@@ -152,8 +162,9 @@ class StudyReport:
         lr = self.picks.get(name, {}).get("lr")
         return Contestant(name, float(lr) if lr is not None else None, confirm, values)
 
-    def _comparisons(self, reference: Contestant | None) -> dict[str, Versus]:
-        """Every other measured schedule against `reference`, the p-values Holm-adjusted across these comparisons."""
+    def _comparisons(self, reference: Contestant | None, sequential: bool = False) -> dict[str, Versus]:
+        """Every other measured schedule against `reference`, the p-values Holm-adjusted across these comparisons;
+        `sequential`: against the best, decided by the sequential rule."""
         if reference is None:
             return {}
         others = [c for c in self.contestants.values() if c is not reference and c.values]
@@ -162,9 +173,28 @@ class StudyReport:
         p_holm = holm([comparison and comparison.p_paired for comparison in comparisons.values()])
         welch_holm = holm([comparison and comparison.p_welch for comparison in comparisons.values()])
         return {
-            name: Versus(comparison, p, p_welch)
+            name: Versus(comparison, p, p_welch, self.sequential.state.get(name) == "worse" if sequential else None)
             for (name, comparison), p, p_welch in zip(comparisons.items(), p_holm, welch_holm, strict=True)
         }
+
+    def stopped(self, contestant: Contestant) -> str:
+        """Why the schedule has the confirm seeds it has: the sequential rule's word on it."""
+        rule, name = self.sequential, contestant.name
+        if name not in rule.state:
+            return "-"
+        if name in rule.needed:
+            return f"missing runs for its {rule.needed[name]} seeds"
+        decided_at = next((look for look in rule.looks if name in look.decided), None)
+        if decided_at is not None:
+            return (
+                f"decided at {decided_at.seeds} seeds (p_holm {decided_at.p_holm[name]:.3g} <= {decided_at.level:.3g})"
+            )
+        if rule.state[name] == "failed":
+            return "collapsed or diverged on a seed"
+        at_cap = rule.seeds[name] == self.plan.confirm_rounds[-1]
+        if rule.state[name] == "best":
+            return "best, the cap" if at_cap else "best, nothing left open"
+        return "the cap, still open" if at_cap else "open"
 
     # ------------------------------------------------------------------------------------------ the tables
 
@@ -194,6 +224,8 @@ class StudyReport:
         versus = self.verdict[contestant.name]
         if versus.comparison is None:
             return NOT_COMPARED_WORDS
+        if self.sequential.state.get(contestant.name) == "failed":
+            return "not decided (a seed collapsed or diverged)"
         return "significantly worse" if versus.resolved else "not significantly worse"
 
     def result_rows(self) -> list[dict[str, Any]]:
@@ -212,11 +244,16 @@ class StudyReport:
             f"Best: {best.name} at lr {best.lr:g}, {metric} {_num(best.mean, '.4f')} ± {_num(best.std, '.4f')} "
             f"over {len(best.values)} seeds."
         ]
-        tied = [name for name, versus in self.verdict.items() if versus.comparison and not versus.resolved]
+        tied = [
+            name
+            for name, versus in self.verdict.items()
+            if versus.comparison and not versus.resolved and self.sequential.state.get(name) != "failed"
+        ]
         worse = [name for name, versus in self.verdict.items() if versus.resolved]
         if tied:
             lines.append(
-                f"Not significantly worse than {best.name} (paired t-test, Holm-adjusted, {ALPHA:g}): "
+                f"Not significantly worse than {best.name} (paired t-test, Holm-adjusted, {ALPHA:g} spent over "
+                f"{len(self.plan.confirm_rounds)} look{'s' * (len(self.plan.confirm_rounds) > 1)}): "
                 f"{', '.join(tied)}. Within this set the study cannot tell the schedules apart."
             )
         if worse:
@@ -229,21 +266,23 @@ class StudyReport:
             gap = f"{_pts(comparison.diff)} points (95% CI {_pts(comparison.ci_low)} to "
             gap += f"{_pts(comparison.ci_high)}; r = {_num(comparison.correlation, '.2f')})"
             if versus.resolved:
-                lines.append(f"- {name}: {gap}: resolved, worse.")
+                lines.append(f"- {name}: {gap}: resolved, worse; {self.stopped(self.contestants[name])}.")
             else:
                 unadjusted = comparison.ci_high is not None and comparison.ci_high < 0
                 why = " after Holm's correction (the interval is not corrected)" if unadjusted else ""
-                lines.append(f"- {name}: {gap}: not resolved{why}; {_seeds_text(comparison)}.")
+                stopped = self.stopped(self.contestants[name])
+                lines.append(f"- {name}: {gap}: not resolved{why} ({stopped}); {_seeds_text(comparison)}.")
         lines += [
             f"Flag: {c.name} {c.failures()} in the confirm stage (left out of its mean)."
             for c in self.contestants.values()
             if c.failures()
         ]
-        for contestant in self.contestants.values():
-            missing = [seed for seed in self.plan.confirm_seeds if seed not in contestant.runs]
-            if contestant.lr is not None and missing:
+        for name, planned in self.sequential.needed.items():
+            contestant = self.contestants[name]
+            missing = [seed for seed in self.plan.confirm_seeds[:planned] if seed not in contestant.runs]
+            if missing:
                 lines.append(
-                    f"Flag: {contestant.name} has {len(contestant.runs)} of the {len(self.plan.confirm_seeds)} planned "
+                    f"Flag: {contestant.name} has {len(contestant.runs)} of the {planned} planned "
                     f"confirm seeds; no finished run can be read for seed{'s' * (len(missing) > 1)} "
                     f"{', '.join(map(str, missing))}."
                 )
@@ -266,7 +305,9 @@ class StudyReport:
             f"Folder `{plan.dir}`; preset `{plan.preset}`; run overrides `{' '.join(plan.run_overrides) or '-'}`; "
             f"tuning overrides `{' '.join(plan.tune_overrides) or '-'}`.",
             f"Metric: {metric} (`{plan.metric}`); lr pick: `{plan.pick}`; tuning seeds {plan.tune_seeds}; "
-            f"confirm seeds {plan.confirm_seeds[0]}..{plan.confirm_seeds[-1]} ({len(plan.confirm_seeds)}, paired).",
+            f"confirm seeds {plan.confirm_seeds[0]}..{plan.confirm_seeds[-1]} (paired), looked at after "
+            f"{', '.join(map(str, plan.confirm_rounds))} seeds ({plan.spending} spending); successive halving: "
+            f"{'off' if plan.halving is None else f'keep 1/{plan.halving:g} at rungs {plan.rungs}'}.",
             f"This command's wall time: {self.wall_seconds:.0f} s; the runs' own training time: {total_train:.0f} s.",
             "",
             "## Verdict",
@@ -276,7 +317,10 @@ class StudyReport:
             "## Stage 2: every schedule at its own lr, paired seeds",
             "",
             f"Differences are against the best ({self.best.name if self.best else '-'}), in accuracy points, over the "
-            "seeds where both runs are ok. p (Holm): paired t-test, Holm-adjusted across the comparisons. Welch: "
+            "seeds where both runs are ok. p (Holm): paired t-test on all of them, Holm-adjusted across the "
+            "comparisons. The verdict is the sequential rule's: at each look (the seed counts above) the open "
+            "comparisons are tested at the share of 0.05 spent there (docs/study.md), and `seeds: why` says where "
+            "each schedule stopped. Welch: "
             "the unpaired view of the same runs. r: correlation of the two schedules' results across seeds; "
             "pairing narrows the interval only where r > 0. Seeds to resolve: seeds per schedule that would give "
             f"{POWER:.0%} power for the measured gap and spread (paired / unpaired), at {ALPHA:g} divided by the "
@@ -442,6 +486,8 @@ VERDICT_COLUMNS: dict[str, Column] = {
     "p_welch_holm": lambda report, c, versus: versus.p_welch_holm,
     "correlation": _compared("correlation"),
     "verdict": lambda report, c, versus: report.word(c),
+    "seeds": lambda report, c, versus: report.sequential.seeds.get(c.name),
+    "stopped": lambda report, c, versus: report.stopped(c),
     "seeds_to_resolve_paired": _to_resolve("seeds_paired"),
     "seeds_to_resolve_welch": _to_resolve("seeds_welch"),
     "collapsed": lambda report, c, versus: f"{c.count('collapsed')}/{len(c.runs)}",
@@ -473,6 +519,7 @@ VERDICT_TABLE: dict[str, Callable[[dict[str, Any]], str]] = {
     "Welch p (Holm)": lambda row: _num(row["p_welch_holm"], ".3g"),
     "r": lambda row: _num(row["correlation"], ".2f"),
     "verdict": lambda row: row["verdict"],
+    "seeds: why": lambda row: f"{row['seeds'] if row['seeds'] is not None else '-'}: {row['stopped']}",
     "seeds to resolve": _resolve_cell,
     "failed": _failed_cell,
 }
@@ -513,6 +560,8 @@ def _grid_cell(pick: dict[str, Any], seeds: int) -> str:
     for row in sorted(pick["grid"], key=lambda row: float(row["lr"])):
         if row["failed"]:
             text = f"{row['lr']}: {row['failed']}/{row['runs']} failed"
+        elif row.get("dropped_at"):
+            text = f"{row['lr']}: dropped at epoch {row['dropped_at']} ({_num(row['rung_score'], '.4f')})"
         elif row["score"] is None:
             text = f"{row['lr']}: -"
         else:
@@ -527,7 +576,15 @@ def build_study_report(plan: Plan, picks: dict[str, Any], wall_seconds: float) -
     """The report of the runs in the study folder; a run folder that cannot be read, or whose run has not ended, is
     skipped and named."""
     scan = scan_runs(Path(plan.dir))
-    skipped = [*scan.skipped, *(Skipped(item.folder, item.reason) for item in scan.unfinished)]
+    dropped = {  # tuning runs paused at a rung and not promoted: stage 1's table has them, with their rung score
+        Path(plan.job_dir("tune", name, row["lr"], seed))
+        for name, pick in picks.items()
+        for row in pick["grid"]
+        if row.get("dropped_at")
+        for seed in plan.tune_seeds
+    }
+    unfinished = [item for item in scan.unfinished if item.folder not in dropped]
+    skipped = [*scan.skipped, *(Skipped(item.folder, item.reason) for item in unfinished)]
     skipped += [Skipped(job.folder, f"failed.json: {job.reason}") for job in scan.failed]
     return StudyReport(plan, picks, collect(scan.runs), wall_seconds, sorted(skipped, key=lambda item: item.folder))
 

@@ -1,19 +1,24 @@
 """`python -m src.study [study=<preset>] [study.<key>=<value> ...] [run overrides]`: which schedule wins, and how sure.
 
-Stage 1 (tune) runs each schedule over a log-spaced grid of peak lrs and picks its lr; stage 2 (confirm) runs
-every schedule at its own lr over the same seeds (paired: same initial weights, same batch order). Every job is an
-ordinary run, launched as an ordinary multirun of `src.train` (so `hydra/launcher=joblib` or the SLURM launcher
-spreads it out unchanged), into `<study>/<stage>/<schedule>/lr=<lr>,seed=<seed>/`. The same command again with
+Stage 1 (tune) runs each schedule over a log-spaced grid of peak lrs (with `study.tune.halving`, dropping the worse
+lrs at rungs) and picks its lr; stage 2 (confirm) runs every schedule at its own lr over the same seeds (paired:
+same initial weights, same batch order), adding seeds in rounds where the verdict is open (`study.confirm.max_seeds`).
+The study is one multirun of `src.train` with the study sweeper (hydra_plugins/lrbench_study), which hands each batch
+whole to the configured Hydra launcher (`hydra/launcher=joblib`, `submitit_local`, `slurm`); every job is an
+ordinary run, in `<study>/<stage>/<schedule>/lr=<lr>,seed=<seed>/`. The same command again with
 `study.dir=<folder>` continues a study: finished jobs are not run again, interrupted ones resume from last.pt, and
 a job whose metrics.json cannot be read runs again (the damaged file kept as metrics.json.damaged).
-This module runs the stages and picks the lrs; the plan is src.analysis.study.plan's, the report (written into the
+This module starts that multirun and writes the report; the plan is src.analysis.study.plan's, the batches
+src.analysis.study.stages', the report (written into the
 study folder at the end) src.analysis.study.report's. Exit status: 0 for a finished study, 2 for bad input (before
 any training), 3 when the report cannot be written, a job's own status when a stage fails, 128 + signal when stopped.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -25,22 +30,23 @@ from typing import Any
 from tqdm import tqdm
 
 from src import REPO_ROOT
-from src.analysis.runs import DamagedRunError, Run, read_metrics, scan_runs
-from src.analysis.study.plan import JOB_FOLDER, STUDY_FILE, Plan, Schedule, StudyError, presets, resolve
+from src.analysis.study.plan import JOB_PATH, STUDY_FILE, Plan, StudyError, presets, resolve
 from src.analysis.study.report import build_study_report, write_study_report
+from src.analysis.study.stages import PICKS_FILE, pending, pick_lines, set_aside_damaged, tune
 from src.runs.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError, Stopped, error_reason
 from src.runs.files import write_json
 from src.runs.folder import glob_settled
 from src.runs.parent_watch import PARENT_ENV
+from src.runs.resume import hydra_quoted
 from src.runs.signals import StopOnSignal
 
 log = logging.getLogger("src.study")
-PICKS_FILE = "picks.json"
 
 
-class Launcher:
-    """Runs one stage of one schedule as `python -m src.train -m ...` in its own process group, its output in
-    a log file; a SIGINT or SIGTERM to the study is passed on once, so the running job stops after its step."""
+class StudyProcess:
+    """The study's one launch, `python -m src.train -m hydra/sweeper=study ...` (src.analysis.study.stages through
+    Hydra's launcher), in its own process group, its output in logs/study.log; a SIGINT or SIGTERM to the study is
+    passed on once, so the running job stops after its step."""
 
     def __init__(self, plan: Plan, bar: tqdm):
         self.plan = plan
@@ -48,7 +54,7 @@ class Launcher:
         self.child: subprocess.Popen | None = None
         self.signals = StopOnSignal(on_first=self._forward)  # a second signal ends the study (its jobs follow)
 
-    def __enter__(self) -> Launcher:
+    def __enter__(self) -> StudyProcess:
         self.signals.__enter__()
         return self
 
@@ -63,41 +69,30 @@ class Launcher:
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signum)
 
-    def command(self, stage: str, schedule: Schedule, lrs: list[str], seeds: list[int]) -> list[str]:
+    def command(self) -> list[str]:
         return [
             sys.executable,
             "-m",
             "src.train",
             "-m",
-            *self.plan.job_overrides(stage, schedule),
-            f"optimizer.lr={','.join(lrs)}",
-            f"seed={','.join(str(seed) for seed in seeds)}",
-            f"labels.stage={stage}",
-            f"labels.schedule={schedule.name}",
-            "checkpoint.skip_finished=true",
-            f"hydra.sweep.dir={self.plan.stage_dir(stage, schedule.name)}",
-            f"hydra.sweep.subdir='{JOB_FOLDER}'",
+            "hydra/sweeper=study",
+            f"hydra.sweeper.plan={hydra_quoted(str(Path(self.plan.dir) / STUDY_FILE))}",
+            f"hydra.sweep.dir={hydra_quoted(self.plan.dir)}",
+            f"hydra.sweep.subdir='{JOB_PATH}'",
             "~hydra.callbacks.sweep_summary",  # the study writes one report for all
+            *self.plan.hydra_overrides(),  # the launcher and its settings
         ]
 
-    def run(self, stage: str, schedule: Schedule, lrs: list[str], seeds: list[int]) -> None:
-        """Run the jobs of `lrs` x `seeds` not finished yet; return when all are finished."""
-        todo = [
-            (lr, seed) for lr in lrs for seed in seeds if not job_finished(self.plan, stage, schedule.name, lr, seed)
-        ]
-        if not todo:
-            return
+    def run(self) -> None:
+        """Run the study's batches; return when the plan is done."""
         if self.received is not None:
             raise Stopped("stopped", self.received)
-        # the product of what is left; finished jobs inside it return their recorded result at once
-        todo_lrs = [lr for lr in lrs if any(lr == job_lr for job_lr, _ in todo)]
-        todo_seeds = [seed for seed in seeds if any(seed == job_seed for _, job_seed in todo)]
-        log_path = Path(self.plan.dir) / "logs" / f"{stage}-{schedule.name}.log"
+        log_path = Path(self.plan.dir) / "logs" / "study.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.bar.set_postfix_str(f"{stage} {schedule.name}")
+        progress = EpochsDone(self.plan)
         with open(log_path, "a") as output:
             self.child = subprocess.Popen(
-                self.command(stage, schedule, todo_lrs, todo_seeds),
+                self.command(),
                 cwd=REPO_ROOT,
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -106,11 +101,11 @@ class Launcher:
             )
             while self.child.poll() is None:
                 time.sleep(0.5)
-                if (done := count_finished(self.plan)) != self.bar.n:
+                if (done := progress.count()) != self.bar.n:
                     self.bar.n = done
                     self.bar.refresh()
         status, self.child = self.child.returncode, None
-        self.bar.n = count_finished(self.plan)
+        self.bar.n = progress.count()
         self.bar.refresh()
         if status != 0:
             tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-15:])
@@ -119,69 +114,59 @@ class Launcher:
             raise RunError(reason, 128 + self.received if self.received else status)
 
 
-def job_finished(plan: Plan, stage: str, schedule: str, lr: str, seed: int) -> bool:
-    """Whether the job has a metrics.json that can be read. One that cannot is set aside as metrics.json.damaged
-    (and said), so that the job runs again: from its last.pt when it has one, else from the start."""
-    path = plan.job_dir(stage, schedule, lr, seed) / "metrics.json"
-    if not path.is_file():
-        return False
-    try:
-        read_metrics(path)
-    except DamagedRunError as error:
-        path.replace(path.with_name("metrics.json.damaged"))
-        log.warning("%s: %s; the job runs again (the file is kept as metrics.json.damaged)", path.parent, error)
-        return False
-    return True
+class EpochsDone:
+    """The epochs the study's jobs have trained, from their metrics.json (read again only when it changed)."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.seen: dict[Path, tuple[int, int]] = {}  # metrics.json: (its mtime, its epochs)
+
+    def count(self) -> int:
+        for path in glob_settled(Path(self.plan.dir), "*/*/*/metrics.json"):
+            try:
+                mtime = path.stat().st_mtime_ns
+                if self.seen.get(path, (None,))[0] != mtime:
+                    self.seen[path] = (mtime, int(json.loads(path.read_text()).get("epochs") or 0))
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue  # being replaced, or damaged: the study's own check says so
+        return sum(epochs for _, epochs in self.seen.values())
 
 
-def count_finished(plan: Plan) -> int:
-    """The jobs with a metrics.json, counted while a stage runs (its jobs make and remove folders meanwhile)."""
-    return len(glob_settled(Path(plan.dir), "*/*/*/metrics.json"))
-
-
-def pick_lr(plan: Plan, runs: list[Run], lrs: list[str]) -> dict[str, Any]:
-    """The tuned lr of one schedule from its stage-1 runs: the best score among the lrs none of whose runs
-    collapsed or diverged (score: the mean of the study metric, or of best_test_acc, over the tuning seeds)."""
-    score_of = plan.metric if plan.pick == "metric" else "best_test_acc"
-    table = []
-    for lr in lrs:
-        at_lr = [run for run in runs if run.hparams["optimizer.lr"] == float(lr)]
-        ok = [run.value(score_of) for run in at_lr if run.outcome == "ok"]
-        failed = len(at_lr) - len(ok)
-        score = sum(ok) / len(ok) if ok and not failed else None
-        table.append({"lr": lr, "runs": len(at_lr), "failed": failed, "score": score})
-    eligible = [row for row in table if row["score"] is not None]
-    best = max(eligible, key=lambda row: row["score"], default={"lr": None, "score": None})
-    ordered = sorted(lrs, key=float)
-    edge = len(ordered) > 1 and best["lr"] in (ordered[0], ordered[-1])
-    return {"lr": best["lr"], "score": best["score"], "rule": score_of, "edge": edge, "grid": table}
+def most_epochs(plan: Plan) -> int:
+    """The epochs the study trains at most: every rung's lrs (as halving keeps them), every confirm seed."""
+    total = 0
+    for schedule in plan.schedules:
+        alive, previous = len(plan.lrs[schedule.name]), 0
+        for rung in plan.rungs[schedule.name]:
+            total += alive * len(plan.tune_seeds) * (rung - previous)
+            previous = rung
+            alive = max(1, math.floor(alive / plan.halving)) if plan.halving else alive
+        total += len(plan.confirm_seeds) * plan.confirm_epochs[schedule.name]
+    return total
 
 
 def run_study(plan: Plan) -> dict[str, Any]:
-    """Stage 1 for every schedule, then stage 2 for every schedule with a picked lr; returns the picks.
-    picks.json is never read back: every pick is computed again from its tuning runs, so a damaged one is rebuilt."""
-    picks_path = Path(plan.dir) / PICKS_FILE
-    picks: dict[str, Any] = {}
-    total = sum(plan.jobs.values())
+    """Both stages, in one launch of the study sweeper; returns the picks, computed again from the tuning runs
+    (picks.json is never read back, so a damaged one is rebuilt)."""
+    set_aside_damaged(plan)
     with (
-        tqdm(total=total, initial=count_finished(plan), desc="study jobs", unit="job", dynamic_ncols=True) as bar,
-        Launcher(plan, bar) as launcher,
+        tqdm(total=most_epochs(plan), desc="study epochs", unit="epoch", dynamic_ncols=True) as bar,
+        StudyProcess(plan, bar) as process,
     ):
-        for schedule in plan.schedules:
-            launcher.run("tune", schedule, plan.lrs[schedule.name], plan.tune_seeds)
-            runs = scan_runs(plan.stage_dir("tune", schedule.name)).runs  # the report names those it skips
-            picked = picks[schedule.name] = pick_lr(plan, runs, plan.lrs[schedule.name])
-            write_json(picks_path, picks)
-            if picked["lr"] is None:
-                tqdm.write(f"{schedule.name}: every lr of the grid collapsed or diverged; it has no confirm stage")
-            else:
-                edge = " (at the edge of the grid: widen it)" if picked["edge"] else ""
-                tqdm.write(f"{schedule.name}: picked lr {picked['lr']} ({picked['rule']} {picked['score']:.4f}){edge}")
-        for schedule in plan.schedules:
-            if picks[schedule.name]["lr"] is not None:
-                launcher.run("confirm", schedule, [picks[schedule.name]["lr"]], plan.confirm_seeds)
-        bar.total = bar.n = count_finished(plan)  # stages of schedules with no lr picked do not run
+        bar.n = EpochsDone(plan).count()
+        bar.refresh()
+        if pending(plan):  # a finished study continued starts nothing
+            process.run()
+        bar.total = bar.n  # halving and the sequential rule train less than the most
+    picks = tune(plan, launch=_nothing_left)
+    write_json(Path(plan.dir) / PICKS_FILE, picks)
+    for line in pick_lines(picks):
+        print(line)
     return picks
+
+
+def _nothing_left(batch: list[list[str]]) -> None:
+    raise RunError(f"the study's launch ended with {len(batch)} jobs not run", 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(plan.dir)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / STUDY_FILE, asdict(plan))
-    print(f"study {plan.preset}: {len(plan.schedules)} schedules, {sum(plan.jobs.values())} jobs, folder {folder}")
+    print(
+        f"study {plan.preset}: {len(plan.schedules)} schedules, at most {sum(plan.jobs.values())} jobs "
+        f"({most_epochs(plan)} epochs), folder {folder}"
+    )
     started = time.perf_counter()
     try:
         picks = run_study(plan)

@@ -13,12 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 from src import REPO_ROOT
 from src.analysis.stats import compare, holm
 from src.analysis.study.plan import StudyError, _merge, lr_grid, make_plan, parse_args, presets
 from src.analysis.study.report import FIGURES, RESULT_COLUMNS
 from src.analysis.study.run import main
+from src.runs import checkpoints as checkpointing
 from tests.conftest import gate_env, read_csv, run_metrics, run_module, wait_at_gate
 
 PLUMBING = ("trainer.threads=1", "data.batch_size=64", "data.train_size=null")
@@ -337,3 +340,93 @@ def test_a_report_that_cannot_be_written_leaves_the_old_files_and_no_partial_one
     assert "Traceback" not in done.stderr and "Best: " in done.stdout
     assert {name: (copy / name).read_bytes() for name in names} == before
     assert not list(copy.glob("*.partial.*"))
+
+
+# ------------------------------------------------------------------------------------------------ one launch, rungs
+
+
+@pytest.fixture(scope="module")
+def halving_study(tmp_path_factory, synthetic_root) -> Path:
+    """2 schedules x 4 lrs, rungs at epochs 1, 2 and 4 (halving 2), then 2 to 4 confirm seeds in rounds."""
+    folder = tmp_path_factory.mktemp("halving") / "study"
+    done = run_study(
+        "study.schedules=[constant,cosine_warmup]",
+        "study.tune.lrs=[0.003,0.03,0.1,0.3]",
+        "study.tune.halving=2",
+        "study.confirm.seeds=2",
+        "study.confirm.max_seeds=4",
+        f"study.dir={folder}",
+        f"data.root={synthetic_root}",
+        "trainer.epochs=4",
+        *PLUMBING,
+    )
+    assert done.returncode == 0, done.stderr
+    return folder
+
+
+@pytest.mark.slow
+def test_each_rung_is_one_launcher_call_in_one_process(halving_study):
+    log = (halving_study / "logs" / "study.log").read_text()
+    calls = [int(line.split()[2]) for line in log.splitlines() if line.startswith("lrbench: launching")]
+    assert calls[:3] == [2 * 4, 2 * 2, 2 * 1]  # every schedule's lrs at a rung, in one call each
+    assert all(count > 0 for count in calls[3:]) and sum(calls[3:]) >= 2 * 2  # the confirm rounds
+    picks = json.loads((halving_study / "picks.json").read_text())
+    for name, pick in picks.items():
+        epochs = {
+            row["lr"]: run_metrics(halving_study / "tune" / name / f"lr={row['lr']},seed=0")["epochs"]
+            for row in pick["grid"]
+        }
+        assert sorted(epochs.values()) == [1, 1, 2, 4]  # 8 epochs of tuning where 16 were planned
+        assert epochs[pick["lr"]] == 4
+
+
+@pytest.mark.slow
+def test_a_promoted_run_equals_a_run_never_paused_bit_for_bit(halving_study, tmp_path):
+    """The picked lr's tuning run was paused at epochs 1 and 2 and continued in later batches; trained again in
+    one go by src.train, it has the same history and the same final weights."""
+    picks = json.loads((halving_study / "picks.json").read_text())
+    promoted = halving_study / "tune" / "constant" / f"lr={picks['constant']['lr']},seed=0"
+    started = yaml.safe_load((promoted / ".hydra" / "overrides.yaml").read_text())
+    assert "checkpoint.pause_after_epoch=1" in started
+    again = tmp_path / "again"
+    overrides = [item for item in started if not item.startswith(("checkpoint.", "labels."))]
+    done = run_module("src.train", *overrides, f"hydra.run.dir={again}")
+    assert done.returncode == 0, done.stderr
+    assert run_metrics(again)["history"] == run_metrics(promoted)["history"]
+    weights = [checkpointing.load(folder / checkpointing.LAST)["trainer"]["model"] for folder in (promoted, again)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+@pytest.mark.slow
+def test_the_report_says_how_many_seeds_each_schedule_took_and_why(halving_study):
+    verdict = {row["schedule"]: row for row in read_csv(halving_study / "verdict.csv")}
+    report = (halving_study / "report.md").read_text()
+    for row in verdict.values():
+        assert int(row["seeds"]) in (2, 4) and row["stopped"] != "-"
+        assert f"{row['seeds']}: {row['stopped']}" in report
+    assert "dropped at epoch 1" in report and "dropped at epoch 2" in report  # the stage-1 table
+
+
+@pytest.mark.slow
+def test_a_study_runs_through_the_submitit_launcher(tmp_path, synthetic_root):
+    """The path a SLURM cluster takes (hydra/launcher=slurm is submitit_slurm), run with submitit_local: each
+    batch is submitted at once, every job a process of its own, resumed across rungs from its checkpoint."""
+    folder = tmp_path / "study"
+    done = run_study(
+        "study.schedules=[constant,cosine_warmup]",
+        "study.tune.lrs=[0.03,0.1]",
+        "study.tune.halving=2",
+        "study.confirm.seeds=2",
+        f"study.dir={folder}",
+        f"data.root={synthetic_root}",
+        "trainer.epochs=2",
+        *PLUMBING,
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(list((folder / ".submitit").iterdir())) >= 3  # one submission per batch: rung 1, rung 2, confirm
+    assert (folder / "report.md").is_file() and len(list(folder.glob("confirm/*/*/metrics.json"))) == 2 * 2
+    overrides = yaml.safe_load((folder / "confirm" / "constant").glob("*/.hydra/overrides.yaml").__next__().read_text())
+    assert not any(item.startswith("hydra") for item in overrides)  # the launcher is the launch's, not a job's

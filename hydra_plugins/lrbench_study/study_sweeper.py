@@ -29,6 +29,9 @@ class StudySweeper(Sweeper):
         self.launched = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from src.runs.parent_watch import stop_with_parent
+
+        stop_with_parent()  # this process ends with the study, and the launcher's workers with this process
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )

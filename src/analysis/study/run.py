@@ -36,7 +36,7 @@ from src.analysis.study.stages import PICKS_FILE, pending, pick_lines, set_aside
 from src.runs.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError, Stopped, error_reason
 from src.runs.files import write_json
 from src.runs.folder import glob_settled
-from src.runs.parent_watch import PARENT_ENV
+from src.runs.parent_watch import PARENT_ENV, identity
 from src.runs.resume import hydra_quoted
 from src.runs.signals import StopOnSignal
 
@@ -97,7 +97,7 @@ class StudyProcess:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C reaches the study, which passes it on once
-                env={**os.environ, PARENT_ENV: str(os.getpid())},  # its jobs stop when the study dies, even by kill -9
+                env={**os.environ, PARENT_ENV: identity()},  # its jobs stop when the study dies, even by kill -9
             )
             while self.child.poll() is None:
                 time.sleep(0.5)

@@ -26,6 +26,7 @@ from tests.conftest import gate_env, read_csv, run_metrics, run_module, wait_at_
 
 PLUMBING = ("trainer.threads=1", "data.batch_size=64", "data.train_size=null")
 TINY = ("study.schedules=[constant,cosine_warmup]", "study.tune.lrs=[0.003,0.1]", "study.tune.seeds=[0,1]")
+FIXED = ("study.tune.halving=null", "study.confirm.max_seeds=null")  # quick's halving and rounds off: fixed stages
 
 
 def run_study(*args: str) -> subprocess.CompletedProcess:
@@ -117,6 +118,7 @@ def tiny_study(tmp_path_factory, synthetic_root) -> tuple[Path, subprocess.Compl
     output_root = tmp_path_factory.mktemp("study")
     done = run_study(
         *TINY,
+        *FIXED,
         "study.confirm.seeds=2",
         f"data.root={synthetic_root}",
         "trainer.epochs=1",
@@ -214,6 +216,7 @@ def test_a_killed_study_continues_without_running_finished_jobs_again(tmp_path, 
         "study.schedules=[constant,cosine_warmup]",
         "study.tune.lrs=[0.005]",
         "study.tune.seeds=[0]",
+        *FIXED,
         "study.confirm.seeds=2",
         f"study.dir={folder}",
         f"data.root={synthetic_root}",
@@ -418,6 +421,7 @@ def test_a_study_runs_through_the_submitit_launcher(tmp_path, synthetic_root):
         "study.tune.lrs=[0.03,0.1]",
         "study.tune.halving=2",
         "study.confirm.seeds=2",
+        "study.confirm.max_seeds=null",
         f"study.dir={folder}",
         f"data.root={synthetic_root}",
         "trainer.epochs=2",
@@ -426,7 +430,13 @@ def test_a_study_runs_through_the_submitit_launcher(tmp_path, synthetic_root):
         "hydra.launcher.timeout_min=10",
     )
     assert done.returncode == 0, done.stderr
-    assert len(list((folder / ".submitit").iterdir())) >= 3  # one submission per batch: rung 1, rung 2, confirm
+    log = (folder / "logs" / "study.log").read_text()
+    assert [line for line in log.splitlines() if line.startswith("lrbench: launching")] == [
+        "lrbench: launching 4 jobs",  # rung 1: both schedules' two lrs
+        "lrbench: launching 2 jobs",  # the better lr of each, from its checkpoint
+        "lrbench: launching 4 jobs",  # two confirm seeds each
+    ]
+    assert len(list((folder / ".submitit").iterdir())) >= 4 + 2 + 4  # every job a submitit job (and its batch)
     assert (folder / "report.md").is_file() and len(list(folder.glob("confirm/*/*/metrics.json"))) == 2 * 2
     overrides = yaml.safe_load((folder / "confirm" / "constant").glob("*/.hydra/overrides.yaml").__next__().read_text())
     assert not any(item.startswith("hydra") for item in overrides)  # the launcher is the launch's, not a job's

@@ -20,6 +20,8 @@ SMALL = (
     "study.tune.lrs=[0.003,0.1]",
     "study.tune.seeds=[0]",
     "study.confirm.seeds=2",
+    "study.tune.halving=null",
+    "study.confirm.max_seeds=null",
     "study.baseline=null",
     "trainer.epochs=1",
     "trainer.threads=1",
@@ -231,16 +233,20 @@ def test_a_plan_edited_after_stage_1_is_refused_before_stage_2_runs_on_other_dat
 )
 def test_a_study_beyond_the_bounds_is_refused_with_its_job_count(options, message):
     with pytest.raises(StudyError) as caught:
-        make_plan("quick", ["schedules=[constant,cosine]", "tune.lrs=[0.01,0.1]", "confirm.seeds=2", *options], [])
+        fixed = ["confirm.max_seeds=null"]  # quick's rounds off: confirm.seeds is the count
+        make_plan(
+            "quick", ["schedules=[constant,cosine]", "tune.lrs=[0.01,0.1]", "confirm.seeds=2", *fixed, *options], []
+        )
     assert message in str(caught.value)
 
 
 def test_the_largest_study_allowed_is_planned(tmp_path):
-    plan = make_plan("quick", ["schedules=[constant,cosine]", "tune.lrs=[0.1]", "confirm.seeds=1000"], [])
+    options = ["schedules=[constant,cosine]", "tune.lrs=[0.1]", "confirm.seeds=2", "confirm.max_seeds=1000"]
+    plan = make_plan("quick", options, [])
     assert sum(plan.jobs.values()) == 2002 <= MAX_JOBS
 
 
 def test_a_huge_study_is_refused_before_anything_is_written(tmp_path, capsys):
-    err = refused(capsys, f"study.dir={tmp_path / 'study'}", "study.confirm.seeds=100000", "study.baseline=null")
+    err = refused(capsys, f"study.dir={tmp_path / 'study'}", "study.confirm.max_seeds=100000", "study.baseline=null")
     assert "the study would run 600024 jobs (24 to tune, 600000 to confirm)" in err
     assert not (tmp_path / "study").exists()

@@ -151,6 +151,7 @@ def test_seeds_are_added_only_where_the_verdict_is_open_and_for_the_best(tmp_pat
         [
             "schedules=[constant,cosine_warmup,linear_warmup]",
             "tune.lrs=[0.1]",
+            "tune.halving=null",
             *("confirm.seeds=3", "confirm.max_seeds=7", "confirm.add=2"),
             f"dir={tmp_path}",
         ],

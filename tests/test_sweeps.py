@@ -133,7 +133,7 @@ def _record_start(monkeypatch) -> list[dict]:
     records: list[dict] = []
 
     class RecordingTrainer(src.training.run.Trainer):
-        def fit(self):
+        def fit(self, until_epoch=None):
             record = {"weights": {k: v.clone() for k, v in self.model.state_dict().items()}, "batches": []}
             records.append(record)
             serve = self.data.train_batches
@@ -144,7 +144,7 @@ def _record_start(monkeypatch) -> list[dict]:
                     yield inputs, labels
 
             self.data.train_batches = recorded_batches
-            return super().fit()
+            return super().fit(until_epoch)
 
     monkeypatch.setattr(src.training.run, "Trainer", RecordingTrainer)
     return records

@@ -47,6 +47,11 @@ METRIC_RANGES |= {name: COUNT for name in ("epochs", "steps", "diverged_step", "
 RUN_GROUPS = ("model", "optimizer", "scheduler", "data", "trainer")
 
 
+def tail_mean(accuracies: list[float]) -> float:
+    """The mean of the last TAIL_FRACTION of a run's per-epoch accuracies (at least one): `tail_test_acc`."""
+    return statistics.fmean(accuracies[-max(1, math.ceil(len(accuracies) * TAIL_FRACTION)) :])
+
+
 class DamagedRunError(ValueError):
     """A run folder whose metrics.json, failed.json or `.hydra/` record cannot be read; the message names the file."""
 
@@ -85,10 +90,7 @@ class Run:
             value = self.metrics.get(name)
             return None if value is None else float(value)
         accuracies = [epoch["test_acc"] for epoch in self.metrics.get("history", [])]
-        if not accuracies:
-            return None
-        tail = accuracies[-max(1, math.ceil(len(accuracies) * TAIL_FRACTION)) :]
-        return statistics.fmean(tail)
+        return tail_mean(accuracies) if accuracies else None
 
     def seconds_to(self, target_acc: float) -> float | None:
         """Training seconds done when test accuracy first reached `target_acc`."""

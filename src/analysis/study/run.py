@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from tqdm import tqdm
 from src import REPO_ROOT
 from src.analysis.study.plan import JOB_PATH, STUDY_FILE, Plan, StudyError, presets, resolve
 from src.analysis.study.report import build_study_report, write_study_report
-from src.analysis.study.stages import PICKS_FILE, pending, pick_lines, set_aside_damaged, tune
+from src.analysis.study.stages import PICKS_FILE, kept, pending, pick_lines, set_aside_damaged, tune
 from src.runs.errors import EXIT_BAD_INPUT, EXIT_UNWRITABLE, RunError, Stopped, error_reason
 from src.runs.files import write_json
 from src.runs.folder import glob_settled
@@ -140,7 +139,7 @@ def most_epochs(plan: Plan) -> int:
         for rung in plan.rungs[schedule.name]:
             total += alive * len(plan.tune_seeds) * (rung - previous)
             previous = rung
-            alive = max(1, math.floor(alive / plan.halving)) if plan.halving else alive
+            alive = kept(alive, plan.halving) if plan.halving else alive
         total += len(plan.confirm_seeds) * plan.confirm_epochs[schedule.name]
     return total
 

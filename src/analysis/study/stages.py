@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from src.analysis.runs import TAIL_FRACTION, TAIL_METRIC, DamagedRunError, read_metrics
+from src.analysis.runs import TAIL_METRIC, DamagedRunError, read_metrics, tail_mean
 from src.analysis.stats import Sequential, sequential_verdict
 from src.analysis.study.plan import Plan, Schedule
 from src.runs.files import write_json
@@ -119,7 +119,7 @@ def score_at(metrics: dict[str, Any], epochs: int, rule: str) -> float | None:
     if rule == "best_test_acc":
         return max(accuracies)
     if rule == TAIL_METRIC:
-        return statistics.fmean(accuracies[-max(1, math.ceil(len(accuracies) * TAIL_FRACTION)) :])
+        return tail_mean(accuracies)
     return accuracies[-1]
 
 
@@ -137,11 +137,16 @@ def lr_score(plan: Plan, schedule: str, lr: str, epochs: int) -> float | None:
     return None if None in scores else statistics.fmean(scores)
 
 
+def kept(lrs: int, halving: float) -> int:
+    """How many of `lrs` lrs go on past a rung: the best 1/halving, at least one."""
+    return max(1, math.floor(lrs / halving))
+
+
 def promoted(plan: Plan, schedule: str, alive: Sequence[str], rung: int) -> list[str]:
     """The lrs that go on past `rung`: the best 1/halving of `alive` by their score there (at least one), among
     those whose runs neither failed nor stopped; ties go to the smaller lr, the safer one."""
     scored = [(score, lr) for lr in alive if (score := lr_score(plan, schedule, lr, rung)) is not None]
-    keep = max(1, math.floor(len(alive) / plan.halving))
+    keep = kept(len(alive), plan.halving)
     ranked = sorted(scored, key=lambda item: (-item[0], float(item[1])))
     return sorted((lr for _, lr in ranked[:keep]), key=float)
 

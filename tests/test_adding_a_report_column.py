@@ -57,6 +57,8 @@ def study(compose_cfg, tmp_path) -> tuple[Plan, dict]:
         metric="test_acc",
         baseline="constant",
         target_acc=0.85,
+        margin=1.0,
+        conditions={},
         dir=str(folder),
         jobs={"tune": 2, "confirm": 6},
     )

@@ -334,6 +334,19 @@ def test_milestones_in_step_mode_fall_on_the_first_step_of_the_epoch(compose_cfg
     assert curve == pytest.approx([0.1] * 4 + [0.05] * 4 + [0.025] * 4)
 
 
+@pytest.mark.parametrize("epochs", [4, 8, 20])
+def test_milestone_ratios_put_the_milestones_at_the_same_fractions_of_every_budget(compose_cfg, epochs):
+    ratios = compose_cfg(["scheduler=multistep", "scheduler.milestone_ratios=[0.5,0.75]", f"trainer.epochs={epochs}"])
+    given = [f"scheduler.milestones=[{epochs // 2},{3 * epochs // 4}]", f"trainer.epochs={epochs}"]
+    assert lr_curve(ratios, 5) == lr_curve(compose_cfg(["scheduler=multistep", *given]), 5)
+
+
+def test_milestone_ratios_outside_the_run_are_refused_by_name(compose_cfg):
+    cfg = compose_cfg(["scheduler=multistep", "scheduler.milestone_ratios=[0.5,1.5]"])
+    with pytest.raises(Exception, match=r"scheduler.milestone_ratios=\[0.5, 1.5\]: allowed is null or a non-empty"):
+        lr_curve(cfg, 5)
+
+
 def test_cosine_is_clamped_after_its_end_instead_of_rising_again(compose_cfg):
     cfg = compose_cfg(["scheduler=cosine", "scheduler.total_steps=10", "scheduler.final_lr=0.001", "trainer.epochs=3"])
     curve = lr_curve(cfg, 10)

@@ -95,7 +95,7 @@ def test_a_damaged_picks_json_is_rebuilt_from_the_tuning_runs(finished, tmp_path
         (lambda plan: {k: v for k, v in plan.items() if k != "lrs"}, "  - lrs: missing"),
         (
             lambda plan: {**plan, "lrs": {"constant": 3}},
-            "  - lrs={'constant': 3}: allowed is {<schedule>: [<lr>, ...]}",
+            "  - lrs={'constant': 3}: allowed is {<name>: [<string>, ...]}",
         ),
         (lambda plan: {**plan, "tune_seeds": [0.5]}, "  - tune_seeds=[0.5]: allowed is a list of integers"),
         (lambda plan: {**plan, "extra": 1}, "  - extra: not a key of a study's plan"),

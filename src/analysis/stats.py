@@ -2,14 +2,18 @@
 
 Differences are `other - reference` over the seeds both have (paired: same initial weights, same batch order), so
 a schedule worse than the best has a negative difference. Distributions and tests come from scipy.stats.
+
+Three answers per comparison: *worse* (the paired difference test rejects "no difference"), *tied* (two one-sided
+tests, TOST, reject "the difference is at least `margin` either way": equivalence within the margin) and *open*
+(neither yet). Margins are in the values' own units (accuracy as a fraction: 0.01 is one point).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from scipy import stats
 
@@ -32,6 +36,18 @@ class Comparison:
     correlation: float | None  # Pearson r of the two schedules' results across the shared seeds
     seeds_paired: int | None  # seeds that would resolve `diff` with the paired test (80% power at 0.05)
     seeds_welch: int | None  # seeds per schedule for Welch's test at the same power
+    p_beats: float | None = None  # P(other > reference) on a fresh seed: the share of seeds it won (ties half)
+    margin: float | None = None  # the equivalence margin tested (None: no equivalence test)
+    p_tost_lower: float | None = None  # one-sided paired t-test of "diff <= -margin" (rejected: not that much worse)
+    p_tost_upper: float | None = None  # one-sided paired t-test of "diff >= +margin" (rejected: not that much better)
+    seeds_tied: int | None = None  # seeds at which TOST would show equivalence at 80% power, for `diff` as measured
+
+    @property
+    def p_equivalent(self) -> float | None:
+        """TOST: equivalence within the margin is shown at level a when both one-sided tests reject at a."""
+        if self.p_tost_lower is None or self.p_tost_upper is None:
+            return None
+        return max(self.p_tost_lower, self.p_tost_upper)
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:
@@ -42,10 +58,13 @@ def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None
     return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else None
 
 
-def compare(reference: Sequence[float], other: Sequence[float], alpha: float = ALPHA) -> Comparison:
+def compare(
+    reference: Sequence[float], other: Sequence[float], alpha: float = ALPHA, margin: float | None = None
+) -> Comparison:
     """`other` against `reference`, both listed in the same seed order (entry i of each is seed i's result).
 
-    `alpha` is the level the seed counts are sized for (e.g. 0.05 divided by the number of comparisons made)."""
+    `alpha` is the level the seed counts are sized for (e.g. 0.05 divided by the number of comparisons made);
+    `margin`, when given, adds the equivalence tests (TOST) within +-margin."""
     if len(reference) != len(other):
         raise ValueError(f"paired samples differ in length: {len(reference)} and {len(other)}")
     n = len(reference)
@@ -68,6 +87,9 @@ def compare(reference: Sequence[float], other: Sequence[float], alpha: float = A
             p_welch = float(stats.ttest_ind(other, reference, equal_var=False).pvalue)
     if n >= 3 and not (_constant(reference) or _constant(other)):
         correlation = float(stats.pearsonr(reference, other).statistic)
+    lower = upper = None
+    if margin is not None and n >= 2:
+        lower, upper = tost(differences, margin)
     return Comparison(
         n=n,
         diff=diff,
@@ -79,7 +101,69 @@ def compare(reference: Sequence[float], other: Sequence[float], alpha: float = A
         correlation=correlation,
         seeds_paired=seeds_needed(diff, sd_paired, paired=True, alpha=alpha),
         seeds_welch=seeds_needed(diff, sd_pooled, paired=False, alpha=alpha),
+        p_beats=beats(differences),
+        margin=margin,
+        p_tost_lower=lower,
+        p_tost_upper=upper,
+        seeds_tied=None if margin is None else seeds_to_tie(diff, sd_paired, margin, alpha=alpha),
     )
+
+
+def beats(differences: Sequence[float]) -> float | None:
+    """P(other > reference) on a fresh seed, estimated from the paired seeds: the share where `other` won, a tie
+    counting half (Bouthillier et al., 2021, read it as the chance that a new run would favour it)."""
+    if not differences:
+        return None
+    return statistics.fmean(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in differences)
+
+
+def tost(differences: Sequence[float], margin: float) -> tuple[float, float]:
+    """Two one-sided paired t-tests of the mean difference against -margin and +margin (Schuirmann, 1987): the
+    p-values of "diff <= -margin" and of "diff >= +margin". Differences without spread are a point: each null is
+    then rejected (p 0) or not (p 1) outright."""
+    if margin <= 0:
+        raise ValueError(f"an equivalence margin is > 0, not {margin}")
+    if _constant(differences):
+        value = differences[0]
+        return (0.0 if value > -margin else 1.0), (0.0 if value < margin else 1.0)
+    lower = stats.ttest_1samp(differences, -margin, alternative="greater").pvalue
+    upper = stats.ttest_1samp(differences, margin, alternative="less").pvalue
+    return float(lower), float(upper)
+
+
+def tost_power(diff: float, sd: float, n: int, margin: float, alpha: float = ALPHA) -> float:
+    """Power of TOST at level `alpha` with n paired seeds when the true difference is `diff` with spread `sd`: the
+    usual bound P(t1 > c) + P(t2 < -c) - 1 on the noncentral t (exact enough to size a study)."""
+    if n < 2 or abs(diff) >= margin:
+        return 0.0
+    df, scale = n - 1, sd / math.sqrt(n)
+    critical = stats.t.ppf(1 - alpha, df)
+    lower = stats.nct.sf(critical, df, (diff + margin) / scale)
+    upper = stats.nct.cdf(-critical, df, (diff - margin) / scale)
+    return max(0.0, float(lower + upper - 1))
+
+
+def seeds_to_tie(diff: float, sd: float | None, margin: float, alpha: float = ALPHA) -> int | None:
+    """The fewest paired seeds at which TOST reaches POWER for the difference and spread measured; None when it
+    never can (the gap is at least the margin, no spread measured) or only past MAX_SEEDS."""
+    if sd is None or not math.isfinite(diff) or abs(diff) >= margin:
+        return None
+    if sd == 0:
+        return 2
+    return _fewest(lambda n: tost_power(diff, sd, n, margin, alpha) >= POWER)
+
+
+def _fewest(enough: Callable[[int], bool]) -> int | None:
+    """The smallest n in 2..MAX_SEEDS with enough(n), for a test whose power rises with n; None past MAX_SEEDS."""
+    if not enough(MAX_SEEDS):
+        return None
+    low, high = 1, 2  # double until enough, then halve the gap
+    while not enough(high):
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
 
 
 def _constant(values: Sequence[float]) -> bool:
@@ -122,19 +206,7 @@ def seeds_needed(diff: float, sd: float | None, *, paired: bool, alpha: float = 
     if sd == 0:
         return 2
     effect = abs(diff) / sd
-
-    def enough(n: int) -> bool:
-        return t_test_power(effect, n, paired=paired, alpha=alpha) >= POWER
-
-    if not enough(MAX_SEEDS):
-        return None
-    low, high = 1, 2  # power rises with n: double until enough, then halve the gap
-    while not enough(high):
-        low, high = high, high * 2
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (low, middle) if enough(middle) else (middle, high)
-    return high
+    return _fewest(lambda n: t_test_power(effect, n, paired=paired, alpha=alpha) >= POWER)
 
 
 # ------------------------------------------------------------------------------------- seeds added in rounds
@@ -159,21 +231,25 @@ def look_levels(rounds: Sequence[int], spending: str = "pocock", alpha: float = 
 
 @dataclass(frozen=True)
 class Look:
-    """One look of the sequential rule: after `seeds` paired seeds, the best and each open schedule's paired
-    p-value against it, Holm-adjusted across the open ones and tested at `level`."""
+    """One look of the sequential rule: after `seeds` paired seeds, the best and, for each open schedule, its paired
+    p-value against it (`p_holm`: "no difference") and its TOST p-value (`p_tied_holm`: "a difference of at least
+    the margin"), all of them Holm-adjusted together and tested at `level`; `decided` are those answered here."""
 
     seeds: int
     level: float
     best: str
     p_holm: dict[str, float | None]
     decided: tuple[str, ...]
+    p_tied_holm: dict[str, float | None] = field(default_factory=dict)
+    tied: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Sequential:
-    """Where the sequential rule stands: its looks so far, each schedule's state (`best`, `worse`, `open`, or
-    `failed`: a collapsed or diverged seed), the seeds each used and, while a look is still to come, the schedules
-    that need seeds for it (`needed`: {schedule: seed count}); `needed` is empty once the rule has ended."""
+    """Where the sequential rule stands: its looks so far, each schedule's state (`best`, `worse`, `tied`: shown
+    within the margin of the best, `open`, or `failed`: a collapsed or diverged seed), the seeds each used and,
+    while a look is still to come, the schedules that need seeds for it (`needed`: {schedule: seed count});
+    `needed` is empty once the rule has ended."""
 
     looks: tuple[Look, ...]
     state: dict[str, str]
@@ -187,13 +263,16 @@ def sequential_verdict(
     rounds: Sequence[int],
     spending: str = "pocock",
     alpha: float = ALPHA,
+    margin: float | None = None,
 ) -> Sequential:
     """Replay the sequential rule on the results in: `values[schedule][seed]` is a run's metric, None for a failed
     run, missing for a run not made yet; `seeds` the shared sequence (every schedule's seeds are its first ones),
     `rounds` the seed counts at the looks. At each look the schedules still open and the best (the highest mean
-    among them) are compared on their first `rounds[k]` seeds; a comparison whose Holm-adjusted paired p-value is
-    at most the look's level (`look_levels`) is decided (worse) and takes no more seeds. The rule ends when nothing
-    is open or at the last look. A pure function of what is on disk, so a continued study replays it exactly."""
+    among them) are compared on their first `rounds[k]` seeds. Two null hypotheses per open schedule: "no
+    difference" (paired t-test) and, with a `margin`, "at least the margin apart" (TOST); all of the look's are
+    Holm-adjusted together and rejected at the look's level (`look_levels`). A schedule whose equivalence is shown
+    is tied; else one whose difference is shown is worse; either takes no more seeds. The rule ends when nothing is
+    open or at the last look. A pure function of what is on disk, so a continued study replays it exactly."""
     levels = look_levels(rounds, spending, alpha)
     state = dict.fromkeys(values, "open")
     used = dict.fromkeys(values, 0)
@@ -212,14 +291,21 @@ def sequential_verdict(
             break
         best = max(active, key=lambda name: statistics.fmean(values[name][seed] for seed in wanted))
         others = [name for name in active if name != best]
-        p_values = [
-            compare([values[best][s] for s in wanted], [values[name][s] for s in wanted]).p_paired for name in others
+        comparisons = [
+            compare([values[best][s] for s in wanted], [values[name][s] for s in wanted], margin=margin)
+            for name in others
         ]
-        adjusted = dict(zip(others, holm(p_values), strict=True))
-        decided = tuple(name for name in others if adjusted[name] is not None and adjusted[name] <= level)
+        tested = [c.p_paired for c in comparisons] + [c.p_equivalent for c in comparisons if margin is not None]
+        adjusted = holm(tested)
+        worse_p = dict(zip(others, adjusted[: len(others)], strict=True))
+        tied_p = dict(zip(others, adjusted[len(others) :], strict=True)) if margin is not None else {}
+        tied = tuple(name for name in others if tied_p.get(name) is not None and tied_p[name] <= level)
+        decided = tuple(
+            name for name in others if name not in tied and worse_p[name] is not None and worse_p[name] <= level
+        )
         for name in active:
-            state[name] = "worse" if name in decided else "best" if name == best else "open"
-        looks.append(Look(count, level, best, adjusted, decided))
-        if not [name for name in others if name not in decided]:
+            state[name] = "worse" if name in decided else "tied" if name in tied else "best" if name == best else "open"
+        looks.append(Look(count, level, best, worse_p, decided, tied_p, tied))
+        if not [name for name in others if name not in decided and name not in tied]:
             break
     return Sequential(tuple(looks), state, used, {})

@@ -97,18 +97,29 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 def new_figure() -> tuple[Any, Any]:
     """A figure outside pyplot: no GUI backend, nothing kept alive after it is saved (matplotlib is imported
     here, so a command that draws nothing never loads it)."""
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(9, 5))
-    axes = figure.subplots()
-    axes.set_prop_cycle(color=colormaps["tab20"].colors)  # a zoo has more lines than the default ten colours
+    figure, (axes,) = new_panels(1)
     return figure, axes
 
 
+def new_panels(count: int) -> tuple[Any, list[Any]]:
+    """A figure of `count` panels side by side sharing the y axis (one per condition of a study), each with the
+    same colour cycle, so that a line's colour means the same in every panel."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9 if count == 1 else 3.2 * count + 2, 5))
+    panels = list(figure.subplots(1, count, sharey=True, squeeze=False)[0])
+    for axes in panels:
+        axes.set_prop_cycle(color=colormaps["tab20"].colors)  # a zoo has more lines than the default ten colours
+    return figure, panels
+
+
 def save_figure(figure: Any, axes: Any, path: Path) -> None:
-    """The figure with its legend (beside the plot, when it has lines with labels) and a light grid, as a PNG."""
-    if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
-    axes.grid(alpha=0.3)
+    """The figure with its legend (beside the last panel, when it has lines with labels) and a light grid, as a
+    PNG; `axes` is one panel or a list of them."""
+    panels = axes if isinstance(axes, list) else [axes]
+    if panels[-1].get_legend_handles_labels()[0]:
+        panels[-1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    for panel in panels:
+        panel.grid(alpha=0.3)
     figure.savefig(path, dpi=110, bbox_inches="tight")

@@ -127,11 +127,28 @@ def step(timeline: Timeline, *, step_size: float, gamma: float, **common) -> Sch
     return timeline.with_warmup(make, **common)
 
 
-def multistep(timeline: Timeline, *, milestones: Sequence[float], gamma: float, **common) -> Schedule:
-    """Multiply by `gamma` at each of the `milestones` (epochs from the start of the run; torch's MultiStepLR).
+def multistep(
+    timeline: Timeline,
+    *,
+    milestones: Sequence[float],
+    gamma: float,
+    milestone_ratios: Sequence[float] | None = None,
+    **common,
+) -> Schedule:
+    """Multiply by `gamma` at each of the `milestones` (epochs from the start of the run; torch's MultiStepLR), or
+    at each of the `milestone_ratios` of the run's epochs (so that one config serves every budget).
 
     A milestone inside the warmup takes effect when the warmup ends.
     """
+    if milestone_ratios is not None:
+        ratios = list(milestone_ratios)
+        _require(
+            bool(ratios) and all(0 < r < 1 for r in ratios) and ratios == sorted(set(ratios)),
+            "milestone_ratios",
+            ratios,
+            "null or a non-empty list of fractions of the run, 0 < r < 1, strictly increasing",
+        )
+        milestones = [round(ratio * timeline.epochs, 9) for ratio in ratios]  # 5/6 of 6 is 5, not 5.000000000000001
     boundaries = timeline.epoch_updates("milestones", list(milestones))
     gamma = _gamma(gamma)
     values = tuple(gamma**k for k in range(len(boundaries) + 1))

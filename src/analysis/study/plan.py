@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src import REPO_ROOT
 from src.analysis.runs import TAIL_METRIC
@@ -62,10 +62,22 @@ class StudyError(ValueError):
 
 @dataclass
 class Schedule:
-    """One contestant: its label in the study and the run overrides that set it up."""
+    """One contestant: its label in the study (its folders' name) and the run overrides that set it up. Under
+    `study.conditions` a contestant is a schedule under one condition, labelled `<schedule>@<condition>`, its
+    overrides the condition's then the schedule's; `family` is the schedule's own label."""
 
     name: str
     overrides: list[str]
+    family: str = ""
+    condition: str | None = None
+
+    def __post_init__(self) -> None:
+        self.family = self.family or self.name
+
+
+def cell_name(family: str, condition: str | None) -> str:
+    """The label of a schedule under a condition ('@' is not allowed in a label of either, so it is unique)."""
+    return family if condition is None else f"{family}@{condition}"
 
 
 @dataclass
@@ -89,8 +101,22 @@ class Plan:
     metric: str
     baseline: str | None
     target_acc: float
+    margin: float  # accuracy points: a difference within +-margin of the best is tied, once TOST shows it
+    conditions: dict[str, list[str]]  # {name: run overrides}; {} = the run overrides alone, one condition
     dir: str
     jobs: dict[str, int]  # per stage, the most jobs it runs
+
+    def condition_names(self) -> list[str | None]:
+        """The conditions in their order; [None] for a study without conditions."""
+        return list(self.conditions) or [None]
+
+    def cells(self, condition: str | None) -> list[Schedule]:
+        """The contestants under one condition (every schedule, once)."""
+        return [schedule for schedule in self.schedules if schedule.condition == condition]
+
+    def schedule(self, name: str) -> Schedule | None:
+        """The contestant of this label; None for a label the plan does not have."""
+        return next((schedule for schedule in self.schedules if schedule.name == name), None)
 
     def job_overrides(self, stage: str, schedule: Schedule) -> list[str]:
         """The run overrides of a stage's jobs of one schedule, as validated and as launched (without a progress
@@ -151,8 +177,12 @@ def _dict_of(rule: Rule, allowed: str) -> Rule:
 
 STRINGS = _list_of(STRING, "a list of strings")
 SCHEDULE_RECORD = Rule(
-    lambda item: isinstance(item, dict) and item.keys() == {"name", "overrides"} and STRINGS.test(item["overrides"]),
-    "{name: <label>, overrides: [<override>, ...]}",
+    lambda item: (
+        isinstance(item, dict)
+        and item.keys() == {"name", "overrides", "family", "condition"}
+        and STRINGS.test(item["overrides"])
+    ),
+    "{name: <label>, overrides: [<override>, ...], family: <label>, condition: <name> or null}",
 )
 # What study.json holds: each key of Plan, with the rule of its type; a record that is not this is refused before it
 # is used.
@@ -164,7 +194,7 @@ KINDS = {
     "list[int]": _list_of(INTEGER, "a list of integers"),
     "list[Schedule]": _list_of(SCHEDULE_RECORD, f"a list of {SCHEDULE_RECORD.allowed}"),
     "float | None": NUMBER.optional(),
-    "dict[str, list[str]]": _dict_of(STRINGS, "{<schedule>: [<lr>, ...]}"),
+    "dict[str, list[str]]": _dict_of(STRINGS, "{<name>: [<string>, ...]}"),
     "dict[str, list[int]]": _dict_of(_list_of(INTEGER, "a list of integers"), "{<schedule>: [<epoch>, ...]}"),
     "dict[str, int]": _dict_of(INTEGER, "{<name>: <count>}"),
 }
@@ -253,7 +283,52 @@ def _schedules(spec: DictConfig) -> list[Schedule]:
         raise StudyError(
             f"study.baseline={spec.baseline!r}: allowed is null or one of the study's schedules: {', '.join(labels)}"
         )
-    return schedules
+    conditions = _conditions(spec)
+    if not conditions:
+        return schedules
+    return [
+        Schedule(cell_name(schedule.name, name), _merge(overrides, schedule.overrides), schedule.name, name)
+        for name, overrides in conditions.items()
+        for schedule in schedules
+    ]
+
+
+def _conditions(spec: DictConfig) -> dict[str, list[str]]:
+    """study.conditions, checked: [{name: <label>, overrides: [<run override>, ...]}, ...] as {name: overrides},
+    each name a plain label given once, no override of a key the study sets itself."""
+    entries = spec.get("conditions") or []
+    shape = "a list of {name: <label>, overrides: [<run override>, ...]}"
+    if not isinstance(entries, ListConfig) or not all(
+        isinstance(entry, DictConfig)
+        and set(entry.keys()) == {"name", "overrides"}
+        and isinstance(entry.overrides, ListConfig)
+        and all(isinstance(item, str) for item in entry.overrides)
+        for entry in entries
+    ):
+        shown = OmegaConf.to_container(entries) if isinstance(entries, DictConfig | ListConfig) else entries
+        raise StudyError(
+            f"study.conditions={shown!r}: allowed is {shape}, e.g. "
+            """[{name: short, overrides: ["trainer.epochs=2"]}, {name: long, overrides: ["trainer.epochs=20"]}]"""
+        )
+    conditions = {str(entry.name): [str(item) for item in entry.overrides] for entry in entries}
+    problems = [
+        f"study.conditions: name {name!r}: allowed is {SCHEDULE_NAME.allowed}"
+        for name in conditions
+        if not SCHEDULE_NAME.test(str(name))
+    ]
+    problems += [
+        f"study.conditions.{name}: {override}: the study sets {', '.join(STUDY_OWNED)} itself"
+        for name, overrides in conditions.items()
+        for override in overrides
+        if override_key(override) in STUDY_OWNED or is_hydra_override(override)
+    ]
+    if len(conditions) != len(entries):
+        problems.append(f"study.conditions: a name appears twice ({', '.join(e.name for e in entries)})")
+    if len(conditions) == 1:
+        problems.append("study.conditions: one condition is the plain study; give two or more, or none")
+    if problems:
+        raise StudyError("\n".join(problems))
+    return conditions
 
 
 def _run_problem(overrides: tuple[str, ...]) -> Exception | None:
@@ -314,6 +389,8 @@ def _check_spec(spec: DictConfig) -> None:
         problems.append(f"study.confirm.first_seed={confirm.first_seed!r}: allowed is an integer >= 0")
     if not (isinstance(spec.target_acc, int | float) and 0 < spec.target_acc <= 1):
         problems.append(f"study.target_acc={spec.target_acc!r}: allowed is a number with 0 < target <= 1")
+    if not (isinstance(spec.margin, int | float) and not isinstance(spec.margin, bool) and 0 < spec.margin < 100):
+        problems.append(f"study.margin={spec.margin!r}: allowed is a number of accuracy points, 0 < margin < 100")
     if problems:
         raise StudyError("\n".join(problems))
 
@@ -430,6 +507,8 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
         metric=spec.metric,
         baseline=spec.baseline,
         target_acc=float(spec.target_acc),
+        margin=float(spec.margin),
+        conditions=_conditions(spec),
         dir=str(Path(folder).expanduser().resolve()),
         jobs={  # the most: without halving's drops and the sequential rule's stops
             "tune": sum(len(grid) for grid in lrs.values()) * len(tune_seeds),

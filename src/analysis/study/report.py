@@ -1,7 +1,8 @@
 """A study's report, from its finished runs to the verdict: results.csv (one row per run), verdict.csv (one row per
-schedule), baseline.csv, report.md and three figures, written together into the study folder. Runs are read with
-src.analysis.runs; a run folder it cannot read is skipped and named, never counted. The numbers come from
-src.analysis.stats. Collapsed and diverged runs are counted per schedule and left out of every mean and test.
+schedule and condition), baseline.csv, report.md and its figures, written together into the study folder; with
+`study.conditions`, also conditions.csv (where the best changes) and profile.png. Runs are read with
+src.analysis.runs; a run folder it cannot read is skipped and named, never counted. Each condition's verdict is
+src.analysis.study.verdict's. Collapsed and diverged runs are counted per schedule and left out of every mean and test.
 
 A column is one entry in a table: RESULT_COLUMNS (results.csv), VERDICT_COLUMNS and BASELINE_COLUMNS (verdict.csv,
 baseline.csv: its name and how a schedule fills it), and to show it in report.md, one in VERDICT_TABLE, BASELINE_TABLE
@@ -16,17 +17,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from src.analysis.runs import OUTCOMES, TAIL_METRIC, Run, Skipped, failure_text, scan_runs
-from src.analysis.stats import ALPHA, MAX_SEEDS, POWER, Comparison, compare, holm, sequential_verdict
+from src.analysis.runs import TAIL_METRIC, Run, Skipped, scan_runs
+from src.analysis.stats import ALPHA, POWER
 from src.analysis.study.plan import METRICS, Plan
-from src.runs.files import markdown_table, new_figure, save_figure, write_csv, written_together
+from src.analysis.study.verdict import (
+    NOT_COMPARED,
+    NOT_COMPARED_WORDS,
+    ConditionVerdict,
+    Contestant,
+    Versus,
+    fmt_number,
+    fmt_points,
+    fmt_seeds,
+)
+from src.runs.files import markdown_table, new_panels, save_figure, write_csv, written_together
 
 FIGURES = ("lr_sensitivity.png", "forest.png", "test_acc_curves.png")
+PROFILE_FIGURE = "profile.png"  # under conditions
 
 
 @dataclass
 class StudyRun:
-    """A run of the study, with the stage, schedule, lr and seed it was launched for."""
+    """A run of the study, with the stage, schedule (its label in the study), lr and seed it was launched for."""
 
     stage: str
     schedule: str
@@ -45,10 +57,19 @@ def collect(found: Iterable[Run]) -> list[StudyRun]:
     return runs
 
 
+def _family(plan: Plan, label: str) -> str:
+    return cell.family if (cell := plan.schedule(label)) else label
+
+
+def _condition(plan: Plan, label: str) -> str | None:
+    return cell.condition if (cell := plan.schedule(label)) else None
+
+
 # results.csv, one row per run: each column, and how a run of the study fills it.
 RESULT_COLUMNS: dict[str, Callable[[StudyRun, Plan], Any]] = {
     "stage": lambda item, plan: item.stage,
-    "schedule": lambda item, plan: item.schedule,
+    "schedule": lambda item, plan: _family(plan, item.schedule),
+    "condition": lambda item, plan: _condition(plan, item.schedule),
     "lr": lambda item, plan: item.lr,
     "seed": lambda item, plan: item.seed,
     "test_acc": lambda item, plan: item.run.value("test_acc"),
@@ -65,300 +86,235 @@ RESULT_COLUMNS: dict[str, Callable[[StudyRun, Plan], Any]] = {
 }
 
 
-@dataclass
-class Contestant:
-    """One schedule's confirm stage: its runs by seed, and its ok values of the study metric."""
-
-    name: str
-    lr: float | None
-    runs: dict[int, Run]
-    values: dict[int, float]
-
-    @property
-    def mean(self) -> float | None:
-        return statistics.fmean(self.values.values()) if self.values else None
-
-    @property
-    def std(self) -> float | None:
-        return statistics.stdev(self.values.values()) if len(self.values) > 1 else None
-
-    def count(self, outcome: str) -> int:
-        return sum(run.outcome == outcome for run in self.runs.values())
-
-    def failures(self) -> str:
-        return failure_text({outcome: self.count(outcome) for outcome in OUTCOMES}, len(self.runs))
-
-    def steps_to(self, target_acc: float) -> list[int | None]:
-        return [run.steps_to(target_acc) for run in self.runs.values()]
-
-    def seconds_to(self, target_acc: float) -> list[float | None]:
-        return [run.seconds_to(target_acc) for run in self.runs.values()]
-
-
-@dataclass(frozen=True)
-class Versus:
-    """One schedule against a reference (the best, or the baseline): the paired comparison (None with fewer than two
-    shared seeds), and its p-values Holm-adjusted across the reference's comparisons."""
-
-    comparison: Comparison | None = None
-    p_holm: float | None = None
-    p_welch_holm: float | None = None
-    decided: bool | None = None  # against the best: what the sequential rule decided; None: p_holm < ALPHA decides
-
-    @property
-    def resolved(self) -> bool:
-        if self.decided is not None:
-            return self.decided
-        return self.p_holm is not None and self.p_holm < ALPHA
-
-    def get(self, name: str) -> Any:
-        """A number of the comparison (a field of Comparison); None without one."""
-        return getattr(self.comparison, name) if self.comparison else None
-
-
-NOT_COMPARED = Versus()  # the reference itself, and a schedule without a result
-
-
-def paired(reference: Contestant, other: Contestant, alpha: float = ALPHA) -> Comparison | None:
-    """`other` against `reference` over the seeds where both runs are ok; None with fewer than two."""
-    seeds = sorted(reference.values.keys() & other.values.keys())
-    if len(seeds) < 2:
-        return None
-    return compare([reference.values[s] for s in seeds], [other.values[s] for s in seeds], alpha=alpha)
-
-
 def _median(values: Iterable[float | None]) -> float | None:
     present = [value for value in values if value is not None]
     return statistics.median(present) if present else None
 
 
 class StudyReport:
-    """The verdict on a study's runs; `skipped` are the run folders left out (a file cannot be read, or the run has
-    not ended), named in the report and never counted."""
+    """The verdict on a study's runs, one ConditionVerdict per condition (one for a study without conditions);
+    `skipped` are the run folders left out (a file cannot be read, or the run has not ended), named in the report
+    and never counted."""
 
     def __init__(
         self, plan: Plan, picks: dict[str, Any], runs: list[StudyRun], wall_seconds: float, skipped: list[Skipped]
     ):
         self.plan, self.picks, self.runs, self.wall_seconds, self.skipped = plan, picks, runs, wall_seconds, skipped
-        self.contestants = {schedule.name: self._contestant(schedule.name) for schedule in plan.schedules}
-        measured = [c for c in self.contestants.values() if c.values]
-        self.sequential = sequential_verdict(
-            {c.name: {seed: c.values.get(seed) for seed in c.runs} for c in self.contestants.values() if c.lr},
-            plan.confirm_seeds,
-            plan.confirm_rounds,
-            plan.spending,
-        )
-        reliable = [c for c in measured if not c.failures() and len(c.values) >= 2]
-        looked = self.sequential.looks and self.contestants[self.sequential.looks[-1].best]
-        self.best = looked or (max(reliable or measured, key=lambda c: c.mean) if measured else None)
-        self.verdict = self._comparisons(self.best, sequential=True)
-        baseline = self.contestants.get(plan.baseline)
-        self.baseline = baseline if baseline is not None and baseline.values else None
-        self.against_baseline = self._comparisons(self.baseline) if self.baseline else {}
-
-    def _contestant(self, name: str) -> Contestant:
-        confirm = {r.seed: r.run for r in self.runs if r.stage == "confirm" and r.schedule == name}
-        values = {seed: run.value(self.plan.metric) for seed, run in confirm.items() if run.outcome == "ok"}
-        lr = self.picks.get(name, {}).get("lr")
-        return Contestant(name, float(lr) if lr is not None else None, confirm, values)
-
-    def _comparisons(self, reference: Contestant | None, sequential: bool = False) -> dict[str, Versus]:
-        """Every other measured schedule against `reference`, the p-values Holm-adjusted across these comparisons;
-        `sequential`: against the best, decided by the sequential rule."""
-        if reference is None:
-            return {}
-        others = [c for c in self.contestants.values() if c is not reference and c.values]
-        # seed counts are sized for ALPHA / m (Bonferroni), which Holm's correction over m comparisons meets
-        comparisons = {c.name: paired(reference, c, ALPHA / max(1, len(others))) for c in others}
-        p_holm = holm([comparison and comparison.p_paired for comparison in comparisons.values()])
-        welch_holm = holm([comparison and comparison.p_welch for comparison in comparisons.values()])
-        return {
-            name: Versus(comparison, p, p_welch, self.sequential.state.get(name) == "worse" if sequential else None)
-            for (name, comparison), p, p_welch in zip(comparisons.items(), p_holm, welch_holm, strict=True)
+        self.verdicts = {
+            condition: ConditionVerdict(plan, picks, runs, condition) for condition in plan.condition_names()
         }
 
-    def stopped(self, contestant: Contestant) -> str:
-        """Why the schedule has the confirm seeds it has: the sequential rule's word on it."""
-        rule, name = self.sequential, contestant.name
-        if name not in rule.state:
-            return "-"
-        if name in rule.needed:
-            return f"missing runs for its {rule.needed[name]} seeds"
-        decided_at = next((look for look in rule.looks if name in look.decided), None)
-        if decided_at is not None:
-            return (
-                f"decided at {decided_at.seeds} seeds (p_holm {decided_at.p_holm[name]:.3g} <= {decided_at.level:.3g})"
-            )
-        if rule.state[name] == "failed":
-            return "collapsed or diverged on a seed"
-        at_cap = rule.seeds[name] == self.plan.confirm_rounds[-1]
-        if rule.state[name] == "best":
-            return "best, the cap" if at_cap else "best, nothing left open"
-        return "the cap, still open" if at_cap else "open"
+    @property
+    def across(self) -> bool:
+        """Whether the study compares conditions."""
+        return bool(self.plan.conditions)
 
     # ------------------------------------------------------------------------------------------ the tables
 
-    def _row(self, columns: Mapping[str, Column], contestant: Contestant, versus: Versus) -> dict[str, Any]:
-        return {name: column(self, contestant, versus) for name, column in columns.items()}
-
     def verdict_rows(self) -> list[dict[str, Any]]:
-        """verdict.csv: every schedule, the best first, then by mean."""
-        ranked = sorted(
-            self.contestants.values(), key=lambda c: (c is not self.best, -(c.mean if c.mean is not None else -1))
-        )
-        return [self._row(VERDICT_COLUMNS, c, self.verdict.get(c.name, NOT_COMPARED)) for c in ranked]
-
-    def baseline_rows(self) -> list[dict[str, Any]]:
-        """baseline.csv: every other measured schedule against the baseline."""
+        """verdict.csv: every schedule of every condition, in each the best first, then by mean."""
         return [
-            self._row(BASELINE_COLUMNS, self.contestants[name], versus)
-            for name, versus in self.against_baseline.items()
+            _row(VERDICT_COLUMNS, verdict, c, verdict.versus.get(c.name, NOT_COMPARED))
+            for verdict in self.verdicts.values()
+            for c in verdict.ranked()
         ]
 
-    def word(self, contestant: Contestant) -> str:
-        """The verdict on a schedule against the best."""
-        if self.best is None or not contestant.values:
-            return "no result" if contestant.lr is not None else "no stable lr"
-        if contestant is self.best:
-            return "best"
-        versus = self.verdict[contestant.name]
-        if versus.comparison is None:
-            return NOT_COMPARED_WORDS
-        if self.sequential.state.get(contestant.name) == "failed":
-            return "not decided (a seed collapsed or diverged)"
-        return "significantly worse" if versus.resolved else "not significantly worse"
+    def baseline_rows(self) -> list[dict[str, Any]]:
+        """baseline.csv: every other measured schedule against the baseline, per condition."""
+        return [
+            _row(BASELINE_COLUMNS, verdict, verdict.contestants[name], versus)
+            for verdict in self.verdicts.values()
+            for name, versus in verdict.against_baseline.items()
+        ]
 
     def result_rows(self) -> list[dict[str, Any]]:
         ordered = sorted(self.runs, key=lambda r: (r.stage == "confirm", r.schedule, r.lr, r.seed))  # tune first
         return [{column: cell(item, self.plan) for column, cell in RESULT_COLUMNS.items()} for item in ordered]
 
+    def condition_rows(self) -> list[dict[str, Any]]:
+        """conditions.csv: per condition, the best and the schedules tied with it, worse than it, still open."""
+        rows = []
+        for condition, verdict in self.verdicts.items():
+            best = verdict.best
+            rows.append(
+                {
+                    "condition": condition,
+                    "overrides": " ".join(self.plan.conditions.get(condition, [])),
+                    "best": best.family if best else None,
+                    "best_mean": best.mean if best else None,
+                    **{answer: " ".join(verdict.answered(answer)) for answer in ("tied", "open", "worse")},
+                }
+            )
+        return rows
+
+    def gaps(self) -> dict[str, dict[str | None, float | None]]:
+        """Each schedule's gap to its condition's best mean, in points (0 for the best; None without a result)."""
+        gaps: dict[str, dict[str | None, float | None]] = {}
+        for condition, verdict in self.verdicts.items():
+            top = verdict.best.mean if verdict.best else None
+            for c in verdict.contestants.values():
+                gap = 100 * (top - c.mean) if top is not None and c.mean is not None else None
+                gaps.setdefault(c.family, {})[condition] = max(0.0, gap) if gap is not None else None
+        return gaps
+
+    def profile(self, tau: float) -> dict[str, float]:
+        """The performance profile at `tau` points: per schedule, the share of conditions in which its mean is
+        within `tau` of the best's (AlgoPerf's profile, on the accuracy gap instead of a time ratio)."""
+        return {
+            family: statistics.fmean(gap is not None and gap <= tau + 1e-12 for gap in by_condition.values())
+            for family, by_condition in self.gaps().items()
+        }
+
     # ------------------------------------------------------------------------------------------ words
 
     def summary_text(self) -> str:
-        """The verdict in words: the set not significantly worse than the best, what was resolved, what was not."""
-        metric = METRICS[self.plan.metric]
-        if self.best is None:
-            return "No verdict: no schedule has a finished confirm run."
-        best = self.best
-        lines = [
-            f"Best: {best.name} at lr {best.lr:g}, {metric} {_num(best.mean, '.4f')} ± {_num(best.std, '.4f')} "
-            f"over {len(best.values)} seeds."
-        ]
-        tied = [
-            name
-            for name, versus in self.verdict.items()
-            if versus.comparison and not versus.resolved and self.sequential.state.get(name) != "failed"
-        ]
-        worse = [name for name, versus in self.verdict.items() if versus.resolved]
-        if tied:
+        """The verdict in words: per condition, then (under conditions) where the best changes."""
+        if not self.across:
+            return self.verdicts[None].summary_text()
+        parts = [f"Condition {name}: {verdict.summary_text()}" for name, verdict in self.verdicts.items()]
+        return "\n\n".join([*parts, self.flips_text()])
+
+    def flips_text(self) -> str:
+        """Whether the best, or the set tied with it, changes across the conditions, in words."""
+        bests = {name: v.best.family for name, v in self.verdicts.items() if v.best}
+        if not bests:
+            return "No condition has a verdict."
+        safe = {name: {v.best.family, *v.answered("tied")} for name, v in self.verdicts.items() if v.best}
+        always = set.intersection(*safe.values())
+        if len(set(bests.values())) == 1:
+            lines = [f"The best is {next(iter(bests.values()))} under every condition."]
+        else:
+            listed = "; ".join(f"{name}: {best}" for name, best in bests.items())
+            lines = [f"The winner changes with the condition ({listed})."]
+        if always:
             lines.append(
-                f"Not significantly worse than {best.name} (paired t-test, Holm-adjusted, {ALPHA:g} spent over "
-                f"{len(self.plan.confirm_rounds)} look{'s' * (len(self.plan.confirm_rounds) > 1)}): "
-                f"{', '.join(tied)}. Within this set the study cannot tell the schedules apart."
+                f"Best or tied with the best under every condition: {', '.join(sorted(always))} (a safe pick)."
             )
-        if worse:
-            lines.append(f"Significantly worse than {best.name}: {', '.join(worse)}.")
-        for name, versus in self.verdict.items():
-            comparison = versus.comparison
-            if comparison is None:
-                lines.append(f"- {name}: not compared (fewer than two seeds where both runs are ok).")
-                continue
-            gap = f"{_pts(comparison.diff)} points (95% CI {_pts(comparison.ci_low)} to "
-            gap += f"{_pts(comparison.ci_high)}; r = {_num(comparison.correlation, '.2f')})"
-            if versus.resolved:
-                lines.append(f"- {name}: {gap}: resolved, worse; {self.stopped(self.contestants[name])}.")
-            else:
-                unadjusted = comparison.ci_high is not None and comparison.ci_high < 0
-                why = " after Holm's correction (the interval is not corrected)" if unadjusted else ""
-                stopped = self.stopped(self.contestants[name])
-                lines.append(f"- {name}: {gap}: not resolved{why} ({stopped}); {_seeds_text(comparison)}.")
-        lines += [
-            f"Flag: {c.name} {c.failures()} in the confirm stage (left out of its mean)."
-            for c in self.contestants.values()
-            if c.failures()
-        ]
-        for name, planned in self.sequential.needed.items():
-            contestant = self.contestants[name]
-            missing = [seed for seed in self.plan.confirm_seeds[:planned] if seed not in contestant.runs]
-            if missing:
-                lines.append(
-                    f"Flag: {contestant.name} has {len(contestant.runs)} of the {planned} planned "
-                    f"confirm seeds; no finished run can be read for seed{'s' * (len(missing) > 1)} "
-                    f"{', '.join(map(str, missing))}."
-                )
-        for name, pick in self.picks.items():
-            if pick["lr"] is None:
-                lines.append(f"Flag: {name} collapsed or diverged at every lr of its grid; it was not confirmed.")
-            elif pick["edge"]:
-                lines.append(
-                    f"Flag: {name}'s tuned lr {pick['lr']} is at the edge of its grid; a wider grid may do better."
-                )
-        return "\n".join(lines)
+        else:
+            lines.append("No schedule is best or tied with the best under every condition.")
+        at_margin = self.profile(self.plan.margin)
+        shares = ", ".join(f"{family} {share:.0%}" for family, share in sorted(at_margin.items(), key=lambda i: -i[1]))
+        lines.append(f"Within ±{self.plan.margin:g} points of the best (its mean), share of conditions: {shares}.")
+        return " ".join(lines)
 
     def markdown(self) -> str:
-        plan, rows = self.plan, self.verdict_rows()
+        plan = self.plan
         metric = METRICS[plan.metric]
         total_train = sum(r.run.metrics.get("wall_seconds") or 0 for r in self.runs)
+        families = list(dict.fromkeys(schedule.family for schedule in plan.schedules))
         out = [
-            f"# Study: {len(plan.schedules)} schedules, {len(self.runs)} runs",
+            f"# Study: {len(families)} schedules"
+            + (f" under {len(plan.conditions)} conditions" if self.across else "")
+            + f", {len(self.runs)} runs",
             "",
             f"Folder `{plan.dir}`; preset `{plan.preset}`; run overrides `{' '.join(plan.run_overrides) or '-'}`; "
             f"tuning overrides `{' '.join(plan.tune_overrides) or '-'}`.",
             f"Metric: {metric} (`{plan.metric}`); lr pick: `{plan.pick}`; tuning seeds {plan.tune_seeds}; "
             f"confirm seeds {plan.confirm_seeds[0]}..{plan.confirm_seeds[-1]} (paired), looked at after "
-            f"{', '.join(map(str, plan.confirm_rounds))} seeds ({plan.spending} spending); successive halving: "
+            f"{', '.join(map(str, plan.confirm_rounds))} seeds ({plan.spending} spending); margin ±{plan.margin:g} "
+            "points; successive halving: "
             f"{'off' if plan.halving is None else f'keep 1/{plan.halving:g} at rungs {plan.rungs}'}.",
             f"This command's wall time: {self.wall_seconds:.0f} s; the runs' own training time: {total_train:.0f} s.",
             "",
-            "## Verdict",
+        ]
+        if self.across:
+            out += self._across_section()
+        for condition, verdict in self.verdicts.items():
+            out += self._condition_section(condition, verdict)
+        out += [
+            *self._skipped_section(),
+            *(f"![{name}]({name})" for name in self.figures()),
             "",
-            self.summary_text(),
+            "Files: results.csv (every run), verdict.csv (stage 2 per schedule"
+            + (" and condition), conditions.csv (the best per condition)" if self.across else ")")
+            + ", baseline.csv, picks.json, study.json (the plan); every run folder holds its metrics.json, "
+            "TensorBoard curves and .hydra/.",
             "",
-            "## Stage 2: every schedule at its own lr, paired seeds",
+        ]
+        return "\n".join(out)
+
+    def _across_section(self) -> list[str]:
+        rows = self.condition_rows()
+        return [
+            "## Across conditions: where the best changes",
             "",
-            f"Differences are against the best ({self.best.name if self.best else '-'}), in accuracy points, over the "
-            "seeds where both runs are ok. p (Holm): paired t-test on all of them, Holm-adjusted across the "
-            "comparisons. The verdict is the sequential rule's: at each look (the seed counts above) the open "
-            "comparisons are tested at the share of 0.05 spent there (docs/study.md), and `seeds: why` says where "
-            "each schedule stopped. Welch: "
-            "the unpaired view of the same runs. r: correlation of the two schedules' results across seeds; "
-            "pairing narrows the interval only where r > 0. Seeds to resolve: seeds per schedule that would give "
-            f"{POWER:.0%} power for the measured gap and spread (paired / unpaired), at {ALPHA:g} divided by the "
-            "number of comparisons (so that Holm's correction is met). The 95% intervals are not corrected.",
+            self.flips_text(),
+            "",
+            markdown_table(
+                ["condition", "overrides", "best (mean)", "tied with it", "open", "worse"],
+                [
+                    [
+                        str(row["condition"]),
+                        f"`{row['overrides']}`",
+                        f"{row['best'] or '-'} ({fmt_number(row['best_mean'], '.4f')})",
+                        *(row[answer].replace(" ", ", ") or "-" for answer in ("tied", "open", "worse")),
+                    ]
+                    for row in rows
+                ],
+            ),
+            "",
+            f"![{PROFILE_FIGURE}]({PROFILE_FIGURE})",
+            "",
+            "The performance profile: for each schedule, the share of conditions in which its mean is within tau "
+            f"points of the best's, against tau; the dashed line is the margin (±{self.plan.margin:g}).",
+            "",
+        ]
+
+    def _condition_section(self, condition: str | None, verdict: ConditionVerdict) -> list[str]:
+        plan, rows = self.plan, [row for row in self.verdict_rows() if row["condition"] == condition]
+        suffix = f" under {condition} (`{' '.join(plan.conditions[condition])}`)" if condition else ""
+        out = [
+            f"## Verdict{suffix}",
+            "",
+            verdict.summary_text(),
+            "",
+            f"### Stage 2{suffix}: every schedule at its own lr, paired seeds",
+            "",
+            f"Differences are against the best ({verdict.best.family if verdict.best else '-'}), in accuracy points, "
+            "over the seeds where both runs are ok. The verdict is the sequential rule's (docs/study.md): at each "
+            "look (the seed counts above) every open comparison is tested twice, for a difference (paired t-test, "
+            f"p) and for equivalence within ±{plan.margin:g} points (two one-sided tests, TOST p), all Holm-adjusted "
+            "together and tested at the share of 0.05 spent there: *tied* = equivalence shown (pick either), "
+            "*worse* = a difference shown, *open* = neither yet; `seeds: why` says where each stopped. "
+            "P(beats best): the share of paired seeds on which the schedule beat the best (a tie counts half). "
+            "Welch: the unpaired view. r: correlation of the two schedules' results across seeds; pairing narrows "
+            f"the interval only where r > 0. Seeds to decide: seeds at {POWER:.0%} power that would show it worse "
+            "(paired / unpaired) or tied, for the gap and spread measured, at "
+            f"{ALPHA:g} divided by the number of comparisons. lr range: the neighbouring lrs of stage 1 within the "
+            "margin of the schedule's own best (× how wide; ≥ when it reaches the grid's edge). The 95% intervals are "
+            "not corrected.",
             "",
             _table(VERDICT_TABLE, rows),
             "",
         ]
-        if self.baseline is not None:
+        if verdict.baseline is not None:
+            baseline = [row for row in self.baseline_rows() if row["condition"] == condition]
             out += [
-                f"## Against the baseline ({self.baseline.name})",
+                f"### Against the baseline ({verdict.baseline.family}){suffix}",
                 "",
-                _table(BASELINE_TABLE, self.baseline_rows()),
+                _table(BASELINE_TABLE, baseline),
                 "",
             ]
         out += [
-            f"## Time to {plan.target_acc:g} test accuracy (stage 2)",
+            f"### Time to {plan.target_acc:g} test accuracy (stage 2){suffix}",
             "",
             _table(TIME_TABLE, rows),
             "",
-            "## Stage 1: the lr grid",
+            f"### Stage 1{suffix}: the lr grid",
             "",
             f"Mean {'of ' + plan.metric if plan.pick == 'metric' else 'best test accuracy'} over the tuning seeds "
             "at each lr; the picked lr in bold. An lr where a tuning run collapsed or diverged cannot be picked.",
             "",
             markdown_table(
                 ["schedule", "lr: score"],
-                [[name, _grid_cell(pick, len(plan.tune_seeds))] for name, pick in self.picks.items()],
+                [
+                    [verdict.contestants[name].family, _grid_cell(pick, len(plan.tune_seeds))]
+                    for name, pick in verdict.picks.items()
+                ],
             ),
             "",
-            *self._skipped_section(),
-            *(f"![{name}]({name})" for name in FIGURES),
-            "",
-            "Files: results.csv (every run), verdict.csv (stage 2 per schedule), baseline.csv, picks.json, "
-            "study.json (the plan); every run folder holds its metrics.json, TensorBoard curves and .hydra/.",
-            "",
         ]
-        return "\n".join(out)
+        return out
 
     def _skipped_section(self) -> list[str]:
         if not self.skipped:
@@ -368,190 +324,141 @@ class StudyReport:
 
     # ------------------------------------------------------------------------------------------ figures
 
-    def plot(self, paths: Mapping[str, Path]) -> None:
-        """The FIGURES, each into its path of `paths`."""
-        figure, axes = new_figure()
-        for name, pick in self.picks.items():
-            points = [(float(row["lr"]), row["score"]) for row in pick["grid"] if row["score"] is not None]
-            failed = [float(row["lr"]) for row in pick["grid"] if row["failed"]]
-            line = axes.plot(*zip(*sorted(points), strict=True), marker="o", label=name)[0] if points else None
-            color = line.get_color() if line else None
-            if failed:
-                axes.scatter(failed, [0.1] * len(failed), marker="x", color=color)
-            if pick["lr"] is not None:
-                axes.scatter([float(pick["lr"])], [pick["score"]], marker="*", s=160, color=color, zorder=3)
-        axes.set_xscale("log")
-        axes.set(xlabel="peak lr", ylabel=f"{self.picks and next(iter(self.picks.values()))['rule']} (stage 1 mean)")
-        axes.set_title("lr sensitivity (star: picked; x at 0.1: collapsed or diverged)")
-        save_figure(figure, axes, paths[FIGURES[0]])
+    def figures(self) -> tuple[str, ...]:
+        return (*FIGURES, PROFILE_FIGURE) if self.across else FIGURES
 
-        figure, axes = new_figure()
-        rows = [row for row in self.verdict_rows() if row["diff_vs_best"] is not None]
+    def _panels(self) -> tuple[Any, list[Any]]:
+        figure, panels = new_panels(len(self.verdicts))
+        for panel, condition in zip(panels, self.verdicts, strict=True):
+            if condition is not None:
+                panel.set_title(f"{condition}: {' '.join(self.plan.conditions[condition])}", fontsize="small")
+        return figure, panels
+
+    def plot(self, paths: Mapping[str, Path]) -> None:
+        """The figures, each into its path of `paths`."""
+        margin = self.plan.margin / 100
+        figure, panels = self._panels()
+        for panel, verdict in zip(panels, self.verdicts.values(), strict=True):
+            for name, pick in verdict.picks.items():
+                _plot_lr_sensitivity(panel, verdict.contestants[name].family, pick, margin)
+            panel.set_xscale("log")
+            panel.set(xlabel="peak lr")
+        rule = self.picks and next(iter(self.picks.values()))["rule"]
+        panels[0].set(ylabel=f"{rule} (stage 1 mean)")
+        figure.suptitle(
+            "lr sensitivity: line at the epoch every lr reached; bar: lrs within the margin of the schedule's best; "
+            "star: picked (at the full budget); x at 0.1: collapsed or diverged",
+            fontsize="small",
+        )
+        save_figure(figure, panels, paths[FIGURES[0]])
+
+        figure, panels = new_panels(1)
+        axes, rows = panels[0], [row for row in self.verdict_rows() if row["diff_vs_best"] is not None]
         for index, row in enumerate(rows):
             low, high = (100 * (row[key] - row["diff_vs_best"]) for key in ("diff_ci_low", "diff_ci_high"))
+            label = row["schedule"] + (f" @ {row['condition']}" if row["condition"] else "")
             axes.errorbar(
-                [100 * row["diff_vs_best"]], [index], xerr=[[-low], [high]], fmt="o", capsize=4, label=row["schedule"]
+                [100 * row["diff_vs_best"]],
+                [index],
+                xerr=[[-low], [high]],
+                fmt="o",
+                capsize=4,
+                label=f"{label}: {row['verdict']}",
             )
         axes.axvline(0, color="grey", linewidth=1)
-        axes.set_yticks(range(len(rows)), [row["schedule"] for row in rows])
-        axes.set(xlabel=f"paired difference to {self.best.name if self.best else '-'} (points, 95% CI)")
-        axes.set_title("Paired differences to the best schedule")
+        for edge in (-100 * margin, 100 * margin):
+            axes.axvline(edge, color="grey", linestyle="--", linewidth=1)
+        axes.set_yticks(
+            range(len(rows)), [row["schedule"] + (f" @ {row['condition']}" if row["condition"] else "") for row in rows]
+        )
+        axes.set(xlabel=f"paired difference to the best (points, 95% CI); dashed: the margin ±{self.plan.margin:g}")
+        axes.set_title("Paired differences to the best schedule" + (" of each condition" if self.across else ""))
         save_figure(figure, axes, paths[FIGURES[1]])
 
-        figure, axes = new_figure()
-        for contestant in self.contestants.values():
-            curves = [
-                [epoch["test_acc"] for epoch in run.metrics.get("history", [])]
-                for seed, run in contestant.runs.items()
-                if seed in contestant.values
-            ]
-            if not curves:
-                continue
-            by_epoch = list(zip(*curves, strict=False))  # as many epochs as the shortest curve has
-            epochs = list(range(1, len(by_epoch) + 1))
-            means = [statistics.fmean(accuracies) for accuracies in by_epoch]
-            lows, highs = [min(accuracies) for accuracies in by_epoch], [max(accuracies) for accuracies in by_epoch]
-            line = axes.plot(epochs, means, marker="o", label=f"{contestant.name} (lr {contestant.lr:g})")[0]
-            axes.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.2)
-        axes.set(xlabel="epoch", ylabel="test accuracy (mean; band: min to max over seeds)")
-        axes.set_title("Stage 2 test accuracy per epoch")
-        save_figure(figure, axes, paths[FIGURES[2]])
+        figure, panels = self._panels()
+        for panel, verdict in zip(panels, self.verdicts.values(), strict=True):
+            for contestant in verdict.contestants.values():
+                _plot_curves(panel, contestant)
+            panel.set(xlabel="epoch")
+        panels[0].set(ylabel="test accuracy (mean; band: min to max over seeds)")
+        figure.suptitle("Stage 2 test accuracy per epoch", fontsize="small")
+        save_figure(figure, panels, paths[FIGURES[2]])
+
+        if self.across:
+            figure, (axes,) = new_panels(1)
+            gaps = [gap for by in self.gaps().values() for gap in by.values() if gap is not None]
+            taus = sorted({0.0, *gaps, max([*gaps, 3 * self.plan.margin]) * 1.05})
+            for family in self.gaps():
+                axes.step(taus, [self.profile(tau)[family] for tau in taus], where="post", label=family)
+            axes.axvline(self.plan.margin, color="grey", linestyle="--", linewidth=1)
+            axes.set(
+                xlabel="tau: points below the best's mean", ylabel="share of conditions within tau", ylim=(-0.03, 1.03)
+            )
+            axes.set_title(f"Performance profile over {len(self.plan.conditions)} conditions (dashed: the margin)")
+            save_figure(figure, axes, paths[PROFILE_FIGURE])
 
 
-def _pts(value: float | None) -> str:
-    """A difference in accuracy points, signed."""
-    return "-" if value is None else f"{100 * value:+.2f}"
+def _plot_lr_sensitivity(axes: Any, label: str, pick: dict[str, Any], margin: float) -> None:
+    """One schedule's stage 1 on the lr-sensitivity panel: its scores at the epoch every lr reached, the range of
+    lrs within the margin of its best there, its failed lrs and its picked lr."""
+    robust = pick.get("lr_range")
+    scores = robust["scores"] if robust else {}
+    points = sorted((float(lr), score) for lr, score in scores.items() if score is not None)
+    epoch = f", epoch {robust['epoch']}" if robust and robust["epoch"] != pick["rungs"][-1] else ""
+    line = axes.plot(*zip(*points, strict=True), marker="o", label=f"{label}{epoch}")[0] if points else None
+    color = line.get_color() if line else None
+    if robust:
+        level = scores[robust["best_lr"]] - margin
+        axes.hlines(level, float(robust["low"]), float(robust["high"]), color=color, linewidth=5, alpha=0.35)
+    if failed := [float(row["lr"]) for row in pick["grid"] if row["failed"]]:
+        axes.scatter(failed, [0.1] * len(failed), marker="x", color=color)
+    if pick["lr"] is not None:
+        axes.scatter([float(pick["lr"])], [pick["score"]], marker="*", s=160, color=color, zorder=3)
 
 
-def _num(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def _plot_curves(axes: Any, contestant: Contestant) -> None:
+    curves = [
+        [epoch["test_acc"] for epoch in run.metrics.get("history", [])]
+        for seed, run in contestant.runs.items()
+        if seed in contestant.values
+    ]
+    if not curves:
+        return
+    by_epoch = list(zip(*curves, strict=False))  # as many epochs as the shortest curve has
+    epochs = list(range(1, len(by_epoch) + 1))
+    means = [statistics.fmean(accuracies) for accuracies in by_epoch]
+    lows, highs = [min(accuracies) for accuracies in by_epoch], [max(accuracies) for accuracies in by_epoch]
+    line = axes.plot(epochs, means, marker="o", label=f"{contestant.family} (lr {contestant.lr:g})")[0]
+    axes.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.2)
+
+
+def _row(columns: Mapping[str, Column], verdict: ConditionVerdict, contestant: Contestant, versus: Versus) -> dict:
+    return {name: column(verdict, contestant, versus) for name, column in columns.items()}
 
 
 def _diff_cell(row: dict[str, Any], key: str) -> str:
     if row[key] is None:
         return "-"
-    return f"{_pts(row[key])} ({_pts(row['diff_ci_low'])} to {_pts(row['diff_ci_high'])})"
+    return f"{fmt_points(row[key])} ({fmt_points(row['diff_ci_low'])} to {fmt_points(row['diff_ci_high'])})"
 
 
-def _resolve_cell(row: dict[str, Any]) -> str:
-    paired, welch = row["seeds_to_resolve_paired"], row["seeds_to_resolve_welch"]
-    if paired is None and welch is None:
+def _decide_cell(row: dict[str, Any]) -> str:
+    paired, welch, tied = (row[key] for key in ("seeds_to_resolve_paired", "seeds_to_resolve_welch", "seeds_to_tie"))
+    if paired is None and welch is None and tied is None:
         return "-"
-    return f"{_seeds(paired)} / {_seeds(welch)}"
+    return f"worse {fmt_seeds(paired)} / {fmt_seeds(welch)}; tied {fmt_seeds(tied) if tied else 'never'}"
+
+
+def _range_cell(row: dict[str, Any]) -> str:
+    if row["lr_range_low"] is None:
+        return "-"
+    at_least = "≥ " if row["lr_range_at_edge"] else ""
+    return f"{row['lr_range_low']:g} to {row['lr_range_high']:g} ({at_least}×{row['lr_range_factor']:.3g})"
 
 
 def _failed_cell(row: dict[str, Any]) -> str:
     parts = [f"{row[key]} {key}" for key in ("collapsed", "diverged") if not row[key].startswith("0/")]
     return ", ".join(parts) or "-"
-
-
-# verdict.csv and baseline.csv, one row per schedule: each column, and how the report fills it from the schedule's
-# Contestant `c` and its Versus the table's reference (the best; the baseline).
-Column = Callable[[StudyReport, Contestant, Versus], Any]
-NOT_COMPARED_WORDS = "not compared (fewer than 2 shared seeds)"
-
-
-def _compared(name: str) -> Column:
-    """The column of a number of the paired comparison (a field of Comparison)."""
-    return lambda report, contestant, versus: versus.get(name)
-
-
-def _to_resolve(name: str) -> Column:
-    """The seeds that would resolve a gap not resolved yet (Comparison.seeds_paired or seeds_welch)."""
-    return lambda report, contestant, versus: None if versus.resolved else versus.get(name)
-
-
-def _baseline_word(report: StudyReport, contestant: Contestant, versus: Versus) -> str:
-    if versus.comparison is None:
-        return NOT_COMPARED_WORDS
-    if not versus.resolved:
-        return "not resolved"
-    return "better" if versus.comparison.diff > 0 else "worse"
-
-
-VERDICT_COLUMNS: dict[str, Column] = {
-    "schedule": lambda report, c, versus: c.name,
-    "lr": lambda report, c, versus: c.lr,
-    "n": lambda report, c, versus: len(c.values),
-    "runs": lambda report, c, versus: len(c.runs),
-    "mean": lambda report, c, versus: c.mean,
-    "std": lambda report, c, versus: c.std,
-    "diff_vs_best": _compared("diff"),
-    "diff_ci_low": _compared("ci_low"),
-    "diff_ci_high": _compared("ci_high"),
-    "p_paired": _compared("p_paired"),
-    "p_holm": lambda report, c, versus: versus.p_holm,
-    "p_wilcoxon": _compared("p_wilcoxon"),
-    "p_welch": _compared("p_welch"),
-    "p_welch_holm": lambda report, c, versus: versus.p_welch_holm,
-    "correlation": _compared("correlation"),
-    "verdict": lambda report, c, versus: report.word(c),
-    "seeds": lambda report, c, versus: report.sequential.seeds.get(c.name),
-    "stopped": lambda report, c, versus: report.stopped(c),
-    "seeds_to_resolve_paired": _to_resolve("seeds_paired"),
-    "seeds_to_resolve_welch": _to_resolve("seeds_welch"),
-    "collapsed": lambda report, c, versus: f"{c.count('collapsed')}/{len(c.runs)}",
-    "diverged": lambda report, c, versus: f"{c.count('diverged')}/{len(c.runs)}",
-    "reached_target": lambda report, c, versus: (
-        f"{sum(s is not None for s in c.steps_to(report.plan.target_acc))}/{len(c.runs)}"
-    ),
-    "median_steps_to_target": lambda report, c, versus: _median(c.steps_to(report.plan.target_acc)),
-    "median_seconds_to_target": lambda report, c, versus: _median(c.seconds_to(report.plan.target_acc)),
-}
-BASELINE_COLUMNS: dict[str, Column] = {
-    "schedule": VERDICT_COLUMNS["schedule"],
-    "baseline": lambda report, contestant, versus: report.baseline.name,
-    "diff_vs_baseline": _compared("diff"),
-    **{name: VERDICT_COLUMNS[name] for name in ("diff_ci_low", "diff_ci_high", "p_paired", "p_holm", "p_welch")},
-    **{name: VERDICT_COLUMNS[name] for name in ("p_welch_holm", "correlation")},
-    "verdict": _baseline_word,
-}
-
-# The report's tables: each column's header, and how its cell is made from a row of verdict_rows() or baseline_rows().
-VERDICT_TABLE: dict[str, Callable[[dict[str, Any]], str]] = {
-    "schedule": lambda row: row["schedule"],
-    "lr": lambda row: _num(row["lr"], "g"),
-    "n": lambda row: str(row["n"]),
-    "mean ± std": lambda row: f"{_num(row['mean'], '.4f')} ± {_num(row['std'], '.4f')}",
-    "diff (95% CI)": lambda row: _diff_cell(row, "diff_vs_best"),
-    "p (Holm)": lambda row: _num(row["p_holm"], ".3g"),
-    "Wilcoxon p": lambda row: _num(row["p_wilcoxon"], ".3g"),
-    "Welch p (Holm)": lambda row: _num(row["p_welch_holm"], ".3g"),
-    "r": lambda row: _num(row["correlation"], ".2f"),
-    "verdict": lambda row: row["verdict"],
-    "seeds: why": lambda row: f"{row['seeds'] if row['seeds'] is not None else '-'}: {row['stopped']}",
-    "seeds to resolve": _resolve_cell,
-    "failed": _failed_cell,
-}
-BASELINE_TABLE = {
-    "schedule": VERDICT_TABLE["schedule"],
-    "diff (95% CI)": lambda row: _diff_cell(row, "diff_vs_baseline"),
-    **{header: VERDICT_TABLE[header] for header in ("p (Holm)", "Welch p (Holm)", "r", "verdict")},
-}
-TIME_TABLE = {
-    "schedule": VERDICT_TABLE["schedule"],
-    "reached": lambda row: row["reached_target"],
-    "median steps": lambda row: _num(row["median_steps_to_target"], ".0f"),
-    "median seconds": lambda row: _num(row["median_seconds_to_target"], ".1f"),
-}
-
-
-def _table(columns: Mapping[str, Callable[[dict[str, Any]], str]], rows: Iterable[dict[str, Any]]) -> str:
-    return markdown_table(list(columns), ([cell(row) for cell in columns.values()] for row in rows))
-
-
-def _seeds_text(comparison: Comparison) -> str:
-    if comparison.seeds_paired is None and comparison.seeds_welch is None:
-        return "no gap measured to size a study for"
-    return (
-        f"about {_seeds(comparison.seeds_paired)} seeds (paired) or {_seeds(comparison.seeds_welch)} (unpaired) "
-        f"would resolve it at {POWER:.0%} power, at {ALPHA:g} divided by the number of comparisons"
-    )
-
-
-def _seeds(count: int | None) -> str:
-    """A seed count from src.analysis.stats.seeds_needed; None past its search (MAX_SEEDS)."""
-    return str(count) if count else f">{MAX_SEEDS}"
 
 
 def _grid_cell(pick: dict[str, Any], seeds: int) -> str:
@@ -561,7 +468,7 @@ def _grid_cell(pick: dict[str, Any], seeds: int) -> str:
         if row["failed"]:
             text = f"{row['lr']}: {row['failed']}/{row['runs']} failed"
         elif row.get("dropped_at"):
-            text = f"{row['lr']}: dropped at epoch {row['dropped_at']} ({_num(row['rung_score'], '.4f')})"
+            text = f"{row['lr']}: dropped at epoch {row['dropped_at']} ({fmt_number(row['rung_score'], '.4f')})"
         elif row["score"] is None:
             text = f"{row['lr']}: -"
         else:
@@ -570,6 +477,131 @@ def _grid_cell(pick: dict[str, Any], seeds: int) -> str:
             text += f" ({row['runs']} of {seeds} seeds)"
         cells.append(f"**{text}**" if row["lr"] == pick["lr"] else text)
     return " · ".join(cells)
+
+
+# verdict.csv and baseline.csv, one row per schedule and condition: each column, and how the report fills it from
+# the condition's verdict, the schedule's Contestant `c` and its Versus the table's reference (the best; the baseline).
+Column = Callable[[ConditionVerdict, Contestant, Versus], Any]
+
+
+def _compared(name: str) -> Column:
+    """The column of a number of the paired comparison (a field of Comparison)."""
+    return lambda verdict, contestant, versus: versus.get(name)
+
+
+def _to_decide(name: str) -> Column:
+    """The seeds that would decide a comparison still open (Comparison.seeds_paired, seeds_welch, seeds_tied)."""
+    return lambda verdict, contestant, versus: None if versus.resolved else versus.get(name)
+
+
+def _lr_range(key: str) -> Column:
+    def cell(verdict: ConditionVerdict, contestant: Contestant, versus: Versus) -> Any:
+        robust = verdict.picks.get(contestant.name, {}).get("lr_range")
+        if robust is None:
+            return None
+        return float(robust[key]) if key in ("low", "high") else robust[key]
+
+    return cell
+
+
+def _baseline_word(verdict: ConditionVerdict, contestant: Contestant, versus: Versus) -> str:
+    if versus.comparison is None:
+        return NOT_COMPARED_WORDS
+    if versus.p_tied_holm is not None and versus.p_tied_holm < ALPHA:
+        return "tied"
+    if not versus.resolved:
+        return "open"
+    return "better" if versus.comparison.diff > 0 else "worse"
+
+
+VERDICT_COLUMNS: dict[str, Column] = {
+    "schedule": lambda verdict, c, versus: c.family,
+    "condition": lambda verdict, c, versus: verdict.condition,
+    "lr": lambda verdict, c, versus: c.lr,
+    "n": lambda verdict, c, versus: len(c.values),
+    "runs": lambda verdict, c, versus: len(c.runs),
+    "mean": lambda verdict, c, versus: c.mean,
+    "std": lambda verdict, c, versus: c.std,
+    "verdict": lambda verdict, c, versus: verdict.answer(c),
+    "diff_vs_best": _compared("diff"),
+    "diff_ci_low": _compared("ci_low"),
+    "diff_ci_high": _compared("ci_high"),
+    "p_beats_best": _compared("p_beats"),
+    "p_paired": _compared("p_paired"),
+    "p_holm": lambda verdict, c, versus: versus.p_holm,
+    "margin": lambda verdict, c, versus: verdict.margin,
+    "p_tost_lower": _compared("p_tost_lower"),
+    "p_tost_upper": _compared("p_tost_upper"),
+    "p_equivalent": _compared("p_equivalent"),
+    "p_tied_holm": lambda verdict, c, versus: versus.p_tied_holm,
+    "p_wilcoxon": _compared("p_wilcoxon"),
+    "p_welch": _compared("p_welch"),
+    "p_welch_holm": lambda verdict, c, versus: versus.p_welch_holm,
+    "correlation": _compared("correlation"),
+    "seeds": lambda verdict, c, versus: verdict.sequential.seeds.get(c.name),
+    "stopped": lambda verdict, c, versus: verdict.stopped(c),
+    "seeds_to_resolve_paired": _to_decide("seeds_paired"),
+    "seeds_to_resolve_welch": _to_decide("seeds_welch"),
+    "seeds_to_tie": _to_decide("seeds_tied"),
+    "lr_range_low": _lr_range("low"),
+    "lr_range_high": _lr_range("high"),
+    "lr_range_factor": _lr_range("factor"),
+    "lr_range_epoch": _lr_range("epoch"),
+    "lr_range_at_edge": _lr_range("at_edge"),
+    "collapsed": lambda verdict, c, versus: f"{c.count('collapsed')}/{len(c.runs)}",
+    "diverged": lambda verdict, c, versus: f"{c.count('diverged')}/{len(c.runs)}",
+    "reached_target": lambda verdict, c, versus: (
+        f"{sum(s is not None for s in c.steps_to(verdict.plan.target_acc))}/{len(c.runs)}"
+    ),
+    "median_steps_to_target": lambda verdict, c, versus: _median(c.steps_to(verdict.plan.target_acc)),
+    "median_seconds_to_target": lambda verdict, c, versus: _median(c.seconds_to(verdict.plan.target_acc)),
+}
+BASELINE_COLUMNS: dict[str, Column] = {
+    "schedule": VERDICT_COLUMNS["schedule"],
+    "condition": VERDICT_COLUMNS["condition"],
+    "baseline": lambda verdict, contestant, versus: verdict.baseline.family,
+    "diff_vs_baseline": _compared("diff"),
+    **{name: VERDICT_COLUMNS[name] for name in ("diff_ci_low", "diff_ci_high", "p_beats_best", "p_paired", "p_holm")},
+    **{name: VERDICT_COLUMNS[name] for name in ("p_tied_holm", "p_welch", "p_welch_holm", "correlation")},
+    "verdict": _baseline_word,
+}
+
+# The report's tables: each column's header, and how its cell is made from a row of verdict_rows() or baseline_rows().
+VERDICT_TABLE: dict[str, Callable[[dict[str, Any]], str]] = {
+    "schedule": lambda row: row["schedule"],
+    "lr": lambda row: fmt_number(row["lr"], "g"),
+    "n": lambda row: str(row["n"]),
+    "mean ± std": lambda row: f"{fmt_number(row['mean'], '.4f')} ± {fmt_number(row['std'], '.4f')}",
+    "verdict": lambda row: row["verdict"],
+    "diff (95% CI)": lambda row: _diff_cell(row, "diff_vs_best"),
+    "P(beats best)": lambda row: fmt_number(row["p_beats_best"], ".0%"),
+    "p (Holm)": lambda row: fmt_number(row["p_holm"], ".3g"),
+    "TOST p (Holm)": lambda row: fmt_number(row["p_tied_holm"], ".3g"),
+    "Wilcoxon p": lambda row: fmt_number(row["p_wilcoxon"], ".3g"),
+    "Welch p (Holm)": lambda row: fmt_number(row["p_welch_holm"], ".3g"),
+    "r": lambda row: fmt_number(row["correlation"], ".2f"),
+    "seeds: why": lambda row: f"{row['seeds'] if row['seeds'] is not None else '-'}: {row['stopped']}",
+    "seeds to decide": _decide_cell,
+    "lr range": _range_cell,
+    "failed": _failed_cell,
+}
+BASELINE_TABLE = {
+    "schedule": VERDICT_TABLE["schedule"],
+    "diff (95% CI)": lambda row: _diff_cell(row, "diff_vs_baseline"),
+    **{header: VERDICT_TABLE[header] for header in ("P(beats best)", "p (Holm)", "TOST p (Holm)")},
+    **{header: VERDICT_TABLE[header] for header in ("Welch p (Holm)", "r", "verdict")},
+}
+TIME_TABLE = {
+    "schedule": VERDICT_TABLE["schedule"],
+    "reached": lambda row: row["reached_target"],
+    "median steps": lambda row: fmt_number(row["median_steps_to_target"], ".0f"),
+    "median seconds": lambda row: fmt_number(row["median_seconds_to_target"], ".1f"),
+}
+CONDITION_COLUMNS = ("condition", "overrides", "best", "best_mean", "tied", "open", "worse")
+
+
+def _table(columns: Mapping[str, Callable[[dict[str, Any]], str]], rows: Iterable[dict[str, Any]]) -> str:
+    return markdown_table(list(columns), ([cell(row) for cell in columns.values()] for row in rows))
 
 
 def build_study_report(plan: Plan, picks: dict[str, Any], wall_seconds: float) -> StudyReport:
@@ -591,10 +623,12 @@ def build_study_report(plan: Plan, picks: dict[str, Any], wall_seconds: float) -
 
 def write_study_report(report: StudyReport) -> None:
     """Its CSV files, figures and report.md into the study folder, all or none (OSError when they cannot be)."""
-    names = ("results.csv", "verdict.csv", "baseline.csv", *FIGURES, "report.md")
-    with written_together(Path(report.plan.dir), names) as paths:
+    tables = ("results.csv", "verdict.csv", "baseline.csv", *(("conditions.csv",) if report.across else ()))
+    with written_together(Path(report.plan.dir), (*tables, *report.figures(), "report.md")) as paths:
         write_csv(paths["results.csv"], report.result_rows(), RESULT_COLUMNS)
         write_csv(paths["verdict.csv"], report.verdict_rows(), VERDICT_COLUMNS)
         write_csv(paths["baseline.csv"], report.baseline_rows(), BASELINE_COLUMNS)
+        if report.across:
+            write_csv(paths["conditions.csv"], report.condition_rows(), CONDITION_COLUMNS)
         report.plot(paths)
         paths["report.md"].write_text(report.markdown())

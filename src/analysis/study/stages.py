@@ -174,7 +174,46 @@ def pick_lr(plan: Plan, schedule: str, alive: Sequence[str]) -> dict[str, Any]:
     best = max(eligible, key=lambda row: row["score"], default={"lr": None, "score": None})
     ordered = sorted(plan.lrs[schedule], key=float)
     edge = len(ordered) > 1 and best["lr"] in (ordered[0], ordered[-1])
-    return {"lr": best["lr"], "score": best["score"], "rule": rule, "edge": edge, "rungs": rungs, "grid": table}
+    return {
+        "lr": best["lr"],
+        "score": best["score"],
+        "rule": rule,
+        "edge": edge,
+        "rungs": rungs,
+        "grid": table,
+        "lr_range": lr_range(plan, schedule, [row["lr"] for row in table if not row["failed"] and row["runs"]]),
+    }
+
+
+def lr_range(plan: Plan, schedule: str, usable: Sequence[str]) -> dict[str, Any] | None:
+    """How forgiving a schedule is of its lr: the widest run of neighbouring grid lrs, around its best, whose scores
+    stay within the margin of that best. Judged at the deepest rung every usable lr (no failed run) reached, so all
+    are compared after the same epochs: the budget without halving, the first rung with it (`epoch` says which).
+    An lr that failed, or is missing, ends the run of neighbours. None without a usable lr."""
+    rungs = plan.rungs[schedule]
+    epoch = max(
+        (rung for rung in rungs if all(lr_score(plan, schedule, lr, rung) is not None for lr in usable)), default=None
+    )
+    if not usable or epoch is None:
+        return None
+    ordered = sorted(plan.lrs[schedule], key=float)
+    scores = {lr: lr_score(plan, schedule, lr, epoch) if lr in usable else None for lr in ordered}
+    top = max(usable, key=lambda lr: scores[lr])
+    floor = scores[top] - plan.margin / 100
+    low = high = ordered.index(top)
+    while low > 0 and (score := scores[ordered[low - 1]]) is not None and score >= floor:
+        low -= 1
+    while high < len(ordered) - 1 and (score := scores[ordered[high + 1]]) is not None and score >= floor:
+        high += 1
+    return {
+        "epoch": epoch,
+        "best_lr": top,
+        "low": ordered[low],
+        "high": ordered[high],
+        "factor": float(ordered[high]) / float(ordered[low]),
+        "at_edge": low == 0 or high == len(ordered) - 1,
+        "scores": scores,
+    }
 
 
 def tune(plan: Plan, launch: Launch) -> dict[str, Any]:
@@ -213,22 +252,29 @@ def confirm_values(plan: Plan, picks: dict[str, Any]) -> dict[str, dict[int, flo
     return values
 
 
-def sequential(plan: Plan, picks: dict[str, Any]) -> Sequential:
-    """Where the sequential rule stands on the confirm runs in the folder."""
-    return sequential_verdict(confirm_values(plan, picks), plan.confirm_seeds, plan.confirm_rounds, plan.spending)
+def sequential(plan: Plan, picks: dict[str, Any], condition: str | None = None) -> Sequential:
+    """Where the sequential rule stands on the confirm runs in the folder, among the schedules of one condition
+    (each condition is a comparison of its own: its own best, its own error control)."""
+    cells = {schedule.name for schedule in plan.cells(condition)}
+    values = {name: runs for name, runs in confirm_values(plan, picks).items() if name in cells}
+    return sequential_verdict(values, plan.confirm_seeds, plan.confirm_rounds, plan.spending, margin=plan.margin / 100)
 
 
-def confirm(plan: Plan, picks: dict[str, Any], launch: Launch) -> Sequential:
-    """Stage 2, round by round: one batch per round with the seeds the open comparisons (and the best) need."""
+def confirm(plan: Plan, picks: dict[str, Any], launch: Launch) -> dict[str | None, Sequential]:
+    """Stage 2, round by round: one batch per round with the seeds the open comparisons (and the best) need, in
+    every condition at once."""
     by_name = {schedule.name: schedule for schedule in plan.schedules}
-    while (state := sequential(plan, picks)).needed:
+    while True:
+        states = {condition: sequential(plan, picks, condition) for condition in plan.condition_names()}
+        needed = {name: count for state in states.values() for name, count in state.needed.items()}
+        if not needed:
+            return states
         batch = [
             Job("confirm", by_name[name], picks[name]["lr"], seed, plan.confirm_epochs[name])
-            for name, count in state.needed.items()
+            for name, count in needed.items()
             for seed in plan.confirm_seeds[:count]
         ]
         run_batch(plan, launch, batch)
-    return state
 
 
 def run_stages(plan: Plan, launch: Launch, say: Callable[[str], None] = print) -> dict[str, Any]:

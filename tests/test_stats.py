@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from src.analysis.stats import compare, holm, seeds_needed, t_test_power
+from src.analysis.stats import beats, compare, holm, seeds_needed, seeds_to_tie, t_test_power, tost_power
 
 REFERENCE = [0.80, 0.82, 0.84]
 OTHER = [0.78, 0.81, 0.80]  # differences -0.02, -0.01, -0.04
@@ -88,3 +88,38 @@ def test_identical_results_give_a_point_interval_and_no_rank_test():
 def test_unequal_lengths_are_refused():
     with pytest.raises(ValueError, match="length"):
         compare([0.8, 0.9], [0.8])
+
+
+def test_tost_p_values_are_scipys_one_sided_paired_t_tests_against_the_margins():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        n, margin = int(rng.integers(3, 12)), float(rng.uniform(0.002, 0.03))
+        reference = rng.normal(0.88, 0.01, n)
+        other = reference + rng.normal(rng.uniform(-0.02, 0.02), 0.008, n)
+        result = compare(list(reference), list(other), margin=margin)
+        # "other - reference <= -margin" rejected: other is more than margin above reference - margin
+        lower = stats.ttest_rel(other, reference - margin, alternative="greater").pvalue
+        upper = stats.ttest_rel(other, reference + margin, alternative="less").pvalue
+        assert result.p_tost_lower == pytest.approx(lower, rel=1e-9)
+        assert result.p_tost_upper == pytest.approx(upper, rel=1e-9)
+        assert result.p_equivalent == pytest.approx(max(lower, upper), rel=1e-9)
+
+
+def test_an_exact_tie_is_equivalent_outright_and_wins_half_the_seeds():
+    result = compare(REFERENCE, REFERENCE, margin=0.01)
+    assert (result.p_tost_lower, result.p_tost_upper, result.p_beats) == (0.0, 0.0, 0.5)
+    shifted = compare(REFERENCE, [value - 0.02 for value in REFERENCE], margin=0.01)  # 2 points below, no spread
+    assert shifted.p_tost_lower == 1.0 and shifted.p_equivalent == 1.0 and shifted.p_beats == 0.0
+    assert compare(REFERENCE, OTHER).p_equivalent is None  # no margin, no equivalence test
+
+
+def test_p_beats_is_the_share_of_seeds_won_ties_half():
+    assert beats([0.01, -0.02, 0.0, 0.03]) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
+
+
+def test_seeds_to_tie_is_the_fewest_at_which_tost_has_the_power():
+    diff, sd, margin = -0.002, 0.01, 0.01
+    n = seeds_to_tie(diff, sd, margin)
+    assert tost_power(diff, sd, n, margin) >= 0.8 > tost_power(diff, sd, n - 1, margin)
+    assert seeds_to_tie(-0.012, sd, margin) is None  # a gap beyond the margin never ties
+    assert tost_power(0.0, sd, 10_000, margin) == pytest.approx(1.0)

@@ -296,7 +296,9 @@ def _schedules(spec: DictConfig) -> list[Schedule]:
 def _conditions(spec: DictConfig) -> dict[str, list[str]]:
     """study.conditions, checked: [{name: <label>, overrides: [<run override>, ...]}, ...] as {name: overrides},
     each name a plain label given once, no override of a key the study sets itself."""
-    entries = spec.get("conditions") or []
+    entries = spec.get("conditions")
+    if entries is None or (isinstance(entries, ListConfig) and len(entries) == 0):
+        return {}
     shape = "a list of {name: <label>, overrides: [<run override>, ...]}"
     if not isinstance(entries, ListConfig) or not all(
         isinstance(entry, DictConfig)

@@ -179,22 +179,25 @@ class StudyReport:
         bests = {name: v.best.family for name, v in self.verdicts.items() if v.best}
         if not bests:
             return "No condition has a verdict."
+        lines = []
+        if missing := [str(name) for name in self.verdicts if name not in bests]:
+            lines.append(
+                f"No verdict under {', '.join(missing)} (no finished confirm run); the rest is about the others."
+            )
         safe = {name: {v.best.family, *v.answered("tied")} for name, v in self.verdicts.items() if v.best}
         always = set.intersection(*safe.values())
         if len(set(bests.values())) == 1:
-            lines = [f"The best is {next(iter(bests.values()))} under every condition."]
+            lines.append(f"The best is {next(iter(bests.values()))} under every condition.")
         else:
             listed = "; ".join(f"{name}: {best}" for name, best in bests.items())
-            lines = [f"The winner changes with the condition ({listed})."]
+            lines.append(f"The winner changes with the condition ({listed}).")
         if always:
-            lines.append(
-                f"Best or tied with the best under every condition: {', '.join(sorted(always))} (a safe pick)."
-            )
+            lines.append(f"Best or tied with the best under every condition: {', '.join(sorted(always))}.")
         else:
             lines.append("No schedule is best or tied with the best under every condition.")
         at_margin = self.profile(self.plan.margin)
         shares = ", ".join(f"{family} {share:.0%}" for family, share in sorted(at_margin.items(), key=lambda i: -i[1]))
-        lines.append(f"Within ±{self.plan.margin:g} points of the best (its mean), share of conditions: {shares}.")
+        lines.append(f"Mean within {self.plan.margin:g} points of the best's, share of conditions: {shares}.")
         return " ".join(lines)
 
     def markdown(self) -> str:

@@ -1,0 +1,111 @@
+"""study.conditions: every schedule tuned and confirmed under each condition (its runs `<schedule>@<condition>`),
+one sequential rule per condition, a verdict per condition, the table of where the best changes and the
+performance profile; and study=budgets as the preset that asks the budget question."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from src.analysis.study import report as study_report
+from src.analysis.study.plan import StudyError, make_plan
+from src.analysis.study.stages import run_stages, sequential
+from tests.conftest import read_csv
+from tests.test_study_stages import StandIn
+from tests.test_study_verdict import SEEDS, confirm_run, landscape, picks_of
+
+TWO = "conditions=[{name:short,overrides:['trainer.epochs=1']},{name:long,overrides:['trainer.epochs=3']}]"
+
+
+def test_budgets_is_every_family_of_quick_under_four_budgets():
+    plan = make_plan("budgets", ["dir=/tmp/not-made"], [])
+    families = ["constant", "multistep", "cosine_warmup", "linear_warmup", "one_cycle", "warmup_stable_decay"]
+    assert list(plan.conditions) == ["e2", "e5", "e10", "e20"]
+    assert [s.name for s in plan.schedules] == [f"{f}@{c}" for c in plan.conditions for f in families]
+    multistep = plan.schedule("multistep@e10")
+    assert multistep.overrides == ["trainer.epochs=10", "scheduler=multistep", "scheduler.milestone_ratios=[0.5,0.75]"]
+    assert (multistep.family, multistep.condition) == ("multistep", "e10")
+    assert plan.confirm_epochs["constant@e20"] == 20 and plan.rungs["constant@e20"] == [5, 10, 20]
+    assert plan.rungs["constant@e2"] == [1, 2] and plan.run_overrides == ["data.train_size=15000"]
+    assert str(plan.job_dir("confirm", "constant@e5", "0.1", 100)).endswith("confirm/constant@e5/lr=0.1,seed=100")
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("conditions=[short,long]", r"study.conditions=\['short', 'long'\]: allowed is a list of \{name: <label>"),
+        ("conditions=[{name:'a@b',overrides:[]},{name:c,overrides:[]}]", r"name 'a@b': allowed is a plain name"),
+        ("conditions=[{name:a,overrides:['seed=3']},{name:b,overrides:[]}]", r"study.conditions.a: seed=3: the study"),
+        ("conditions=[{name:a,overrides:[]}]", r"one condition is the plain study; give two or more"),
+        ("conditions=[{name:a,overrides:[]},{name:a,overrides:[]}]", r"a name appears twice \(a, a\)"),
+    ],
+)
+def test_bad_conditions_are_refused_naming_the_key_and_what_is_allowed(option, message, tmp_path):
+    with pytest.raises(StudyError, match=message):
+        make_plan("quick", ["schedules=[constant,cosine_warmup]", option, f"dir={tmp_path}"], [])
+
+
+def test_each_condition_is_tuned_and_confirmed_in_the_same_batches_with_its_own_sequential_rule(tmp_path):
+    plan = make_plan(
+        "quick",
+        [
+            "schedules=[constant,cosine_warmup]",
+            "tune.lrs=[0.01,0.1]",
+            "tune.halving=null",
+            TWO,
+            "confirm.seeds=3",
+            "confirm.max_seeds=6",
+            f"dir={tmp_path}",
+        ],
+        [],
+    )
+
+    def accuracy(name, lr, seed, epoch):  # short: cosine_warmup far ahead; long: the two are the same runs
+        family, condition = name.split("@")
+        gap = 0.2 if condition == "short" and family == "constant" else 0.0
+        return landscape(lr, seed, epoch) - gap
+
+    launch = StandIn(plan, accuracy)
+    picks = run_stages(plan, launch, say=lambda line: None)
+    assert len(launch.batches) == 2  # stage 1 (no halving) and the first look: every condition in each
+    assert {job["labels.schedule"] for job in launch.batches[0]} == {s.name for s in plan.schedules}
+    assert {job["trainer.epochs"] for job in launch.batches[1] if "@long" in job["labels.schedule"]} == {"3"}
+    short, long = sequential(plan, picks, "short"), sequential(plan, picks, "long")
+    assert short.state == {"constant@short": "worse", "cosine_warmup@short": "best"}
+    assert sorted(long.state.values()) == ["best", "tied"]
+
+
+def test_the_report_gives_a_verdict_per_condition_where_the_best_changes_and_the_profile(tmp_path, compose_cfg):
+    plan = make_plan("quick", ["schedules=[constant,cosine_warmup]", TWO, f"dir={tmp_path / 'study'}"], [])
+    accuracies = {  # cosine_warmup wins the short budget by 10 points, constant the long one by 2
+        "constant@short": (0.70, 0.71, 0.69),
+        "cosine_warmup@short": (0.80, 0.81, 0.79),
+        "constant@long": (0.86, 0.87, 0.85),
+        "cosine_warmup@long": (0.84, 0.85, 0.83),
+    }
+    for label, values in accuracies.items():
+        for seed, test_acc in zip(SEEDS, values, strict=True):
+            confirm_run(compose_cfg, plan, label, label.split("@")[0], seed, test_acc)
+    report = study_report.build_study_report(plan, picks_of(plan), wall_seconds=1.0)
+    study_report.write_study_report(report)
+    folder = Path(plan.dir)
+    rows = read_csv(folder / "verdict.csv")
+    assert [(row["condition"], row["schedule"], row["verdict"]) for row in rows] == [
+        ("short", "cosine_warmup", "best"),
+        ("short", "constant", "worse"),
+        ("long", "constant", "best"),
+        ("long", "cosine_warmup", "worse"),
+    ]
+    flips = read_csv(folder / "conditions.csv")
+    assert [(row["condition"], row["best"], row["worse"]) for row in flips] == [
+        ("short", "cosine_warmup", "constant"),
+        ("long", "constant", "cosine_warmup"),
+    ]
+    assert report.profile(0.0) == {"constant": 0.5, "cosine_warmup": 0.5}
+    assert report.profile(2.0) == {"constant": 0.5, "cosine_warmup": 1.0}  # 2 points behind under long
+    assert report.profile(10.0) == {"constant": 1.0, "cosine_warmup": 1.0}
+    markdown = (folder / "report.md").read_text()
+    assert "The winner changes with the condition (short: cosine_warmup; long: constant)." in markdown
+    assert "## Verdict under short (`trainer.epochs=1`)" in markdown and "![profile.png](profile.png)" in markdown
+    assert all((folder / name).is_file() for name in (*study_report.FIGURES, study_report.PROFILE_FIGURE))

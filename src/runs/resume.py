@@ -40,6 +40,9 @@ KEY_RULES: dict[str, Rule] = {
     "checkpoint.keep_best": BOOLEAN,
     "checkpoint.skip_finished": BOOLEAN,
     "checkpoint.pause_after_epoch": INTEGER.where(lambda v: v >= 1, "an integer >= 1").optional(" (run every epoch)"),
+    "checkpoint.branch_from": Rule(
+        lambda value: isinstance(value, str) and Path(value).expanduser().is_file(), "a trunk run's checkpoint file"
+    ).optional(" (start from scratch)"),
 }
 
 

@@ -24,6 +24,8 @@ from src.runs.files import write_json
 from src.runs.session import group_choices, task_overrides
 from src.runs.signals import StopOnSignal
 from src.schedules import build_lr_driver
+from src.schedules.driver import lr_curve
+from src.training import branch as branching
 from src.training import data
 from src.training.device import available_cores, configure_threads, maybe_compile, select_device
 from src.training.models import build_model
@@ -71,13 +73,19 @@ def run(
         raise BadInput(str(error)) from None
     if resume_point is not None:
         resume.check_data(resume_point, dataset.fingerprint)
+    branch_point = branching.load(cfg) if resume_point is None else None
+    if branch_point is not None:
+        branching.check(branch_point, cfg, dataset.steps_per_epoch, dataset.fingerprint)
+        record = {**(record or {}), **branch_point.record()}
+    elif cfg.checkpoint.get("branch_from"):  # a branch resumed from its own last.pt
+        record = {**(record or {}), "branched_from": {"checkpoint": str(cfg.checkpoint.branch_from)}}
     overrides = resume_point.overrides if resume_point is not None else task_overrides()
     try:
         if resume_point is None and HydraConfig.initialized():
             config, hydra_config = checkpointing.without_hydra(cfg), HydraConfig.instance().cfg
             run_folder.write_hydra_record(run_dir, config, hydra_config, overrides)
         run_folder.clear_failed(run_dir)
-        result = _fit(cfg, run_dir, dataset, device, resume_point, overrides, stop)
+        result = _fit(cfg, run_dir, dataset, device, resume_point or branch_point, overrides, stop)
         write_json(run_dir / "metrics.json", {**result.summary(), **(record or {}), "overrides": overrides})
         run_folder.clear_failed(run_dir)  # also one a command refused by the lock wrote while this one trained
     except OSError as error:
@@ -93,11 +101,13 @@ def _fit(
     run_dir: Path,
     dataset: data.DeviceData,
     device: torch.device,
-    resume_point: resume.ResumePoint | None,
+    start: resume.ResumePoint | branching.BranchPoint | None,
     overrides: list[str],
     stop: StopOnSignal | None,
 ) -> RunResult:
-    """Build the model, optimizer, schedule, tracker and trainer, restore the checkpoint if any, and train."""
+    """Build the model, optimizer, schedule, tracker and trainer, restore the checkpoint if any (this run's own, or
+    the trunk's it branches from), and train."""
+    resume_point = start if isinstance(start, resume.ResumePoint) else None
     torch.manual_seed(cfg.seed)  # same seed, same initial weights, whatever the schedule or optimizer
     model = build_model(cfg.model, dataset).to(device)
     maybe_compile(model, cfg.trainer.compile)
@@ -138,6 +148,12 @@ def _fit(
             if trainer.result.history:  # its epoch points sit on the restart step, so they are written again
                 tracker.epoch(trainer.step, trainer.result.history[-1])
             log.info("resumed after epoch %d/%d at step %d", trainer.result.epochs, cfg.trainer.epochs, trainer.step)
+        elif start is not None:  # a branch: the trunk's state; its epoch points and lrs, so those curves start at 0
+            trainer.load_state_dict(start.checkpoint["trainer"])
+            for epoch in trainer.result.history:
+                tracker.epoch(epoch["step"], epoch)
+            tracker.lrs(0, lr_curve(cfg, dataset.steps_per_epoch)[: start.step])
+            log.info("branched from %s after epoch %d (step %d)", start.path, start.epochs, start.step)
         if resume_point is None:  # the state before the first epoch: even an interrupted first epoch resumes
             checkpointer(trainer)
         result = trainer.fit(until_epoch=cfg.checkpoint.pause_after_epoch)

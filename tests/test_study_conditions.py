@@ -7,11 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from src.analysis.study import report as study_report
 from src.analysis.study.plan import StudyError, make_plan
 from src.analysis.study.stages import run_stages, sequential
-from tests.conftest import read_csv
+from tests.conftest import read_csv, run_metrics, run_module, run_train, write_fashion_mnist
 from tests.test_study_stages import StandIn
 from tests.test_study_verdict import SEEDS, confirm_run, landscape, picks_of
 
@@ -29,6 +30,13 @@ def test_budgets_is_every_family_of_quick_under_four_budgets():
     assert plan.confirm_epochs["constant@e20"] == 20 and plan.rungs["constant@e20"] == [5, 10, 20]
     assert plan.rungs["constant@e2"] == [1, 2] and plan.run_overrides == ["data.train_size=15000"]
     assert str(plan.job_dir("confirm", "constant@e5", "0.1", 100)).endswith("confirm/constant@e5/lr=0.1,seed=100")
+    # constant's lr never depends on the budget: each shorter budget is the 20-epoch run read after its epochs;
+    # multistep's milestones are at half and three quarters, so it shares the first half; the rest decay or warm
+    # up over a share of the whole run and train once per budget
+    assert plan.branches == {
+        **{f"constant@e{b}": {"trunk": "constant@e20", "epoch": b} for b in (2, 5, 10)},
+        **{f"multistep@e{b}": {"trunk": "multistep@e20", "epoch": e} for b, e in ((2, 1), (5, 2), (10, 5))},
+    }
 
 
 @pytest.mark.parametrize(
@@ -61,18 +69,28 @@ def test_each_condition_is_tuned_and_confirmed_in_the_same_batches_with_its_own_
         [],
     )
 
-    def accuracy(name, lr, seed, epoch):  # short: cosine_warmup far ahead; long: the two are the same runs
+    def accuracy(name, lr, seed, epoch):  # short: cosine_warmup far behind; long: the two are the same runs
         family, condition = name.split("@")
-        gap = 0.2 if condition == "short" and family == "constant" else 0.0
+        gap = 0.2 if condition == "short" and family == "cosine_warmup" else 0.0
         return landscape(lr, seed, epoch) - gap
 
     launch = StandIn(plan, accuracy)
     picks = run_stages(plan, launch, say=lambda line: None)
-    assert len(launch.batches) == 2  # stage 1 (no halving) and the first look: every condition in each
+    assert plan.branches == {"constant@short": {"trunk": "constant@long", "epoch": 1}}  # a cosine never branches
+    # stage 1 (no halving), then the first look in two calls: constant@long pauses after epoch 1, then
+    # constant@short runs from a copy of that checkpoint while constant@long goes on; every condition in each
+    assert len(launch.batches) == 3
     assert {job["labels.schedule"] for job in launch.batches[0]} == {s.name for s in plan.schedules}
-    assert {job["trainer.epochs"] for job in launch.batches[1] if "@long" in job["labels.schedule"]} == {"3"}
+    first, second = (
+        {(j["labels.schedule"], j.get("checkpoint.pause_after_epoch")) for j in b} for b in launch.batches[1:]
+    )
+    assert first == {("constant@long", "1"), ("cosine_warmup@short", None), ("cosine_warmup@long", None)}
+    assert second == {("constant@long", None), ("constant@short", None)}
+    branch = [j for j in launch.batches[2] if j["labels.schedule"] == "constant@short"]
+    copy = plan.job_dir("confirm", "constant@short", picks["constant@short"]["lr"], 100) / "trunk.pt"
+    assert len(branch) == 3 and branch[0]["checkpoint.branch_from"] == f"'{copy}'" and copy.is_file()
     short, long = sequential(plan, picks, "short"), sequential(plan, picks, "long")
-    assert short.state == {"constant@short": "worse", "cosine_warmup@short": "best"}
+    assert short.state == {"constant@short": "best", "cosine_warmup@short": "worse"}
     assert sorted(long.state.values()) == ["best", "tied"]
 
 
@@ -109,3 +127,25 @@ def test_the_report_gives_a_verdict_per_condition_where_the_best_changes_and_the
     assert "The winner changes with the condition (short: cosine_warmup; long: constant)." in markdown
     assert "## Verdict under short (`trainer.epochs=1`)" in markdown and "![profile.png](profile.png)" in markdown
     assert all((folder / name).is_file() for name in (*study_report.FIGURES, study_report.PROFILE_FIGURE))
+
+
+@pytest.mark.slow
+def test_a_branched_confirm_run_of_the_study_is_the_run_trained_alone(tmp_path):
+    root = write_fashion_mnist(tmp_path / "data", train_size=16 * 256, test_size=512)
+    folder = tmp_path / "study"
+    done = run_module(
+        "src.study",
+        *("study.schedules=[constant,cosine_warmup]", "study.tune.lrs=[0.05]", "study.tune.halving=null"),
+        *("study.confirm.seeds=2", "study.confirm.max_seeds=null", "study.baseline=null", f"study.{TWO}"),
+        *(f"data.root={root}", "trainer.threads=1", f"study.dir={folder}"),
+    )
+    assert done.returncode == 0, done.stderr
+    branch = folder / "confirm/constant@short/lr=0.05,seed=100"
+    assert run_metrics(branch)["branched_from"]["epoch"] == 1 and (branch / "trunk.pt").is_file()
+    job = [o for o in OmegaConf.load(branch / ".hydra/overrides.yaml") if not o.startswith("checkpoint.branch_from")]
+    alone = run_train(*job, f"hydra.run.dir={tmp_path / 'alone'}")
+    assert alone.returncode == 0, alone.stderr
+    assert run_metrics(branch)["history"] == run_metrics(tmp_path / "alone")["history"]
+    report = (folder / "report.md").read_text()
+    assert "Confirm runs branched from the same schedule's run under the longest budget" in report
+    assert "constant@short after epoch 1 (2 of 2 runs)" in report and "Trained once per budget: cosine_warmup" in report

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,8 @@ class StandIn:
             folder = self.plan.job_dir(stage, name, lr, int(seed))
             epochs = int(overrides.get("checkpoint.pause_after_epoch", overrides["trainer.epochs"]))
             before = job_metrics(self.plan, stage, name, lr, int(seed)) or {"history": []}
+            if "checkpoint.branch_from" in overrides and not before["history"]:  # the trunk's copy: its record
+                before = json.loads(Path(overrides["checkpoint.branch_from"].strip("'")).read_text())
             history = before["history"] + [
                 {"epoch": e, "step": 10 * e, "test_acc": self.accuracy(name, float(lr), int(seed), e)}
                 for e in range(len(before["history"]) + 1, epochs + 1)
@@ -43,6 +46,7 @@ class StandIn:
             folder.mkdir(parents=True, exist_ok=True)
             record = {"epochs": epochs, "test_acc": history[-1]["test_acc"], "history": history}
             (folder / "metrics.json").write_text(json.dumps(record))
+            (folder / "last.pt").write_text(json.dumps(record))  # what a branch starts from
 
 
 def smooth(name: str, lr: float, seed: int, epoch: int) -> float:

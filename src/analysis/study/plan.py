@@ -39,7 +39,7 @@ METRICS = {"test_acc": "final test accuracy", TAIL_METRIC: "mean test accuracy o
 PICK_RULES = ("metric", "best_test_acc")
 # Keys a study sets for each job itself; the command line may not set them.
 STUDY_OWNED = ("optimizer.lr", "lr_from", "seed", "labels.stage", "labels.schedule", "resume")
-STUDY_OWNED += ("checkpoint.skip_finished", "checkpoint.pause_after_epoch")
+STUDY_OWNED += ("checkpoint.skip_finished", "checkpoint.pause_after_epoch", "checkpoint.branch_from")
 JOB_FOLDER = "lr=${optimizer.lr},seed=${seed}"
 JOB_PATH = "${labels.stage}/${labels.schedule}/" + JOB_FOLDER  # below the study folder
 # A schedule's label names its folders (<stage>/<label>/, logs/<stage>-<label>.log): a plain name, never a path.
@@ -103,6 +103,9 @@ class Plan:
     target_acc: float
     margin: float  # accuracy points: a difference within +-margin of the best is tied, once TOST shows it
     conditions: dict[str, list[str]]  # {name: run overrides}; {} = the run overrides alone, one condition
+    # {label: {trunk: label, epoch: e}}: the confirm runs of a schedule under a shorter budget that branch from its
+    # run under the longest one after epoch e (where their lr curves part), when both have the same lr and seed
+    branches: dict[str, dict[str, Any]]
     dir: str
     jobs: dict[str, int]  # per stage, the most jobs it runs
 
@@ -197,6 +200,13 @@ KINDS = {
     "dict[str, list[str]]": _dict_of(STRINGS, "{<name>: [<string>, ...]}"),
     "dict[str, list[int]]": _dict_of(_list_of(INTEGER, "a list of integers"), "{<schedule>: [<epoch>, ...]}"),
     "dict[str, int]": _dict_of(INTEGER, "{<name>: <count>}"),
+    "dict[str, dict[str, Any]]": _dict_of(
+        Rule(
+            lambda v: isinstance(v, dict) and v.keys() == {"trunk", "epoch"} and INTEGER.test(v["epoch"]),
+            "{trunk: <label>, epoch: <e>}",
+        ),
+        "{<label>: {trunk: <label>, epoch: <e>}}",
+    ),
 }
 PLAN_RECORD = {field.name: KINDS[field.type] for field in fields(Plan)}
 
@@ -511,6 +521,7 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
         target_acc=float(spec.target_acc),
         margin=float(spec.margin),
         conditions=_conditions(spec),
+        branches={},
         dir=str(Path(folder).expanduser().resolve()),
         jobs={  # the most: without halving's drops and the sequential rule's stops
             "tune": sum(len(grid) for grid in lrs.values()) * len(tune_seeds),
@@ -530,10 +541,43 @@ def make_plan(preset: str, options: list[str], run_overrides: list[str]) -> Plan
                     problems.append(f"schedule {schedule.name}, {stage} stage, optimizer.lr={lr}:\n{error}")
                 elif error is not None:
                     problems.append(f"schedule {schedule.name}, {stage} stage: {error}")
+    plan.branches = _branches(plan)
     GlobalHydra.instance().clear()
     if problems:
         raise StudyError("\n".join(dict.fromkeys(problems)))
     return plan
+
+
+def _branches(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Where a schedule's confirm run under a shorter budget can branch from its run under the longest budget
+    (src.training.branch): the two configs differ only in what a branch may change, and their lr curves agree on
+    at least the first epoch. A schedule whose curve depends on the run's length from the first step (a cosine, a
+    warmup given as a ratio) has none: each budget trains once."""
+    from src.config.validation import planned_steps_per_epoch
+    from src.runs import checkpoints as checkpointing
+    from src.training.branch import BRANCH_MAY_CHANGE, agreeing_epochs
+
+    branches: dict[str, dict[str, Any]] = {}
+    families: dict[str, list[Schedule]] = {}
+    for schedule in plan.schedules:
+        families.setdefault(schedule.family, []).append(schedule)
+    for cells in families.values():
+        if len(cells) < 2:
+            continue
+        trunk = max(cells, key=lambda cell: plan.confirm_epochs[cell.name])
+        lr, seed = plan.lrs[trunk.name][len(plan.lrs[trunk.name]) // 2], plan.confirm_seeds[0]
+        trunk_cfg = compose_run([*plan.job_overrides("confirm", trunk), f"optimizer.lr={lr}", f"seed={seed}"])
+        for cell in cells:
+            if cell is trunk or plan.confirm_epochs[cell.name] >= plan.confirm_epochs[trunk.name]:
+                continue
+            cfg = compose_run([*plan.job_overrides("confirm", cell), f"optimizer.lr={lr}", f"seed={seed}"])
+            changes = checkpointing.changes(checkpointing.run_config(trunk_cfg), checkpointing.run_config(cfg))
+            if any(not c["key"].startswith(tuple(f"{key}" for key in BRANCH_MAY_CHANGE)) for c in changes):
+                continue
+            epoch = agreeing_epochs(trunk_cfg, cfg, planned_steps_per_epoch(cfg))
+            if epoch >= 1:
+                branches[cell.name] = {"trunk": trunk.name, "epoch": epoch}
+    return branches
 
 
 def read_plan(path: Path) -> Plan:

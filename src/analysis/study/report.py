@@ -200,6 +200,32 @@ class StudyReport:
         lines.append(f"Mean within {self.plan.margin:g} points of the best's, share of conditions: {shares}.")
         return " ".join(lines)
 
+    def branching_text(self) -> str:
+        """Which schedules' confirm runs branched from their longest budget's run, and which trained once per
+        budget."""
+        plan = self.plan
+        branched = [r for r in self.runs if r.stage == "confirm" and r.run.metrics.get("branched_from")]
+        by_cell = {name: sum(r.schedule == name for r in branched) for name in plan.branches}
+        parts = [
+            f"{name} after epoch {spec['epoch']} ({by_cell[name]} of "
+            f"{sum(r.stage == 'confirm' and r.schedule == name for r in self.runs)} runs)"
+            for name, spec in plan.branches.items()
+        ]
+        alone = sorted({s.family for s in plan.schedules} - {plan.schedule(name).family for name in plan.branches})
+        lines = []
+        if parts:
+            lines.append(
+                "Confirm runs branched from the same schedule's run under the longest budget (same lr and seed; "
+                f"checkpoint.branch_from, equal to training them alone): {'; '.join(parts)}."
+            )
+        if alone:
+            lines.append(
+                f"Trained once per budget: {', '.join(alone)} (their lr curves differ between budgets from the "
+                "first epoch: a decay over the whole run, or a warmup given as a ratio of it)."
+            )
+        lines.append("Stage 1 trains every budget on its own.")
+        return " ".join(lines)
+
     def markdown(self) -> str:
         plan = self.plan
         metric = METRICS[plan.metric]
@@ -257,6 +283,8 @@ class StudyReport:
             ),
             "",
             f"![{PROFILE_FIGURE}]({PROFILE_FIGURE})",
+            "",
+            self.branching_text(),
             "",
             "The performance profile: for each schedule, the share of conditions in which its mean is within tau "
             f"points of the best's, against tau; the dashed line is the margin (±{self.plan.margin:g}).",

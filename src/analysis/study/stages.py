@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import statistics
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from src.analysis.runs import TAIL_METRIC, DamagedRunError, read_metrics, tail_m
 from src.analysis.stats import Sequential, sequential_verdict
 from src.analysis.study.plan import Plan, Schedule
 from src.runs.files import write_json
+from src.runs.resume import hydra_quoted
 
 log = logging.getLogger("src.study")
 PICKS_FILE = "picks.json"
@@ -44,9 +46,11 @@ class Job:
     seed: int
     epochs: int
     pause: bool = False  # stop at `epochs`, a rung before the schedule's budget
+    branch_from: Path | None = None  # start from this copy of a trunk's checkpoint (plan.branches)
 
     def overrides(self, plan: Plan) -> list[str]:
-        """The stage's run overrides for the schedule, the lr and seed, the labels, and where it pauses."""
+        """The stage's run overrides for the schedule, the lr and seed, the labels, where it pauses, and the
+        trunk checkpoint it branches from."""
         return [
             *plan.job_overrides(self.stage, self.schedule),
             f"optimizer.lr={self.lr}",
@@ -55,19 +59,88 @@ class Job:
             f"labels.schedule={self.schedule.name}",
             "checkpoint.skip_finished=true",
             *([f"checkpoint.pause_after_epoch={self.epochs}"] if self.pause else []),
+            *([f"checkpoint.branch_from={hydra_quoted(str(self.branch_from))}"] if self.branch_from else []),
         ]
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.schedule.name, self.lr, self.seed
 
     def done(self, plan: Plan) -> bool:
         return reached(job_metrics(plan, self.stage, self.schedule.name, self.lr, self.seed), self.epochs)
 
 
 def run_batch(plan: Plan, launch: Launch, jobs: list[Job]) -> None:
-    """Hand the jobs not done yet to `launch` in one call; raise BatchFailed naming those that did not get there."""
+    """Hand the jobs not done yet to `launch` in one call; raise BatchFailed naming those that did not get there.
+    Confirm jobs that branch from a trunk in the batch (plan.branches) take more calls: `branched`."""
     if todo := [item for item in jobs if not item.done(plan)]:
-        launch([item.overrides(plan) for item in todo])
+        confirming = plan.branches and all(item.stage == "confirm" for item in todo)
+        for launched in branched(plan, todo) if confirming else [todo]:
+            launch([item.overrides(plan) for item in launched])
+            _copy_trunks(plan, launched, todo)
         if missing := [item for item in todo if not item.done(plan)]:
             folders = ", ".join(str(plan.job_dir(i.stage, i.schedule.name, i.lr, i.seed)) for i in missing[:3])
             raise BatchFailed(f"{len(missing)} of {len(todo)} jobs did not finish ({folders}; see failed.json)")
+
+
+TRUNK_COPY = "trunk.pt"  # in a branch's folder: its trunk's last.pt after the branch epoch, copied before it runs
+
+
+def _trunk_of(plan: Plan, job: Job, todo: list[Job]) -> tuple[Job, int] | None:
+    """The trunk job (in `todo`: the same lr and seed under the longest budget) a confirm job can still branch
+    from, and the epoch; None when there is none, or it is past that epoch (a continued study) or ended early."""
+    spec = plan.branches.get(job.schedule.name) if job.stage == "confirm" else None
+    trunk = spec and next((item for item in todo if item.key == (spec["trunk"], job.lr, job.seed)), None)
+    if not trunk:
+        return None
+    metrics = job_metrics(plan, "confirm", *trunk.key)
+    if metrics is not None and (failed(metrics) or int(metrics.get("epochs") or 0) > spec["epoch"]):
+        return None
+    return trunk, spec["epoch"]
+
+
+def _trunk_copy(plan: Plan, job: Job) -> Path:
+    return plan.job_dir(job.stage, *job.key) / TRUNK_COPY
+
+
+def branched(plan: Plan, todo: list[Job]) -> Iterator[list[Job]]:
+    """The calls that run `todo` when some of its jobs branch: each trunk pauses at its branches' epochs in turn;
+    after each call its checkpoint there is copied into those branches' folders (`_copy_trunks`), and they run in
+    the next call, from the copy, while the trunk goes on. A job whose trunk copy is there runs from it; one
+    whose trunk cannot give it one (none in the batch, past the epoch, ended early) trains alone."""
+    before = None
+    while (waiting := [job for job in todo if not job.done(plan)]) and (now := _progress(plan, todo)) != before:
+        before, call, stops = now, [], {}
+        for job in waiting:
+            if _trunk_copy(plan, job).is_file():
+                call.append(replace(job, branch_from=_trunk_copy(plan, job)))
+            elif found := _trunk_of(plan, job, todo):
+                trunk, epoch = found
+                stops[trunk.key] = min(epoch, stops.get(trunk.key, epoch))
+            else:
+                call.append(job)
+        yield [replace(job, epochs=stops[job.key], pause=True) if job.key in stops else job for job in call]
+
+
+def _progress(plan: Plan, todo: list[Job]) -> tuple[frozenset, frozenset]:
+    """The jobs done and the trunk copies made: a call that changes neither (its jobs did not run) ends the
+    calls, and run_batch names the jobs that did not finish."""
+    done = frozenset(job.key for job in todo if job.done(plan))
+    return done, frozenset(job.key for job in todo if _trunk_copy(plan, job).is_file())
+
+
+def _copy_trunks(plan: Plan, launched: list[Job], todo: list[Job]) -> None:
+    """Copy each paused trunk's checkpoint into the folders of the branches waiting for it at that epoch."""
+    for trunk in (job for job in launched if job.pause and job.stage == "confirm"):
+        metrics = job_metrics(plan, "confirm", *trunk.key)
+        if metrics is None or failed(metrics) or int(metrics.get("epochs") or 0) != trunk.epochs:
+            continue
+        for job in todo:
+            spec = plan.branches.get(job.schedule.name)
+            if spec and (spec["trunk"], job.lr, job.seed) == trunk.key and spec["epoch"] == trunk.epochs:
+                target = _trunk_copy(plan, job)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(plan.job_dir("confirm", *trunk.key) / "last.pt", target)
 
 
 def job_metrics(plan: Plan, stage: str, schedule: str, lr: str, seed: int) -> dict[str, Any] | None:

@@ -31,11 +31,14 @@ def test_budgets_is_every_family_of_quick_under_four_budgets():
     assert plan.rungs["constant@e2"] == [1, 2] and plan.run_overrides == ["data.train_size=15000"]
     assert str(plan.job_dir("confirm", "constant@e5", "0.1", 100)).endswith("confirm/constant@e5/lr=0.1,seed=100")
     # constant's lr never depends on the budget: each shorter budget is the 20-epoch run read after its epochs;
-    # multistep's milestones are at half and three quarters, so it shares the first half; the rest decay or warm
-    # up over a share of the whole run and train once per budget
+    # multistep's milestones are at half and three quarters, so it shares the first half; warmup_stable_decay's
+    # plateau lasts until the last 20% (its warmup is 30 steps at every budget); the rest decay or warm up over a
+    # share of the whole run and train once per budget
+    wsd = "warmup_stable_decay"
     assert plan.branches == {
         **{f"constant@e{b}": {"trunk": "constant@e20", "epoch": b} for b in (2, 5, 10)},
         **{f"multistep@e{b}": {"trunk": "multistep@e20", "epoch": e} for b, e in ((2, 1), (5, 2), (10, 5))},
+        **{f"{wsd}@e{b}": {"trunk": f"{wsd}@e20", "epoch": e} for b, e in ((2, 1), (5, 4), (10, 8))},
     }
 
 

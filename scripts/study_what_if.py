@@ -1,12 +1,13 @@
 """What successive halving and the sequential rule would have decided on a study that ran without them.
 
     PYTHONPATH=. python scripts/study_what_if.py <study folder> [--halving 2] [--first-rung 0.25] [--rounds 3,6,9]
+        [--margin 1,2]
 
 The study must have trained every lr to its budget (study.tune.halving=null) and every schedule over all the seeds
 of the rounds (study.confirm.seeds = the last round). A paused run continues bit for bit like one never paused, so
 halving's decisions at a rung are the full runs' scores at that epoch: this replays them exactly, and the pick with
 halving is compared with the study's own. The sequential rule is replayed on the confirm runs with each spending
-function. docs/study.md quotes what it printed.
+function and each equivalence margin (points; the study's own by default). docs/study.md quotes what it printed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main() -> int:
     parser.add_argument("--halving", type=float, default=2.0)
     parser.add_argument("--first-rung", type=float, default=0.25)
     parser.add_argument("--rounds", default="3,6,9")
+    parser.add_argument("--margin", default=None, help="equivalence margins in points, comma-separated")
     args = parser.parse_args()
     plan = replace(read_plan(args.study / STUDY_FILE), dir=str(args.study.resolve()))
     if plan.halving is not None:
@@ -59,16 +61,20 @@ def main() -> int:
     print(f"  tuning epochs: {epochs_halved} with halving, {epochs_full} without ({epochs_halved / epochs_full:.2f}x)")
     rounds = [int(count) for count in args.rounds.split(",")]
     values = confirm_values(plan, full)
+    margins = [float(m) for m in args.margin.split(",")] if args.margin else [plan.margin]
     for spending in SPENDING:
-        result = sequential_verdict(values, plan.confirm_seeds, rounds, spending)
-        if result.needed:
-            raise SystemExit(f"the study has fewer confirm seeds than the rounds {rounds} need: {result.needed}")
-        decided = {name: look.seeds for look in result.looks for name in look.decided}
-        seeds = sum(result.seeds.values())
-        print(
-            f"sequential rule, {spending}, looks after {rounds} seeds: {len(decided)} decided {decided}; "
-            f"{seeds} confirm runs (fixed {rounds[-1]} seeds: {rounds[-1] * len(values)}); states {result.state}"
-        )
+        for margin in margins:
+            result = sequential_verdict(values, plan.confirm_seeds, rounds, spending, margin=margin / 100)
+            if result.needed:
+                raise SystemExit(f"the study has fewer confirm seeds than the rounds {rounds} need: {result.needed}")
+            worse = {name: look.seeds for look in result.looks for name in look.decided}
+            tied = {name: look.seeds for look in result.looks for name in look.tied}
+            seeds = sum(result.seeds.values())
+            print(
+                f"sequential rule, {spending}, margin {margin:g} points, looks after {rounds} seeds: worse {worse}, "
+                f"tied {tied}; {seeds} confirm runs (fixed {rounds[-1]} seeds: {rounds[-1] * len(values)}); "
+                f"states {result.state}"
+            )
     return 0
 
 

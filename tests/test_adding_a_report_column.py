@@ -59,6 +59,7 @@ def study(compose_cfg, tmp_path) -> tuple[Plan, dict]:
         target_acc=0.85,
         margin=1.0,
         conditions={},
+        branches={},
         dir=str(folder),
         jobs={"tune": 2, "confirm": 6},
     )

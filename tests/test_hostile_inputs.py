@@ -189,7 +189,7 @@ def test_a_key_the_chosen_group_lacks_is_named_with_the_groups_keys():
         f"scheduler.min_lr: unknown key; scheduler has: {COSINE_KEYS}"
     )
     assert override_key_problem(["checkpoint.keep_bset=true"]) == (
-        "checkpoint.keep_bset: unknown key; checkpoint has: keep_best, skip_finished, pause_after_epoch"
+        "checkpoint.keep_bset: unknown key; checkpoint has: keep_best, skip_finished, pause_after_epoch, branch_from"
     )
     # a sweep: the first job (cosine) has no step_size, and Hydra would stop there
     assert override_key_problem(["-m", "scheduler=step,cosine", "scheduler.step_size=3"]).startswith(

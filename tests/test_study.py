@@ -57,7 +57,7 @@ def test_the_lr_grid_is_log_spaced_around_its_centre():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["study=fast"], "study='fast': allowed are quick, textbook, zoo"),
+        (["study=fast"], "study='fast': allowed are budgets, quick, textbook, zoo"),
         (["study.metric=loss"], "study.metric='loss': allowed are test_acc, tail_test_acc"),
         (["study.tune.pick=last"], "study.tune.pick='last': allowed are metric, best_test_acc"),
         (["study.confirm.seeds=1"], "study.confirm.seeds=1: allowed is an integer >= 2"),

@@ -132,7 +132,7 @@ def multistep(
     *,
     milestones: Sequence[float],
     gamma: float,
-    milestone_ratios: Sequence[float] | None = None,
+    milestone_ratios: Sequence[float] | None,
     **common,
 ) -> Schedule:
     """Multiply by `gamma` at each of the `milestones` (epochs from the start of the run; torch's MultiStepLR), or

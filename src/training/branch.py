@@ -24,6 +24,11 @@ from src.schedules.driver import schedule_curves
 BRANCH_MAY_CHANGE = ("trainer.epochs", "scheduler")
 
 
+def may_change(key: str) -> bool:
+    """Whether a branch may set this config key otherwise than its trunk."""
+    return any(key == allowed or key.startswith(f"{allowed}.") for allowed in BRANCH_MAY_CHANGE)
+
+
 @dataclass
 class BranchPoint:
     """The trunk checkpoint a run branches from, and where in the trunk it was saved."""
@@ -57,7 +62,7 @@ def load(cfg: DictConfig) -> BranchPoint | None:
     other = [
         change
         for change in checkpointing.changes(checkpoint["config"], checkpointing.run_config(cfg))
-        if not any(change["key"] == key or change["key"].startswith(f"{key}.") for key in BRANCH_MAY_CHANGE)
+        if not may_change(change["key"])
     ]
     if other:
         listed = "\n".join(f"  - {checkpointing.describe(change)}" for change in other)

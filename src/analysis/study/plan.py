@@ -555,7 +555,7 @@ def _branches(plan: Plan) -> dict[str, dict[str, Any]]:
     warmup given as a ratio) has none: each budget trains once."""
     from src.config.validation import planned_steps_per_epoch
     from src.runs import checkpoints as checkpointing
-    from src.training.branch import BRANCH_MAY_CHANGE, agreeing_epochs
+    from src.training.branch import agreeing_epochs, may_change
 
     branches: dict[str, dict[str, Any]] = {}
     families: dict[str, list[Schedule]] = {}
@@ -572,7 +572,7 @@ def _branches(plan: Plan) -> dict[str, dict[str, Any]]:
                 continue
             cfg = compose_run([*plan.job_overrides("confirm", cell), f"optimizer.lr={lr}", f"seed={seed}"])
             changes = checkpointing.changes(checkpointing.run_config(trunk_cfg), checkpointing.run_config(cfg))
-            if any(not c["key"].startswith(tuple(f"{key}" for key in BRANCH_MAY_CHANGE)) for c in changes):
+            if not all(may_change(change["key"]) for change in changes):
                 continue
             epoch = agreeing_epochs(trunk_cfg, cfg, planned_steps_per_epoch(cfg))
             if epoch >= 1:

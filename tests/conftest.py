@@ -180,3 +180,18 @@ def wait_at_gate(process: subprocess.Popen, reached: Path, timeout: float = 300)
         assert process.poll() is None, f"the process ended (status {process.returncode}) before its gate"
         assert time.monotonic() < deadline, f"no run reached the gate within {timeout} s"
         time.sleep(0.05)
+
+
+def write_confirm_run(compose_cfg, folder: Path, label: str, scheduler: str, seed: int, test_acc: float) -> None:
+    """A finished confirm job of a study labelled `label`, trained with `scheduler` at lr 0.1 for 2 epochs, as
+    src.train leaves it (its `.hydra/` record by the run's own writer), without training: a report's input."""
+    from src.runs import checkpoints as checkpointing
+    from src.runs import folder as run_folder
+    from src.runs.files import write_json
+
+    labels = ["labels.stage=confirm", f"labels.schedule={label}"]
+    cfg = compose_cfg([f"scheduler={scheduler}", f"seed={seed}", "trainer.epochs=2", "optimizer.lr=0.1", *labels])
+    run_folder.write_hydra_record(folder, checkpointing.without_hydra(cfg), HydraConfig.instance().cfg, [])
+    history = [{"epoch": 1, "step": 8, "test_acc": 0.6}, {"epoch": 2, "step": 16, "test_acc": test_acc}]
+    metrics = {"test_acc": test_acc, "best_test_acc": test_acc, "epochs": 2, "steps": 16, "wall_seconds": 1.5}
+    write_json(folder / "metrics.json", metrics | {"history": history, "epoch_seconds": [0.7, 1.4]})

@@ -8,28 +8,14 @@ import statistics
 from pathlib import Path
 
 import pytest
-from hydra.core.hydra_config import HydraConfig
 
 from src.analysis.study import report as study_report
 from src.analysis.study.plan import Plan, Schedule
-from src.runs import checkpoints as checkpointing
-from src.runs import folder as run_folder
-from src.runs.files import write_json
-from tests.conftest import read_csv
+from tests.conftest import read_csv, write_confirm_run
 
 SEEDS = (100, 101, 102)
 # Each schedule's final test accuracy by confirm seed: cosine ahead of constant on every seed.
 ACCURACY = {"constant": (0.80, 0.82, 0.79), "cosine": (0.84, 0.85, 0.83)}
-
-
-def confirm_run(compose_cfg, folder: Path, schedule: str, seed: int, test_acc: float) -> None:
-    """A finished confirm job of the study as src.train leaves it (its `.hydra/` record by the run's own writer)."""
-    labels = ["labels.stage=confirm", f"labels.schedule={schedule}"]
-    cfg = compose_cfg([f"scheduler={schedule}", f"seed={seed}", "trainer.epochs=2", "optimizer.lr=0.1", *labels])
-    run_folder.write_hydra_record(folder, checkpointing.without_hydra(cfg), HydraConfig.instance().cfg, [])
-    history = [{"epoch": 1, "step": 8, "test_acc": 0.6}, {"epoch": 2, "step": 16, "test_acc": test_acc}]
-    metrics = {"test_acc": test_acc, "best_test_acc": test_acc, "epochs": 2, "steps": 16, "wall_seconds": 1.5}
-    write_json(folder / "metrics.json", metrics | {"history": history, "epoch_seconds": [0.7, 1.4]})
 
 
 @pytest.fixture
@@ -38,7 +24,8 @@ def study(compose_cfg, tmp_path) -> tuple[Plan, dict]:
     folder = tmp_path / "study"
     for schedule, accuracies in ACCURACY.items():
         for seed, test_acc in zip(SEEDS, accuracies, strict=True):
-            confirm_run(compose_cfg, folder / "confirm" / schedule / f"lr=0.1,seed={seed}", schedule, seed, test_acc)
+            run = folder / "confirm" / schedule / f"lr=0.1,seed={seed}"
+            write_confirm_run(compose_cfg, run, schedule, schedule, seed, test_acc)
     plan = Plan(
         preset="quick",
         options=[],

@@ -8,16 +8,12 @@ import math
 from pathlib import Path
 
 import pytest
-from hydra.core.hydra_config import HydraConfig
 
 from src.analysis.stats import compare, holm, look_levels
 from src.analysis.study import report as study_report
 from src.analysis.study.plan import make_plan
 from src.analysis.study.stages import run_stages, sequential
-from src.runs import checkpoints as checkpointing
-from src.runs import folder as run_folder
-from src.runs.files import write_json
-from tests.conftest import read_csv
+from tests.conftest import read_csv, write_confirm_run
 from tests.test_study_stages import StandIn
 
 
@@ -125,14 +121,8 @@ def test_with_halving_the_lr_range_is_judged_at_the_first_rung_where_every_lr_st
 
 
 def confirm_run(compose_cfg, plan, label: str, scheduler: str, seed: int, test_acc: float) -> None:
-    """A finished confirm job of the study as src.train leaves it (its `.hydra/` record by the run's own writer)."""
-    folder = plan.job_dir("confirm", label, "0.1", seed)
-    labels = ["labels.stage=confirm", f"labels.schedule={label}"]
-    cfg = compose_cfg([f"scheduler={scheduler}", f"seed={seed}", "trainer.epochs=2", "optimizer.lr=0.1", *labels])
-    run_folder.write_hydra_record(folder, checkpointing.without_hydra(cfg), HydraConfig.instance().cfg, [])
-    history = [{"epoch": 1, "step": 8, "test_acc": 0.6}, {"epoch": 2, "step": 16, "test_acc": test_acc}]
-    metrics = {"test_acc": test_acc, "best_test_acc": test_acc, "epochs": 2, "steps": 16, "wall_seconds": 1.5}
-    write_json(folder / "metrics.json", metrics | {"history": history, "epoch_seconds": [0.7, 1.4]})
+    """A finished confirm job of the study in its folder (at lr 0.1)."""
+    write_confirm_run(compose_cfg, plan.job_dir("confirm", label, "0.1", seed), label, scheduler, seed, test_acc)
 
 
 def picks_of(plan) -> dict:

@@ -57,6 +57,20 @@ class CheckpointError(BadInput):
     """A checkpoint cannot be read or does not fit the run; the message says what to do."""
 
 
+class SavedAt:
+    """Where a loaded checkpoint (`self.checkpoint`, `load`'s) was saved in its run: after `epochs`, at `step`."""
+
+    checkpoint: dict[str, Any]
+
+    @property
+    def epochs(self) -> int:
+        return int(self.checkpoint["trainer"]["result"]["epochs"])
+
+    @property
+    def step(self) -> int:
+        return int(self.checkpoint["trainer"]["step"])
+
+
 def without_hydra(cfg: DictConfig) -> DictConfig:
     """The run's config without Hydra's own section (present when composed with it)."""
     return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])

@@ -47,19 +47,11 @@ KEY_RULES: dict[str, Rule] = {
 
 
 @dataclass
-class ResumePoint:
+class ResumePoint(checkpointing.SavedAt):
     """The run folder a command continues and its checkpoint."""
 
     folder: Path
     checkpoint: dict[str, Any]
-
-    @property
-    def epochs(self) -> int:
-        return int(self.checkpoint["trainer"]["result"]["epochs"])
-
-    @property
-    def step(self) -> int:
-        return int(self.checkpoint["trainer"]["step"])
 
     @property
     def overrides(self) -> list[str]:

@@ -30,19 +30,11 @@ def may_change(key: str) -> bool:
 
 
 @dataclass
-class BranchPoint:
+class BranchPoint(checkpointing.SavedAt):
     """The trunk checkpoint a run branches from, and where in the trunk it was saved."""
 
     path: Path
     checkpoint: dict[str, Any]
-
-    @property
-    def epochs(self) -> int:
-        return int(self.checkpoint["trainer"]["result"]["epochs"])
-
-    @property
-    def step(self) -> int:
-        return int(self.checkpoint["trainer"]["step"])
 
     def record(self) -> dict[str, Any]:
         """What metrics.json says of it."""

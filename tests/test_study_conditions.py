@@ -4,6 +4,7 @@ performance profile; and study=budgets as the preset that asks the budget questi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from omegaconf import OmegaConf
 
 from src.analysis.study import report as study_report
 from src.analysis.study.plan import StudyError, make_plan
+from src.analysis.study.run import EpochsDone
 from src.analysis.study.stages import run_stages, sequential
 from tests.conftest import read_csv, run_metrics, run_module, run_train, write_fashion_mnist
 from tests.test_study_stages import StandIn
@@ -152,3 +154,12 @@ def test_a_branched_confirm_run_of_the_study_is_the_run_trained_alone(tmp_path):
     report = (folder / "report.md").read_text()
     assert "Confirm runs branched from the same schedule's run under the longest budget" in report
     assert "constant@short after epoch 1 (2 of 2 runs)" in report and "Trained once per budget: cosine_warmup" in report
+
+
+def test_the_progress_bar_counts_a_branched_runs_epochs_from_its_branch_point(tmp_path):
+    plan = make_plan("quick", ["schedules=[constant,cosine_warmup]", TWO, f"dir={tmp_path}"], [])
+    trunk, branch = (plan.job_dir("confirm", name, "0.1", 100) for name in ("constant@long", "constant@short"))
+    for folder, record in ((trunk, {"epochs": 3}), (branch, {"epochs": 1, "branched_from": {"epoch": 1}})):
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(record))
+    assert EpochsDone(plan).count() == 3  # the branch trained no epoch of its own: its one is the trunk's

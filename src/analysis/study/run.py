@@ -114,7 +114,8 @@ class StudyProcess:
 
 
 class EpochsDone:
-    """The epochs the study's jobs have trained, from their metrics.json (read again only when it changed)."""
+    """The epochs the study's jobs have trained, from their metrics.json (read again only when it changed); a
+    branched run counts only the epochs after its branch point (its trunk trained the others)."""
 
     def __init__(self, plan: Plan):
         self.plan = plan
@@ -125,7 +126,9 @@ class EpochsDone:
             try:
                 mtime = path.stat().st_mtime_ns
                 if self.seen.get(path, (None,))[0] != mtime:
-                    self.seen[path] = (mtime, int(json.loads(path.read_text()).get("epochs") or 0))
+                    metrics = json.loads(path.read_text())
+                    inherited = (metrics.get("branched_from") or {}).get("epoch") or 0
+                    self.seen[path] = (mtime, int(metrics.get("epochs") or 0) - int(inherited))
             except (OSError, ValueError, TypeError, AttributeError):
                 continue  # being replaced, or damaged: the study's own check says so
         return sum(epochs for _, epochs in self.seen.values())

@@ -86,17 +86,24 @@ def run_batch(plan: Plan, launch: Launch, jobs: list[Job]) -> None:
 TRUNK_COPY = "trunk.pt"  # in a branch's folder: its trunk's last.pt after the branch epoch, copied before it runs
 
 
-def _trunk_of(plan: Plan, job: Job, todo: list[Job]) -> tuple[Job, int] | None:
-    """The trunk job (in `todo`: the same lr and seed under the longest budget) a confirm job can still branch
-    from, and the epoch; None when there is none, or it is past that epoch (a continued study) or ended early."""
+def _branch_spec(plan: Plan, job: Job) -> tuple[tuple[str, str, int], int] | None:
+    """The trunk a confirm job branches from by the plan (its key: the same lr and seed under the longest
+    budget) and the epoch; None for a job that trains alone."""
     spec = plan.branches.get(job.schedule.name) if job.stage == "confirm" else None
-    trunk = spec and next((item for item in todo if item.key == (spec["trunk"], job.lr, job.seed)), None)
+    return ((spec["trunk"], job.lr, job.seed), spec["epoch"]) if spec else None
+
+
+def _trunk_of(plan: Plan, job: Job, todo: list[Job]) -> tuple[Job, int] | None:
+    """The trunk job (in `todo`) a confirm job can still branch from, and the epoch; None when there is none, or
+    it is past that epoch (a continued study) or ended early."""
+    found = _branch_spec(plan, job)
+    trunk = found and next((item for item in todo if item.key == found[0]), None)
     if not trunk:
         return None
     metrics = job_metrics(plan, "confirm", *trunk.key)
-    if metrics is not None and (failed(metrics) or int(metrics.get("epochs") or 0) > spec["epoch"]):
+    if metrics is not None and (failed(metrics) or int(metrics.get("epochs") or 0) > found[1]):
         return None
-    return trunk, spec["epoch"]
+    return trunk, found[1]
 
 
 def _trunk_copy(plan: Plan, job: Job) -> Path:
@@ -136,8 +143,7 @@ def _copy_trunks(plan: Plan, launched: list[Job], todo: list[Job]) -> None:
         if metrics is None or failed(metrics) or int(metrics.get("epochs") or 0) != trunk.epochs:
             continue
         for job in todo:
-            spec = plan.branches.get(job.schedule.name)
-            if spec and (spec["trunk"], job.lr, job.seed) == trunk.key and spec["epoch"] == trunk.epochs:
+            if _branch_spec(plan, job) == (trunk.key, trunk.epochs):
                 target = _trunk_copy(plan, job)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(plan.job_dir("confirm", *trunk.key) / "last.pt", target)
@@ -325,12 +331,25 @@ def confirm_values(plan: Plan, picks: dict[str, Any]) -> dict[str, dict[int, flo
     return values
 
 
+def sequentials(plan: Plan, picks: dict[str, Any]) -> dict[str | None, Sequential]:
+    """Where the sequential rule stands on the confirm runs in the folder (read once), per condition: each
+    condition is a comparison of its own, with its own best and its own error control."""
+    values = confirm_values(plan, picks)
+    return {
+        condition: sequential_verdict(
+            {cell.name: values[cell.name] for cell in plan.cells(condition) if cell.name in values},
+            plan.confirm_seeds,
+            plan.confirm_rounds,
+            plan.spending,
+            margin=plan.margin / 100,
+        )
+        for condition in plan.condition_names()
+    }
+
+
 def sequential(plan: Plan, picks: dict[str, Any], condition: str | None = None) -> Sequential:
-    """Where the sequential rule stands on the confirm runs in the folder, among the schedules of one condition
-    (each condition is a comparison of its own: its own best, its own error control)."""
-    cells = {schedule.name for schedule in plan.cells(condition)}
-    values = {name: runs for name, runs in confirm_values(plan, picks).items() if name in cells}
-    return sequential_verdict(values, plan.confirm_seeds, plan.confirm_rounds, plan.spending, margin=plan.margin / 100)
+    """Where the sequential rule stands among the schedules of one condition."""
+    return sequentials(plan, picks)[condition]
 
 
 def confirm(plan: Plan, picks: dict[str, Any], launch: Launch) -> dict[str | None, Sequential]:
@@ -338,7 +357,7 @@ def confirm(plan: Plan, picks: dict[str, Any], launch: Launch) -> dict[str | Non
     every condition at once."""
     by_name = {schedule.name: schedule for schedule in plan.schedules}
     while True:
-        states = {condition: sequential(plan, picks, condition) for condition in plan.condition_names()}
+        states = sequentials(plan, picks)
         needed = {name: count for state in states.values() for name, count in state.needed.items()}
         if not needed:
             return states

@@ -83,36 +83,25 @@ def test_worse_and_tied_share_one_holm_family_per_look():
 # ------------------------------------------------------------------------------------------------ the lr range
 
 
-def test_the_lr_range_is_the_neighbours_within_the_margin_of_the_schedules_best(tmp_path):
+def tuned_range(tmp_path, lrs: str, halving: str, margin: int, epochs: int) -> dict:
+    """Stage 1 of constant and cosine_warmup on `landscape`, run by the stand-in; constant's lr range."""
+    options = [f"tune.lrs={lrs}", f"tune.halving={halving}", f"margin={margin}", "confirm.max_seeds=null"]
     plan = make_plan(
-        "quick",
-        [
-            *("schedules=[constant,cosine_warmup]", "tune.lrs=[0.01,0.03,0.1,0.3,1.0]", "tune.halving=null"),
-            *("margin=6", "confirm.max_seeds=null", f"dir={tmp_path}"),
-        ],
-        ["trainer.epochs=2"],
+        "quick", ["schedules=[constant,cosine_warmup]", *options, f"dir={tmp_path}"], [f"trainer.epochs={epochs}"]
     )
-    picks = run_stages(
-        plan, StandIn(plan, lambda name, lr, seed, epoch: landscape(lr, seed, epoch)), say=lambda line: None
-    )
-    robust = picks["constant"]["lr_range"]  # 0.03 and 0.3 are 4.8 points below 0.1, 0.01 and 1.0 are 10 below
+    launch = StandIn(plan, lambda name, lr, seed, epoch: landscape(lr, seed, epoch))
+    return run_stages(plan, launch, say=lambda line: None)["constant"]["lr_range"]
+
+
+def test_the_lr_range_is_the_neighbours_within_the_margin_of_the_schedules_best(tmp_path):
+    robust = tuned_range(tmp_path, "[0.01,0.03,0.1,0.3,1.0]", "null", margin=6, epochs=2)
+    # 0.03 and 0.3 are 4.8 points below 0.1, 0.01 and 1.0 are 10 below
     assert (robust["low"], robust["high"], robust["epoch"], robust["at_edge"]) == ("0.03", "0.3", 2, False)
     assert robust["factor"] == pytest.approx(10)
 
 
 def test_with_halving_the_lr_range_is_judged_at_the_first_rung_where_every_lr_still_runs(tmp_path):
-    plan = make_plan(
-        "quick",
-        [
-            *("schedules=[constant,cosine_warmup]", "tune.lrs=[0.01,0.1,1.0,10.0]", "tune.halving=2", "margin=15"),
-            *("confirm.max_seeds=null", f"dir={tmp_path}"),
-        ],
-        ["trainer.epochs=4"],
-    )
-    picks = run_stages(
-        plan, StandIn(plan, lambda name, lr, seed, epoch: landscape(lr, seed, epoch)), say=lambda line: None
-    )
-    robust = picks["constant"]["lr_range"]
+    robust = tuned_range(tmp_path, "[0.01,0.1,1.0,10.0]", "2", margin=15, epochs=4)
     assert robust["epoch"] == 1 and set(robust["scores"]) == {"0.01", "0.1", "1.0", "10.0"}
     assert (robust["low"], robust["high"], robust["at_edge"]) == ("0.01", "1.0", True)  # 10 lies 20 points below
 
